@@ -1,0 +1,203 @@
+"""Symmetric monomial feature maps: U1 U2^T = p(Q K^T), rank C(d+g, g), array-API genericity."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from fractions import Fraction
+
+import array_api_strict
+import numpy as np
+import pytest
+import sympy as sp
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from lora_proofcheck.derivations.polynomial import ExpPolynomial, exp_polynomial
+from lora_proofcheck.errors import InvalidInputError, InvalidTypeError
+from lora_proofcheck.kernels.features import (
+    feature_maps,
+    feature_rank,
+    feature_scales,
+    monomial_exponents,
+    paper_rank_bound,
+)
+
+
+def exact_kernel(Q, K, coefficients):
+    """p(<q_i, k_j>) in exact rational arithmetic from the float entries, and the rounding scale
+    sum_t |a_t| (sum_l |q_l k_l|)^t (the sum of |terms| that the features add up)."""
+    a = [Fraction(int(c.p), int(c.q)) for c in coefficients]
+    value = np.empty((Q.shape[0], K.shape[0]))
+    scale = np.empty_like(value)
+    for i, j in itertools.product(range(Q.shape[0]), range(K.shape[0])):
+        s = sum((Fraction(float(q)) * Fraction(float(k)) for q, k in zip(Q[i], K[j])), Fraction(0))
+        s_abs = float(np.sum(np.abs(Q[i] * K[j])))
+        p = Fraction(0)
+        for c in reversed(a):
+            p = p * s + c
+        value[i, j] = float(p)
+        scale[i, j] = sum(abs(float(c)) * s_abs**t for t, c in enumerate(a))
+    return value, scale
+
+
+def signed_polynomial(degree: int, seed: int) -> ExpPolynomial:
+    """A polynomial with coefficients of random sign (features must not care about the sign)."""
+    rng = np.random.default_rng(seed)
+    coeffs = tuple(
+        sp.Rational(int(rng.integers(-50, 51)), math.factorial(t) * int(rng.integers(1, 5)))
+        for t in range(degree + 1)
+    )
+    return ExpPolynomial("chebyshev", degree, 1.0, coeffs, 1.0)
+
+
+# ----------------------------------------------------------------------------------------------
+# monomials and ranks
+
+
+@pytest.mark.parametrize("d, degree", [(1, 0), (1, 5), (2, 3), (3, 4), (5, 2), (6, 3)])
+def test_monomial_exponents_are_all_multi_indices_in_graded_order(d, degree):
+    ms = monomial_exponents(d, degree)
+    expected = {m for m in itertools.product(range(degree + 1), repeat=d) if sum(m) <= degree}
+    assert len(ms) == len(set(ms)) == len(expected) == feature_rank(d, degree)
+    assert set(ms) == expected
+    assert [sum(m) for m in ms] == sorted(sum(m) for m in ms)  # graded
+    assert monomial_exponents(d, degree) == ms  # deterministic
+
+
+@settings(max_examples=50, deadline=None)
+@given(d=st.integers(1, 64), degree=st.integers(0, 12))
+def test_rank_formula_and_paper_bound(d, degree):
+    k = feature_rank(d, degree)
+    assert k == math.comb(d + degree, degree)
+    assert k == sum(math.comb(d + t - 1, t) for t in range(degree + 1))  # monomials per degree
+    assert k <= paper_rank_bound(d, degree) == math.comb(2 * (degree + d), 2 * degree)
+
+
+def test_rank_table_from_reference_notes():
+    assert [feature_rank(8, 2), feature_rank(8, 3), feature_rank(64, 2)] == [45, 165, 2145]
+    assert [paper_rank_bound(8, 2), paper_rank_bound(8, 3)] == [4845, 74613]
+
+
+# ----------------------------------------------------------------------------------------------
+# the kernel identity
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    d=st.integers(1, 6),
+    degree=st.integers(0, 6),
+    method=st.sampled_from(["taylor", "chebyshev", "signed"]),
+    radius=st.floats(0.1, 8.0),
+    lengths=st.tuples(st.integers(1, 5), st.integers(1, 5)),
+    seed=st.integers(0, 2**32 - 1),
+)
+@example(d=3, degree=5, method="chebyshev", radius=8.0, lengths=(4, 5), seed=0)  # negative a_1..a_3
+def test_features_reproduce_polynomial_kernel(d, degree, method, radius, lengths, seed):
+    if method == "signed":
+        p = signed_polynomial(degree, seed)
+    else:
+        p = exp_polynomial(radius, degree=degree, method=method)
+    rng = np.random.default_rng(seed)
+    # entries scaled so the logits roughly fill [-R, R], where p is meant to be used
+    Q = rng.standard_normal((lengths[0], d)) * math.sqrt(radius / d)
+    K = rng.standard_normal((lengths[1], d)) * math.sqrt(radius / d)
+    U1, U2 = feature_maps(Q, K, p)
+    k = feature_rank(d, degree)
+    assert U1.shape == (lengths[0], k) and U2.shape == (lengths[1], k)
+    value, scale = exact_kernel(Q, K, p.coefficients)
+    # each feature product carries <= (2g + 6) roundings, the matmul adds <= k more per term
+    tol = (4 * degree + 8 + k) * np.finfo(np.float64).eps * scale
+    assert np.all(np.abs(U1 @ U2.T - value) <= tol)
+
+
+def test_chebyshev_example_really_has_negative_coefficients():
+    p = exp_polynomial(8.0, degree=5, method="chebyshev")
+    assert any(c < 0 for c in p.coefficients) and any(c > 0 for c in p.coefficients)
+
+
+def test_columns_follow_monomial_exponents():
+    d, degree = 3, 3
+    p = signed_polynomial(degree, seed=7)
+    rng = np.random.default_rng(1)
+    Q, K = rng.standard_normal((4, d)), rng.standard_normal((2, d))
+    U1, U2 = feature_maps(Q, K, p)
+    left, right = feature_scales(d, p)
+    for col, m in enumerate(monomial_exponents(d, degree)):
+        t = sum(m)
+        a = float(p.coefficients[t])
+        weight = abs(a) * math.factorial(t) / math.prod(math.factorial(c) for c in m)
+        assert left[col] == pytest.approx(math.sqrt(weight), rel=1e-15)
+        assert right[col] == pytest.approx(math.copysign(math.sqrt(weight), a), rel=1e-15)
+        assert np.allclose(U1[:, col], left[col] * np.prod(Q**np.array(m), axis=1), rtol=1e-14, atol=0)
+        assert np.allclose(U2[:, col], right[col] * np.prod(K**np.array(m), axis=1), rtol=1e-14, atol=0)
+
+
+def test_leading_batch_dims():
+    p = exp_polynomial(2.0, degree=3, method="chebyshev")
+    rng = np.random.default_rng(2)
+    Q, K = rng.standard_normal((2, 3, 5, 4)) * 0.5, rng.standard_normal((2, 3, 6, 4)) * 0.5
+    U1, U2 = feature_maps(Q, K, p)
+    assert U1.shape == (2, 3, 5, 35) and U2.shape == (2, 3, 6, 35)
+    for b in itertools.product(range(2), range(3)):
+        V1, V2 = feature_maps(Q[b], K[b], p)
+        assert np.array_equal(U1[b], V1) and np.array_equal(U2[b], V2)
+
+
+# ----------------------------------------------------------------------------------------------
+# array API genericity and dtypes
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_array_api_strict_matches_numpy(dtype):
+    p = exp_polynomial(4.0, degree=4, method="chebyshev")
+    rng = np.random.default_rng(3)
+    Q = (rng.standard_normal((2, 7, 5)) * 0.6).astype(dtype)
+    K = (rng.standard_normal((2, 6, 5)) * 0.6).astype(dtype)
+    U1, U2 = feature_maps(Q, K, p)
+    xp = array_api_strict
+    S1, S2 = feature_maps(xp.asarray(Q), xp.asarray(K), p)
+    assert S1.dtype == getattr(xp, dtype) and S2.dtype == getattr(xp, dtype)
+    assert np.array_equal(np.asarray(S1), U1) and np.array_equal(np.asarray(S2), U2)
+
+
+def test_float32_stays_float32_and_keeps_the_identity():
+    p = exp_polynomial(2.0, degree=4, method="chebyshev")
+    rng = np.random.default_rng(4)
+    Q, K = rng.standard_normal((6, 3)) * 0.8, rng.standard_normal((5, 3)) * 0.8
+    U1, U2 = feature_maps(Q.astype(np.float32), K.astype(np.float32), p)
+    assert U1.dtype == np.float32 and U2.dtype == np.float32
+    value, scale = exact_kernel(Q.astype(np.float32), K.astype(np.float32), p.coefficients)
+    tol = (4 * 4 + 8 + U1.shape[1]) * np.finfo(np.float32).eps * scale
+    assert np.all(np.abs((U1 @ U2.T).astype(np.float64) - value) <= tol)
+
+
+# ----------------------------------------------------------------------------------------------
+# bad inputs
+
+
+def _bad_inputs():
+    ok = np.ones((3, 2))
+    p = exp_polynomial(1.0, degree=2)
+    return [
+        (lambda: feature_maps(np.ones(3), ok, p), InvalidInputError, "Q"),
+        (lambda: feature_maps(ok, np.ones((3, 4)), p), InvalidInputError, "last dim"),
+        (lambda: feature_maps(np.ones((2, 3, 2)), np.ones((3, 3, 2)), p), InvalidInputError, "leading"),
+        (lambda: feature_maps(ok, np.ones((1, 3, 2)), p), InvalidInputError, "leading"),
+        (lambda: feature_maps(ok, np.array([[1.0, np.nan]]), p), InvalidInputError, "K"),
+        (lambda: feature_maps(np.ones((3, 2), dtype=np.int64), ok, p), InvalidTypeError, "Q"),
+        (lambda: feature_maps(ok, ok.astype(np.float32), p), InvalidTypeError, "dtype"),
+        (lambda: feature_maps(ok, [[1.0, 2.0]], p), InvalidTypeError, "K"),
+        (lambda: feature_maps(ok, array_api_strict.asarray(ok), p), InvalidTypeError, "mixed"),
+        (lambda: feature_maps(ok, ok, [1.0, 1.0]), InvalidTypeError, "poly"),
+        (lambda: monomial_exponents(0, 2), InvalidInputError, "d"),
+        (lambda: feature_rank(2, -1), InvalidInputError, "degree"),
+        (lambda: paper_rank_bound(2.5, 1), InvalidTypeError, "d"),
+    ]
+
+
+@pytest.mark.parametrize("case", range(len(_bad_inputs())))
+def test_bad_inputs_name_the_argument(case):
+    call, error, name = _bad_inputs()[case]
+    with pytest.raises(error, match=name):
+        call()
