@@ -1,0 +1,63 @@
+"""Core subcommands: regen, check, env."""
+
+from __future__ import annotations
+
+import json
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser("regen", help="regenerate the kernels from the SymPy derivations",
+                       description="Print every derivation into its generated kernel module (and the "
+                                   "derivation records under derivations/). Deterministic.")
+    p.add_argument("--check", action="store_true",
+                   help="write nothing; exit 1 if a checked-in generated file differs")
+    p.set_defaults(func=_regen)
+
+    p = sub.add_parser("check", help="quick verification run, printed as a table",
+                       description="Run the symbolic proofs, the oracle comparisons (finite differences, "
+                                   "PyTorch autograd, array-api-strict) and the approximate-path checks.")
+    p.add_argument("--full", action="store_true", help="also the slower cross-attention proofs")
+    p.set_defaults(func=_check)
+
+    p = sub.add_parser("env", help="versions, BLAS, CPU and GPU")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_env)
+
+
+def _regen(args) -> int:
+    from .codegen.regen import regen  # noqa: PLC0415
+
+    stale, seconds = regen(check=args.check)
+    for path in stale:
+        print(f"{'stale' if args.check else 'wrote'}: {path}")
+    verb = "differ from the derivations" if args.check else "regenerated"
+    print(f"{len(stale)} file(s) {verb} ({seconds:.2f} s)")
+    return 1 if (args.check and stale) else 0
+
+
+def _check(args) -> int:
+    from . import checks  # noqa: PLC0415
+
+    results = checks.all_checks(full=args.full)
+    print(checks.format_table(results))
+    failed = [r for r in results if not r.passed]
+    print(f"\n{len(results) - len(failed)} passed, {len(failed)} failed")
+    return 1 if failed else 0
+
+
+def _env(args) -> int:
+    from .envinfo import collect  # noqa: PLC0415
+
+    info = collect()
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    for key, value in info["versions"].items():
+        print(f"{key:>18}: {value}")
+    for b in info["blas"]:
+        print(f"{'BLAS':>18}: {b['internal_api']} {b['version']} ({b['num_threads']} threads, {b['architecture']})")
+    c = info["cpu"]
+    print(f"{'CPU':>18}: {c['model']} ({c['cores']} cores, {c['machine']})")
+    print(f"{'GPU':>18}: " + (", ".join(g["name"] for g in info["gpu"]) or "none (CuPy/CUDA not available)"))
+    print(f"{'commit':>18}: {info['commit']['id']}{' (dirty)' if info['commit']['dirty'] else ''}")
+    return 0
