@@ -118,12 +118,12 @@ def prove_G_is_dL_dF(L=2, L_kv=3, d=2) -> Proof:
                   "Lemma 3.2 / erratum E1", inst.size, lambda: _laurent_zero(brute - I.env["G"]))
 
 
-def prove_p_is_dL_dS(L=3, L_kv=3, d=2) -> Proof:
+def prove_p_is_dL_dS(L=3, L_kv=3, d=2, derivation=None) -> Proof:
     """p = F∘G - diag((F∘G)1) F is the gradient of the loss in the logits S."""
     inst = _Instance(L=L, d=d, cross=True, L_kv=L_kv)
     S = symbol_matrix("s", L, inst.L_kv)
     I = inst.interpreter(S=S)
-    I.run(exact.build(), ["p"], given=("S",))
+    I.run(derivation or exact.build(), ["p"], given=("S",))
     loss = inst.softmax_loss(S)
     brute = sp.Matrix(L, inst.L_kv, lambda i, j: sp.diff(loss, S[i, j]))
     diff = inst.rationalize(brute - I.env["p"], S)
@@ -142,11 +142,11 @@ def prove_rowwise_form(L=3, L_kv=3) -> Proof:
                   "Lemma 3.2", f"L={L} L_kv={L_kv}", lambda: _laurent_zero(sp.Matrix.vstack(*rows) - I.env["p"]))
 
 
-def prove_lora_gradients(module: str, *, L=2, d=2, r=1, cross=False, L_kv=None) -> Proof:
+def prove_lora_gradients(module: str, *, L=2, d=2, r=1, cross=False, L_kv=None, derivation=None) -> Proof:
     """Brute-force dL/dA_mu, dL/dB_mu of the scalar loss equal the generated closed forms."""
     inst = _Instance(L=L, d=d, r=r, cross=cross, L_kv=L_kv, adapt=module)
     I = inst.interpreter()
-    I.run(exact.build(), [f"dW_{module}"])
+    I.run(derivation or exact.build(), [f"dW_{module}"])
     J = Interpreter({"W0": inst.W0[module], "A": inst.A[module], "B": inst.B[module],
                      "dW": I.env[f"dW_{module}"], "scale": inst.s}, {lora.d: d, lora.r: r})
     J.run(lora.build(), ["dA", "dB"])

@@ -1,0 +1,47 @@
+"""The command line: help, env, check's exit status, clear errors."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from lora_proofcheck import checks
+from lora_proofcheck.cli import build_parser, main
+
+
+def test_help_lists_the_commands(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("regen", "check", "env"):
+        assert command in out
+
+
+def test_env_json(capsys):
+    assert main(["env", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["versions"]["sympy"] == "1.14.0" and "cores" in info["cpu"] and "commit" in info
+
+
+def test_check_reports_failures(monkeypatch, capsys):
+    bad = checks.CheckResult("demo", "a failing check", False, "1e+00", 0.0)
+    good = checks.CheckResult("demo2", "a passing check", True, "0", 0.0)
+    monkeypatch.setattr(checks, "all_checks", lambda full=False: [good, bad])
+    assert main(["check"]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL" in out and "1 passed, 1 failed" in out
+    monkeypatch.setattr(checks, "all_checks", lambda full=False: [good])
+    assert main(["check"]) == 0
+
+
+def test_unknown_command_is_a_usage_error():
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args(["frobnicate"])
+    assert exc.value.code == 2
+
+
+def test_module_entry_point():
+    out = subprocess.run([sys.executable, "-m", "lora_proofcheck", "env"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "sympy" in out.stdout
