@@ -1,21 +1,36 @@
 """The exact path: loss and LoRA gradients through the generated O(L^2 d) kernels.
 
-Dense by default for moderate sizes; for long sequences the query rows are processed in blocks
-(every block still sees all keys, so each block's softmax is exact and no online rescaling is
-needed): peak memory O(N * block_rows * L_kv + L * d) instead of O(N * L * L_kv).
+Dense for small sizes; beyond that the query rows are processed in blocks (every block still sees
+all keys, so each block's softmax is exact and no online rescaling is needed): peak memory
+O(workers * N * block_rows * L_kv + L * d) instead of O(N * L * L_kv).
+
+Why blocks are also *faster*: with d ~ 8 every kernel step is a memory-bound pass over an
+L x L_kv array, and every fresh large temporary costs page faults (dense at L = 4096: ~70 ns of
+system time per logit against ~25 ns of arithmetic). Blocks of about 1 MiB per array are recycled
+by the allocator and stay in cache. Independent blocks run on several threads (NumPy's ufuncs are
+single-threaded but release the GIL) while the BLAS is pinned to one thread, so the total thread
+count stays the BLAS's own (threadpoolctl limits are respected).
 """
 
 from __future__ import annotations
+
+import operator
+from concurrent.futures import ThreadPoolExecutor
+
+import array_api_compat
 
 from .errors import InvalidInputError, InvalidTypeError
 from .kernels import _generated_exact as gen
 from .kernels import _generated_lora as gen_lora
 from .problem import LoRAProblem
 
-# Dense when the L x L_kv working set (about 6 live arrays) fits this; else blocks of this size.
-DENSE_LIMIT_BYTES = 1 << 30
-BLOCK_TARGET_BYTES = 1 << 27
-LIVE_ARRAYS = 6
+# Bytes of one L x L_kv-shaped array of a block. Measured on the dev machine (Zen 3, glibc): up to
+# ~1 MiB the allocator recycles the ~12 temporaries of a block without page faults; from ~4 MiB on
+# every block pays fresh page faults (10-35 ns per logit of system time, more than the arithmetic).
+BLOCK_BYTES = 1 << 20
+# Rows per block at least: each block also pays O(N L_kv d^2) for C2, C3 and the two X_kv^T
+# products (GEMMs with k = d, ~140 ns per key per block), which 4 rows already cut to ~35 ns/logit.
+MIN_BLOCK_ROWS = 4
 
 
 def _check_problem(problem) -> LoRAProblem:
@@ -28,59 +43,103 @@ def choose_block_rows(problem: LoRAProblem, block_rows="auto") -> int | None:
     """Rows per block (None: dense). `block_rows` is "auto", None (dense) or a positive int."""
     if block_rows is None:
         return None
-    itemsize = 4 if problem.dtype_name == "float32" else 8
-    per_row = LIVE_ARRAYS * problem.N * problem.L_kv * itemsize
-    if block_rows == "auto":
-        if per_row * problem.L <= DENSE_LIMIT_BYTES:
-            return None
-        return max(1, min(problem.L, BLOCK_TARGET_BYTES // per_row))
+    if block_rows == "auto":  # dense when the whole problem is one block anyway
+        rows = blocked_rows(problem)
+        return None if rows >= problem.L else rows
     if isinstance(block_rows, bool) or not isinstance(block_rows, int) or block_rows < 1:
         raise InvalidInputError(f"block_rows must be 'auto', None or a positive int, got {block_rows!r}")
     return None if block_rows >= problem.L else block_rows
 
 
-def weight_gradients(problem: LoRAProblem, modules: str, *, block_rows="auto"):
-    """Batch-mean loss and {mu: dL/dW_mu} for `modules` (a string over 'QKV')."""
+def blocked_rows(problem: LoRAProblem) -> int:
+    """Rows per block of the blocked path: BLOCK_BYTES per L x L_kv-shaped array, at least
+    MIN_BLOCK_ROWS, at most L (then the blocked path is the dense one)."""
+    itemsize = 4 if problem.dtype_name == "float32" else 8
+    rows = max(MIN_BLOCK_ROWS, BLOCK_BYTES // (itemsize * problem.N * problem.L_kv))
+    return min(problem.L, rows)
+
+
+def blas_threads() -> int:
+    """Threads of NumPy's BLAS as threadpoolctl reports them (1 when it cannot tell)."""
+    from threadpoolctl import threadpool_info  # noqa: PLC0415 - only the blocked path needs it
+
+    counts = [info.get("num_threads") or 1 for info in threadpool_info() if info.get("user_api") == "blas"]
+    return max(counts, default=1)
+
+
+def worker_threads(problem: LoRAProblem, threads=None) -> int:
+    """Threads the blocked path runs its row blocks on: `threads`, else the BLAS thread count;
+    always 1 outside NumPy."""
+    if threads is not None:
+        if isinstance(threads, bool):
+            raise InvalidTypeError("threads must be a positive int or None, got bool")
+        try:
+            threads = operator.index(threads)
+        except TypeError:
+            raise InvalidTypeError(f"threads must be a positive int or None, got {type(threads).__name__}") \
+                from None
+        if threads < 1:
+            raise InvalidInputError(f"threads must be a positive int or None, got {threads}")
+    # Host threads only help NumPy: a GPU queue (CuPy) serialises the blocks anyway.
+    if not array_api_compat.is_numpy_namespace(problem.xp):
+        return 1
+    return blas_threads() if threads is None else threads
+
+
+def _blocked_sums(problem: LoRAProblem, kernel, args, rows, workers) -> dict:
+    """Sum over the batch and over row blocks of every output of `kernel`, in a fixed order."""
+    xp, L = problem.xp, problem.L
+
+    def block(i):
+        out = kernel(problem.X3[:, i:i + rows, :], *args, problem.Y3[:, i:i + rows, :], problem.beta)
+        return {k: xp.sum(v, axis=0) for k, v in out.items()}
+
+    def add(parts):  # row blocks add up: every term is a sum over query rows
+        total = None
+        for part in parts:
+            total = part if total is None else {k: total[k] + part[k] for k in total}
+        return total
+
+    starts = range(0, L, rows)
+    if workers == 1 or len(starts) == 1:
+        return add(map(block, starts))
+    from threadpoolctl import threadpool_limits  # noqa: PLC0415
+
+    # map() yields in submission order, so the sum (and its rounding) is deterministic.
+    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(min(workers, len(starts))) as pool:
+        return add(pool.map(block, starts))
+
+
+def weight_gradients(problem: LoRAProblem, modules: str, *, block_rows="auto", threads=None):
+    """Batch-mean loss and {mu: dL/dW_mu} for `modules` (a string over 'QKV').
+
+    `threads` (blocked NumPy runs only): worker threads over the row blocks, each with a
+    single-threaded BLAS; default the BLAS's own thread count (so threadpoolctl limits apply).
+    """
     problem = _check_problem(problem)
-    xp = problem.xp
     W = problem.weights()
     kernel = getattr(gen, f"exact_gradients_{modules}")
-    args = (problem.Xkv3, W["Q"], W["K"], W["V"])
-    rows = choose_block_rows(problem, block_rows)
-    if rows is None:
-        parts = [kernel(problem.X3, *args, problem.Y3, problem.beta)]
-    else:
-        parts = (kernel(problem.X3[:, i:i + rows, :], *args, problem.Y3[:, i:i + rows, :], problem.beta)
-                 for i in range(0, problem.L, rows))
-    total = None
-    for part in parts:  # row blocks add up: every term is a sum over query rows
-        sums = {k: xp.sum(v, axis=0) for k, v in part.items()}
-        total = sums if total is None else {k: total[k] + sums[k] for k in total}
+    rows = choose_block_rows(problem, block_rows) or problem.L
+    workers = worker_threads(problem, threads) if rows < problem.L else 1
+    total = _blocked_sums(problem, kernel, (problem.Xkv3, W["Q"], W["K"], W["V"]), rows, workers)
     n = problem.N
     return total["loss"] / n, {m: total[f"dW_{m}"] / n for m in modules}
 
 
-def loss(problem: LoRAProblem, *, block_rows="auto"):
+def loss(problem: LoRAProblem, *, block_rows="auto", threads=None):
     """L = 1/(2N) sum_n ||F_n X'_n W_V - Y_n||_F^2, a 0-d array in the input's namespace."""
-    problem = _check_problem(problem)
-    W = problem.weights()
-    total = None
-    rows = choose_block_rows(problem, block_rows) or problem.L
-    for i in range(0, problem.L, rows):
-        part = gen.exact_gradients_V(problem.X3[:, i:i + rows, :], problem.Xkv3, W["Q"], W["K"], W["V"],
-                                     problem.Y3[:, i:i + rows, :], problem.beta)["loss"]
-        total = problem.xp.sum(part) if total is None else total + problem.xp.sum(part)
-    return total / problem.N
+    value, _ = weight_gradients(problem, "V", block_rows=block_rows, threads=threads)
+    return value
 
 
-def exact_gradients(problem: LoRAProblem, *, block_rows="auto") -> dict:
+def exact_gradients(problem: LoRAProblem, *, block_rows="auto", threads=None) -> dict:
     """Exact dL/dA_mu and dL/dB_mu for every adapted module, keyed "A_Q", "B_Q", ...
 
     Arrays are in the input's namespace, dtype and device. `block_rows` picks dense (None) or
-    row-blocked evaluation; "auto" goes blocked once the dense working set passes 1 GiB.
+    row-blocked evaluation; "auto" goes blocked (`blocked_rows`) once one block is smaller than L.
     """
     problem = _check_problem(problem)
-    _, dW = weight_gradients(problem, "".join(problem.adapted), block_rows=block_rows)
+    _, dW = weight_gradients(problem, "".join(problem.adapted), block_rows=block_rows, threads=threads)
     return lora_factor_gradients(problem, dW)
 
 

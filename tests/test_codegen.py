@@ -64,3 +64,25 @@ def test_printer(expr, text):
 def test_printer_face_split_standalone():
     A, B = sp.MatrixSymbol("A", 4, 3), sp.MatrixSymbol("B", 4, 2)
     assert "face_split" in XPPrinter().doprint(FaceSplit(A, B))
+
+
+def test_cse_never_hoists_operators():
+    """CSE must not pull diag(v) or A ⊘ B out of their products: alone they would be
+    materialized as an L x L or L x k·d array."""
+    from sympy.matrices.expressions.diagonal import DiagMatrix
+
+    from lora_proofcheck.codegen.render import Kernel, render_function
+    from lora_proofcheck.derivations.nodes import Derivation
+
+    L, d, k = sp.symbols("L d k", positive=True, integer=True)
+    r, C = sp.MatrixSymbol("r", L, 1), sp.MatrixSymbol("C", L, d)
+    A, B, M = sp.MatrixSymbol("A", L, k), sp.MatrixSymbol("B", L, d), sp.MatrixSymbol("M", k * d, d)
+    D = Derivation("t", [r, C, A, B, M])
+    D.let("x", DiagMatrix(r) * C)
+    D.let("y", DiagMatrix(r) * C + C)
+    D.let("z", FaceSplit(A, B) * M)
+    D.let("w", FaceSplit(A, B).T * C)
+    D.let("v", FaceSplit(A, B).T * B)
+    text = render_function(Kernel("f", D, ("r", "C", "A", "B", "M"), ("x", "y", "z", "w", "v"), ""), XPPrinter())
+    assert "diagflat" not in text and "face_split(" not in text and "xp.eye" not in text
+    assert text.count("face_split_t_matmul(A, B,") == 2

@@ -6,7 +6,9 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-from ..derivations.nodes import Derivation
+from sympy.matrices.expressions.diagonal import DiagMatrix
+
+from ..derivations.nodes import Derivation, FaceSplit
 from .printer import XPPrinter
 
 
@@ -32,6 +34,7 @@ def render_function(kernel: Kernel, printer: XPPrinter) -> str:
     shapes = set().union(*(i.free_symbols for i in kernel.derivation.inputs if isinstance(i, sp.MatrixSymbol)
                            for i in i.shape))  # never hoist ones vectors: they print as axis sums
     replacements, reduced = sp.cse([s.expr for s in steps], symbols=temps, order="none", ignore=shapes)
+    replacements, reduced = _inline_operators(replacements, reduced)
     # cse names matrix temporaries as MatrixSymbols; place each right before its first user
     statements = []  # (target, expr)
     pending = list(replacements)
@@ -66,6 +69,27 @@ def render_function(kernel: Kernel, printer: XPPrinter) -> str:
             lines.append(f"    del {', '.join(dead)}")
     lines.append("    return {" + ", ".join(f'"{o}": {o}' for o in kernel.outputs) + "}")
     return "\n".join(lines)
+
+
+def _is_operator(expr) -> bool:
+    """Nodes the printer fuses into the product they sit in; hoisted alone they would be
+    materialized (diag(v) as an L x L array, A ⊘ B as L x k·d)."""
+    if isinstance(expr, sp.Transpose):
+        expr = expr.arg
+    if isinstance(expr, sp.Inverse):
+        expr = expr.arg
+    return isinstance(expr, (DiagMatrix, FaceSplit, sp.OneMatrix))
+
+
+def _inline_operators(replacements, reduced):
+    """Undo CSE for operator nodes: substitute them back where they are used."""
+    inline = {sym: sub for sym, sub in replacements if _is_operator(sub)}
+    while inline:
+        sym, sub = inline.popitem()
+        replacements = [(s2, e.xreplace({sym: sub})) for s2, e in replacements if s2 != sym]
+        reduced = [e.xreplace({sym: sub}) for e in reduced]
+        inline = {s2: e for s2, e in replacements if _is_operator(e)}
+    return replacements, reduced
 
 
 def _scalar_args(kernel: Kernel) -> set:

@@ -82,9 +82,11 @@ def build(p2: str = "rows") -> Derivation:
     U3C1 = D.let("U3C1", FaceSplit(c, U1n).T * C1, "(c~ ⊘ U1n)^T C^(1) (d k x d)")
     p1TC1 = D.let("p1TC1", FaceSplit(C3, U2) * U3C1, "p~1^T C^(1) = (C^(3) ⊘ U2)((c~ ⊘ U1n)^T C^(1))")
     if p2 == "rows":
-        rC1 = D.let("rC1", scale_rows(r, C1), "diag(r~) C^(1)")
+        # (r 1^T) ∘ C1, not diag(r) C1: a second DiagMatrix(r) would be hoisted by CSE as an L x L array
+        rC1 = D.let("rC1", sp.HadamardProduct(r * ones(1, d), C1), "diag(r~) C^(1) = (r~ 1^T) ∘ C^(1)")
         U4C1 = D.let("U4C1", U1n.T * rC1, "U4^T C^(1), U4 = diag(r~) U1n (k x d)")
-        p2TC1 = D.let("p2TC1", U2 * U4C1, "p~2^T C^(1) = U2 (U1n^T diag(r~) C^(1)) (Lemma 3.7 for P^T, App. D; E2)")
+        p2TC1 = D.let("p2TC1", U2 * U4C1,
+                      "p~2^T C^(1) = U2 (U1n^T diag(r~) C^(1)) (Lemma 3.7 for P^T, App. D; E2)")
     else:
         V1C1 = D.let("V1C1", U1n.T * C1, "U1n^T C^(1)")
         FTC1 = D.let("FTC1", U2 * V1C1, "F~^T C^(1)")

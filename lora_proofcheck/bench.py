@@ -1,0 +1,181 @@
+"""`lora-proofcheck bench`: exact (dense, blocked) vs approximate vs PyTorch autograd, L = 2^10..2^17.
+
+The machinery lives in `lora_proofcheck.benchmarks`; this module is the command line: flags,
+a table on stdout, JSON (`--out`) and a log-log plot (`--plot`). Progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import re
+from pathlib import Path
+
+from .benchmarks import BenchConfig, run_benchmark, summarize
+from .errors import InvalidInputError
+
+QUICK = {"L_min": 256, "L_max": 2048, "repeats": 1, "max_seconds": 30.0, "budget_seconds": 180.0,
+         "gemm_square": 512}
+FULL = {"L_min": 1024, "L_max": 131072, "repeats": 3, "max_seconds": 300.0, "budget_seconds": 1200.0,
+        "gemm_square": 2048}
+
+
+def _length(text: str) -> int:
+    """A size: 4096 or 2^12."""
+    m = re.fullmatch(r"\s*(\d+)\s*(?:\^\s*(\d+)\s*)?", text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"expected an integer such as 4096 or 2^12, got {text!r}")
+    value = int(m.group(1)) ** int(m.group(2)) if m.group(2) else int(m.group(1))
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"must be at least 2, got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _eps(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}")
+    return value
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser(
+        "bench", help="time exact, blocked, approximate and PyTorch gradients against L",
+        description="Compare, on identical instances LoRAProblem.random(L, d, r, adapt='QKV', "
+                    "logit_bound=1, seed), the exact path (dense while memory allows, and blocked), the "
+                    "approximate path at each --eps and PyTorch autograd (CPU, float64). Each measurement "
+                    "runs in a fresh process (peak RSS via getrusage). Records median and all times, peak "
+                    "memory, GFLOP/s from the cost model, max-abs error against the exact path, the "
+                    "certified bound, the machine's GEMM rate, and log-log scaling exponents.")
+    p.add_argument("--L-min", type=_length, help="smallest L (default 1024; 256 with --quick)")
+    p.add_argument("--L-max", type=_length, help="largest L (default 131072; 2048 with --quick)")
+    p.add_argument("--sizes", type=_length, nargs="+", metavar="L",
+                   help="explicit sizes instead of the doubling sweep (e.g. 16384 20000)")
+    p.add_argument("--repeats", type=_positive_int, help="timed calls per measurement, median reported "
+                                                         "(default 3; 1 with --quick)")
+    p.add_argument("--eps", type=_eps, nargs="+", default=[1e-3, 1e-6],
+                   help="accuracies of the approximate path (default 1e-3 1e-6)")
+    p.add_argument("--threads", type=_positive_int,
+                   help="BLAS / torch / blocked-path threads (default: the libraries' own)")
+    p.add_argument("--backend", choices=("numpy", "cupy"), default="numpy",
+                   help="array library of the exact and approximate paths (PyTorch always runs on CPU)")
+    p.add_argument("--quick", action="store_true", help="small sizes, one repeat, short budgets")
+    p.add_argument("--methods", nargs="+", metavar="METHOD",
+                   help="subset of: exact-dense exact-blocked approx-eps<EPS> torch-autograd")
+    p.add_argument("--max-seconds", type=_positive_float,
+                   help="skip a measurement whose single call is predicted longer (default 300)")
+    p.add_argument("--budget-seconds", type=_positive_float, help="budget of the whole run (default 1200)")
+    p.add_argument("--max-memory-gb", type=_positive_float,
+                   help="memory budget per measurement (default 80%% of available memory)")
+    p.add_argument("--seed", type=int, default=0, help="instance seed (default 0)")
+    p.add_argument("--out", type=Path, metavar="FILE.json", help="write the result as JSON")
+    p.add_argument("--plot", type=Path, metavar="FILE.png", help="write a log-log plot (PNG)")
+    p.set_defaults(func=_bench)
+
+
+def _output_path(path: Path | None, suffix: str, flag: str) -> None:
+    if path is None:
+        return
+    if path.suffix.lower() != suffix:
+        raise InvalidInputError(f"{flag} must name a {suffix} file, got {str(path)!r}")
+    if not path.parent.is_dir():
+        raise InvalidInputError(f"{flag}: directory {str(path.parent)!r} does not exist")
+
+
+def config_from_args(args) -> BenchConfig:
+    """BenchConfig from parsed flags; conflicting flags raise InvalidInputError naming them."""
+    preset = QUICK if args.quick else FULL
+    pick = lambda value, key: preset[key] if value is None else value  # noqa: E731
+    L_min, L_max = pick(args.L_min, "L_min"), pick(args.L_max, "L_max")
+    if args.sizes is None and L_min > L_max:
+        raise InvalidInputError(f"--L-min ({L_min}) must not exceed --L-max ({L_max})")
+    if args.backend == "cupy" and importlib.util.find_spec("cupy") is None:
+        raise InvalidInputError("--backend cupy: CuPy is not importable here (pip install -e '.[gpu]')")
+    _output_path(args.out, ".json", "--out")
+    _output_path(args.plot, ".png", "--plot")
+    eps = tuple(dict.fromkeys(args.eps))
+    config = dict(
+        L_min=L_min, L_max=L_max, L_list=None if args.sizes is None else tuple(args.sizes),
+        repeats=pick(args.repeats, "repeats"), eps=eps, threads=args.threads, backend=args.backend,
+        seed=args.seed, max_seconds=pick(args.max_seconds, "max_seconds"),
+        budget_seconds=pick(args.budget_seconds, "budget_seconds"), gemm_square=preset["gemm_square"],
+        max_memory_bytes=None if args.max_memory_gb is None else int(args.max_memory_gb * 2**30),
+        methods=None if args.methods is None else tuple(args.methods),
+    )
+    try:
+        return BenchConfig(**config)
+    except InvalidInputError as exc:
+        if "methods" in str(exc):
+            raise InvalidInputError(f"--methods: {exc}") from None
+        raise
+
+
+def _fmt(value, spec):
+    return "-" if value is None else format(value, spec)
+
+
+def format_table(result: dict) -> str:
+    rows = [("method", "L", "median s", "GFLOP/s", "peak MiB", "max|err|", "bound", "note")]
+    for e in result["results"]:
+        if e["status"] == "ok":
+            rows.append((e["method"], str(e["L"]), _fmt(e["median_s"], ".4g"), _fmt(e.get("gflops"), ".3g"),
+                         _fmt(e["peak_rss_bytes"] / 2**20, ".0f"), _fmt(e.get("max_abs_error"), ".1e"),
+                         _fmt(e.get("bound"), ".1e"), f"{e['repeats_done']} run(s)"))
+        else:
+            rows.append((e["method"], str(e["L"]), "-", "-", "-", "-", "-", f"{e['status']}: {e['reason']}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    fmt = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1]  # noqa: E731
+    return "\n".join([fmt(rows[0])] + [fmt(r) for r in rows[1:]])
+
+
+def format_summary(summary: dict) -> str:
+    lines = ["", "GEMM rate (GFLOP/s): " + ", ".join(f"{k} {v:.1f}" for k, v in summary["gemm_gflops"].items())]
+    fits = {m: s["exponent"] for m, s in summary["methods"].items() if s and s["exponent"] is not None}
+    lines.append("time exponents: " + (", ".join(f"{m} {e:.2f}" for m, e in fits.items()) or "-"))
+    for t in summary["targets"]:
+        met = {True: "MET", False: "NOT MET", None: "not measured"}[t["met"]]
+        value = "-" if t["value"] is None else f"{t['value']:.4g}"
+        lines.append(f"target: {t['name']} {t['target']}: {value} -> {met} {t['note']}".rstrip())
+    return "\n".join(lines)
+
+
+def _bench(args) -> int:
+    config = config_from_args(args)
+    result = run_benchmark(config)
+    result["summary"] = summarize(result)
+    print(format_table(result))
+    print(format_summary(result["summary"]))
+    if args.out is not None:
+        args.out.write_text(json.dumps(result, indent=1, allow_nan=False) + "\n", encoding="utf-8")
+        print(f"wrote {args.out}")
+    if args.plot is not None:
+        from .benchmarks.plot import plot  # noqa: PLC0415 - matplotlib only when asked for
+
+        plot(result, args.plot)
+        print(f"wrote {args.plot}")
+    return 0

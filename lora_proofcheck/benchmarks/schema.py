@@ -1,0 +1,90 @@
+"""JSON Schema of `lora-proofcheck bench --out` (what `run_benchmark` returns)."""
+
+from __future__ import annotations
+
+_NUM = {"type": "number"}
+_NUM_OR_NULL = {"type": ["number", "null"]}
+_POS = {"type": "number", "exclusiveMinimum": 0}
+
+_OK = {
+    "properties": {"status": {"const": "ok"}},
+    "required": ["times_s", "median_s", "repeats_done", "peak_rss_bytes", "baseline_rss_bytes",
+                 "memory_method", "flops", "gflops", "max_abs_error", "error_reference"],
+}
+_NOT_OK = {
+    "properties": {"status": {"enum": ["skipped", "failed"]}, "reason": {"type": "string", "minLength": 1}},
+    "required": ["reason"],
+}
+
+ENTRY = {
+    "type": "object",
+    "required": ["method", "L", "status"],
+    "properties": {
+        "method": {"type": "string"},
+        "L": {"type": "integer", "minimum": 1},
+        "status": {"enum": ["ok", "skipped", "failed"]},
+        "times_s": {"type": "array", "items": _POS, "minItems": 1},
+        "median_s": _POS,
+        "repeats_done": {"type": "integer", "minimum": 1},
+        "peak_rss_bytes": {"type": "integer", "minimum": 0},
+        "baseline_rss_bytes": {"type": "integer", "minimum": 0},
+        "device_peak_bytes": {"type": "integer", "minimum": 0},
+        "flops": _NUM_OR_NULL,
+        "gflops": _NUM_OR_NULL,
+        "max_abs_error": _NUM_OR_NULL,
+        "grad_max_abs": _NUM,
+        "error_reference": {"type": "string"},
+        "bound": _NUM,
+        "bounds": {"type": "object", "additionalProperties": _NUM},
+        "bound_holds": {"type": "boolean"},
+        "path": {"enum": ["approx", "exact"]},
+        "degree": {"type": "integer", "minimum": 0},
+        "rank": {"type": "integer", "minimum": 1},
+        "block_rows": {"type": "integer", "minimum": 1},
+    },
+    "if": {"properties": {"status": {"const": "ok"}}},
+    "then": _OK,
+    "else": _NOT_OK,
+}
+
+GEMM = {
+    "type": "object",
+    "required": ["name", "shape", "status"],
+    "properties": {
+        "name": {"type": "string"},
+        "shape": {"type": "array", "items": {"type": "integer", "minimum": 1}, "minItems": 3, "maxItems": 3},
+        "status": {"enum": ["ok", "skipped", "failed"]},
+        "gflops_best": _POS,
+        "gflops_median": _POS,
+        "times_s": {"type": "array", "items": _POS},
+    },
+}
+
+FIT = {
+    "type": "object",
+    "required": ["exponent"],
+    "properties": {"exponent": _NUM_OR_NULL, "prefactor": _NUM, "L": {"type": "array"},
+                   "reason": {"type": "string"}},
+}
+
+RESULT_SCHEMA = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "lora-proofcheck bench result",
+    "type": "object",
+    "required": ["schema_version", "tool_version", "created", "config", "machine", "memory_method",
+                 "gemm", "results", "fits", "wall_seconds"],
+    "properties": {
+        "schema_version": {"const": 1},
+        "tool_version": {"type": "string"},
+        "created": {"type": "string"},
+        "config": {"type": "object", "required": ["L_min", "L_max", "repeats", "eps", "threads", "backend"]},
+        "machine": {"type": "object"},
+        "memory_method": {"type": ["string", "null"]},
+        "memory_budget_bytes": {"type": ["integer", "null"]},
+        "gemm": {"type": "array", "items": GEMM, "minItems": 1},
+        "results": {"type": "array", "items": ENTRY, "minItems": 1},
+        "fits": {"type": "object", "additionalProperties": FIT},
+        "summary": {"type": "object"},
+        "wall_seconds": _NUM,
+    },
+}

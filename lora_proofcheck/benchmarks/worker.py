@@ -1,0 +1,187 @@
+"""One measurement in a fresh process: `python -m lora_proofcheck.benchmarks < spec.json`.
+
+A fresh process per (method, L) makes the peak-memory figure honest: the kernel's high-water mark
+is not hidden by an earlier, larger run, nor inflated by another method's imports. Memory method:
+after imports and instance construction the Linux peak-RSS counter is reset (/proc/self/clear_refs
+"5"); after the timed calls getrusage's ru_maxrss is the peak resident set of the whole process
+during them (interpreter, libraries and inputs included, reported separately as the baseline).
+Without clear_refs the figure is the process's lifetime peak, and says so. CuPy runs add the
+memory pool's size, which only grows while the pool is not freed: the device high-water mark.
+
+The spec and the answer are single JSON objects on stdin and stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+
+import numpy as np
+
+from lora_proofcheck.errors import ProofcheckError
+
+EXACT_METHODS = ("exact-dense", "exact-blocked")
+TORCH = "torch-autograd"
+
+
+def approx_name(eps: float) -> str:
+    return f"approx-eps{eps:.0e}"
+
+
+def _rss_now() -> int:
+    try:
+        with open("/proc/self/statm", encoding="ascii") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _reset_peak() -> str:
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as fh:
+            fh.write("5")
+        return "peak RSS of the timed calls (clear_refs reset, then getrusage ru_maxrss)"
+    except OSError:
+        return "peak RSS over the process lifetime (getrusage ru_maxrss; clear_refs unavailable)"
+
+
+def _peak_rss() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+
+
+def _limit_threads(threads):
+    """Hold BLAS (and torch) to `threads` for the life of this process; report what is in force."""
+    from threadpoolctl import threadpool_info, threadpool_limits  # noqa: PLC0415
+
+    keep = threadpool_limits(limits=threads, user_api="blas") if threads else None
+    blas = [i.get("num_threads") for i in threadpool_info() if i.get("user_api") == "blas"]
+    return keep, {"blas": blas}
+
+
+def _host_grads(grads) -> dict:
+    from lora_proofcheck._xp import to_numpy  # noqa: PLC0415
+
+    return {k: np.asarray(to_numpy(v), dtype=np.float64).tolist() for k, v in grads.items()}
+
+
+def _prepare(spec):
+    """(call, info): `call()` computes the gradients once and returns (grads, extra facts)."""
+    from lora_proofcheck import exact, testing  # noqa: PLC0415
+    from lora_proofcheck.problem import LoRAProblem  # noqa: PLC0415
+
+    method = spec["method"]
+    xp = None if method == TORCH else spec["backend"]
+    p = LoRAProblem.random(spec["L"], spec["d"], spec["r"], adapt=spec["adapt"],
+                           logit_bound=spec["logit_bound"], seed=spec["seed"], xp=xp)
+    info = {}
+    if method == "exact-dense":
+        return (lambda: (exact.exact_gradients(p, block_rows=None), {})), info
+    if method == "exact-blocked":
+        rows = exact.blocked_rows(p)
+        info["block_rows"] = rows
+        info["workers"] = exact.worker_threads(p, spec["threads"]) if rows < p.L else 1
+        return (lambda: (exact.exact_gradients(p, block_rows=rows, threads=spec["threads"]), {})), info
+    if method == TORCH:
+        import torch  # noqa: PLC0415
+
+        if spec["threads"]:
+            torch.set_num_threads(spec["threads"])
+        info["torch_threads"] = torch.get_num_threads()
+        return (lambda: (testing.torch_gradients(p)[1], {})), info
+    if method.startswith("approx-"):
+        from lora_proofcheck.approx import approx_gradients  # noqa: PLC0415
+
+        def call():  # on_threshold="raise": above the threshold the method declines (recorded)
+            res = approx_gradients(p, eps=spec["eps"])
+            bounds = {k: float(v) for k, v in res.bound.items()}
+            return res.grads, {"bounds": bounds, "bound": max(bounds.values()), "degree": res.degree,
+                               "rank": res.rank, "path": res.path}
+        return call, info
+    raise ValueError(f"unknown method {method!r}")
+
+
+def _sync(grads):
+    from lora_proofcheck._xp import synchronize  # noqa: PLC0415
+
+    for v in grads.values():
+        synchronize(v)
+
+
+def _device_pool(backend):
+    if backend != "cupy":
+        return None
+    import cupy  # noqa: PLC0415
+
+    pool = cupy.get_default_memory_pool()
+    pool.free_all_blocks()
+    return pool
+
+
+def measure_method(spec) -> dict:
+    """Time `spec["repeats"]` calls (fewer if `max_seconds` runs out) and read the peak memory."""
+    keep, threads_info = _limit_threads(spec["threads"])
+    call, info = _prepare(spec)
+    pool = _device_pool(spec["backend"]) if spec["method"] != TORCH else None
+    baseline = _rss_now()
+    memory_method = _reset_peak()
+    times, grads, extra = [], None, {}
+    start = time.perf_counter()
+    for i in range(spec["repeats"]):
+        t0 = time.perf_counter()
+        grads, extra = call()
+        _sync(grads)
+        times.append(time.perf_counter() - t0)
+        print(f"[bench]   {spec['method']} L={spec['L']} run {i + 1}/{spec['repeats']}: {times[-1]:.4g} s",
+              file=sys.stderr, flush=True)
+        if time.perf_counter() - start + times[-1] > spec["max_seconds"]:
+            break  # one more run would overrun the measurement's budget
+    out = {
+        "times_s": times, "peak_rss_bytes": _peak_rss(), "baseline_rss_bytes": baseline,
+        "memory_method": memory_method, "grads": _host_grads(grads), "threads": threads_info, **info, **extra,
+    }
+    if pool is not None:
+        out["device_peak_bytes"] = int(pool.total_bytes())
+    del keep
+    return out
+
+
+def measure_gemm(spec) -> dict:
+    """Best and median rate of C = A @ B with A (m x k), B (k x n) in float64 (2 m k n flops)."""
+    keep, threads_info = _limit_threads(spec["threads"])
+    from lora_proofcheck import _xp  # noqa: PLC0415
+
+    m, k, n = spec["shape"]
+    rng = np.random.default_rng(0)
+    xp = _xp.resolve_namespace(spec["backend"])
+    A = _xp.from_numpy(rng.standard_normal((m, k)), xp)
+    B = _xp.from_numpy(rng.standard_normal((k, n)), xp)
+    times = []
+    for _ in range(spec["repeats"]):
+        t0 = time.perf_counter()
+        C = A @ B
+        _xp.synchronize(C)
+        times.append(time.perf_counter() - t0)
+    flops = 2.0 * m * k * n
+    del keep
+    return {"times_s": times, "flops": flops, "gflops_best": flops / min(times) / 1e9,
+            "gflops_median": flops / float(np.median(times)) / 1e9, "threads": threads_info}
+
+
+def main() -> int:
+    spec = json.loads(sys.stdin.read())
+    try:
+        out = measure_gemm(spec) if spec["kind"] == "gemm" else measure_method(spec)
+        out["status"] = "ok"
+    except MemoryError:
+        out = {"status": "skipped", "reason": "MemoryError: the method ran out of memory at this size"}
+    except ImportError as exc:
+        out = {"status": "skipped", "reason": f"not available: {exc}"}
+    except ProofcheckError as exc:  # e.g. AboveThresholdError: the method declines this instance
+        out = {"status": "skipped", "reason": f"{type(exc).__name__}: {exc}"}
+    except Exception as exc:  # noqa: BLE001 - reported to the parent, which records it, never silently
+        out = {"status": "failed", "reason": f"{type(exc).__name__}: {exc}"}
+    sys.stdout.write("\n" + json.dumps(out) + "\n")  # the last line; anything a library printed precedes it
+    return 0

@@ -1,0 +1,221 @@
+"""Predicted flops and peak memory of the generated kernels, read off their derivation steps.
+
+Each kernel evaluates the steps `Derivation.needed(outputs)` in order, printed as `codegen.printer`
+prints them, so walking those steps with the printer's evaluation order gives its cost as a
+polynomial in L, L_kv, d, k (`flops_formula`); the functions below evaluate it.
+
+Convention: a product of (m x n) and (n x p) costs 2 m n p; every elementwise add, subtract,
+multiply, divide, comparison and exp costs 1 per output entry (exp counted as 1); a sum over n
+entries costs n; broadcasting, transposes and reshapes cost 0.  The face-split ops count as they
+run (`kernels/_ops.py`): (A ⊘ B) M is one GEMM 2 L k_A k_B e plus 2 L min(k_A, k_B) e for the
+reduction, (A ⊘ B)^T M is L min(k_A, k_B) e for the narrow face split plus the GEMM.  Counts are
+per sample, times N.  Peak memory is the largest live set of arrays (inputs, step results until
+their last use, and the temporaries inside the step being evaluated), in entries times itemsize.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import operator
+
+import sympy as sp
+from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
+from sympy.matrices.expressions.diagonal import DiagMatrix
+
+from .derivations import exact, lowrank
+from .derivations.nodes import FaceSplit, RowDot, RowMax
+from .errors import InvalidInputError, InvalidTypeError
+from .lowrank import check_modules
+
+SIZES = (exact.L, exact.L_kv, exact.d, lowrank.k)
+
+
+def _entries(e):
+    return e.shape[0] * e.shape[1] if getattr(e, "is_Matrix", False) else sp.S.One
+
+
+def _face_split(f):
+    if isinstance(f, FaceSplit):
+        return f.args, False
+    if isinstance(f, sp.Transpose) and isinstance(f.arg, FaceSplit):
+        return f.arg.args, True
+    return None
+
+
+def _is_ones(f, axis):
+    return isinstance(f, sp.OneMatrix) and f.shape[axis] == 1
+
+
+def _matmul(e):
+    """(flops, temporaries) of a product as the printer evaluates it (left to right)."""
+    scalars = [a for a in e.args if not a.is_Matrix]
+    factors = [a for a in e.args if a.is_Matrix]
+    # a face split consumed by its product is never formed: only its operands count
+    flops = sum((_cost(f)[0] for f in factors if _face_split(f) is None), sp.S.Zero)
+    temps = sp.S.Zero
+    if scalars and not (len(scalars) == 1 and scalars[0] == -1):  # "beta * A @ B": beta * A first
+        flops += _entries(factors[0])
+        temps += _entries(factors[0])
+    acc = None  # (rows, cols) of the partial product
+    for i, f in enumerate(factors):
+        rest = factors[i + 1:]
+        rest_shape = sp.MatMul(*rest).shape if rest else None
+        if isinstance(f, DiagMatrix) or (isinstance(f, sp.Inverse) and isinstance(f.arg, DiagMatrix)):
+            sub = _cost(sp.MatMul(*rest)) if len(rest) > 1 else (sp.S.Zero, sp.S.Zero)
+            return flops + sub[0] + rest_shape[0] * rest_shape[1], temps + sub[1]
+        split = _face_split(f)
+        if split is not None and rest:
+            (A, B), transposed = split
+            sub = _cost(sp.MatMul(*rest)) if len(rest) > 1 else (sp.S.Zero, sp.S.Zero)
+            rows, e_ = A.shape[0], rest_shape[1]
+            wide, narrow = sp.Max(A.shape[1], B.shape[1]), sp.Min(A.shape[1], B.shape[1])
+            flops += sub[0] + 2 * rows * wide * narrow * e_ + (1 if transposed else 2) * rows * narrow * e_
+            temps += sub[1] + rows * narrow * e_  # the narrow face split, or the GEMM's L x k_n e result
+            if acc is not None:
+                flops += 2 * acc[0] * acc[1] * e_
+            return flops, temps
+        if _is_ones(f, 1) and acc is not None:  # M 1: a row sum
+            flops += acc[0] * acc[1]
+            acc = (acc[0], sp.S.One)
+        elif _is_ones(f, 0) and acc is not None:  # v 1^T: broadcast
+            acc = (acc[0], f.shape[1])
+        elif acc is None:
+            acc = f.shape
+        else:
+            if i > 1:
+                temps += acc[0] * acc[1]
+            flops += 2 * acc[0] * acc[1] * f.shape[1]
+            acc = (acc[0], f.shape[1])
+    return flops, temps
+
+
+def _cost(e):
+    """(flops, entries of temporaries) of evaluating one expression as printed."""
+    if isinstance(e, (sp.MatrixSymbol, sp.Symbol, sp.OneMatrix)) or e.is_Number:
+        return sp.S.Zero, sp.S.Zero
+    if isinstance(e, sp.Transpose):
+        return _cost(e.arg)
+    if isinstance(e, sp.MatMul):
+        return _matmul(e)
+    if isinstance(e, (sp.MatAdd, sp.HadamardProduct)):
+        subs = [_cost(a) for a in e.args]
+        n = len(e.args)
+        return (sum((s[0] for s in subs), sp.S.Zero) + (n - 1) * _entries(e),
+                sum((s[1] for s in subs), sp.S.Zero) + max(n - 2, 0) * _entries(e))
+    if isinstance(e, ElementwiseApplyFunction):
+        f, t = _cost(e.expr)
+        return f + _entries(e), t + (_entries(e.expr) if not isinstance(e.expr, sp.MatrixSymbol) else 0)
+    if isinstance(e, RowMax):
+        f, t = _cost(e.arg)
+        return f + _entries(e.arg), t
+    if isinstance(e, RowDot):
+        return 2 * _entries(e.args[0]), _entries(e.args[0])
+    if isinstance(e, FaceSplit):  # materialised (the chain never does this)
+        return _entries(e), sp.S.Zero
+    if isinstance(e, sp.Trace):  # printed as sum(c * c)
+        return 2 * _entries(e.arg.args[-1]), _entries(e.arg.args[-1])
+    if isinstance(e, (sp.Mul, sp.Add)):
+        subs = [_cost(a) for a in e.args]
+        return sum((s[0] for s in subs), sp.S.Zero) + len(e.args) - 1, sum((s[1] for s in subs), sp.S.Zero)
+    if isinstance(e, (DiagMatrix, sp.Inverse)):
+        return _cost(e.args[0])
+    raise NotImplementedError(f"no cost rule for {type(e).__name__}: {e}")
+
+
+def flops_formula(derivation, outputs) -> sp.Expr:
+    """Flops of the kernel computing `outputs` (step names) of `derivation`, per sample."""
+    return sp.expand(sum((_cost(s.expr)[0] for s in derivation.needed(list(outputs))), sp.S.Zero))
+
+
+def peak_entries_formula(derivation, outputs, *, inputs: bool = True):
+    """Per-step live entries of the kernel (a list of SymPy expressions; the peak is their max)."""
+    steps = derivation.needed(list(outputs))
+    last = {}
+    for idx, s in enumerate(steps):
+        for a in s.expr.atoms(sp.MatrixSymbol):
+            last[str(a.name)] = idx
+    size = {s.name: _entries(s.expr) for s in steps}
+    base = sum((_entries(i) for i in derivation.inputs if isinstance(i, sp.MatrixSymbol)), sp.S.Zero) \
+        if inputs else sp.S.Zero
+    live, out = {}, []
+    for idx, s in enumerate(steps):
+        out.append(base + sum(live.values(), sp.S.Zero) + _cost(s.expr)[1] + size[s.name])
+        live[s.name] = size[s.name]
+        for name in [n for n in live if last.get(n, -1) <= idx and n not in outputs]:
+            del live[name]
+    return out
+
+
+def _check_size(name, value, minimum=1) -> int:
+    if isinstance(value, bool):
+        raise InvalidTypeError(f"{name} must be an integer, got bool")
+    try:
+        value = operator.index(value)
+    except TypeError:
+        raise InvalidTypeError(f"{name} must be an integer, got {type(value).__name__}") from None
+    if value < minimum:
+        raise InvalidInputError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _check_sizes(**sizes) -> list:
+    return [_check_size(name, value) for name, value in sizes.items()]
+
+
+def _outputs(modules):
+    modules = check_modules(modules)
+    return ("loss",) + tuple(exact.WEIGHT_GRADIENTS[m] for m in modules)
+
+
+@functools.lru_cache(maxsize=64)
+def _formula(kind: str, outputs: tuple):
+    D = exact.build() if kind == "exact" else lowrank.build()
+    return sp.lambdify(SIZES, flops_formula(D, outputs), modules=[{"Max": max, "Min": min}])
+
+
+@functools.lru_cache(maxsize=64)
+def _peaks(kind: str, outputs: tuple, inputs: bool):
+    D = exact.build() if kind == "exact" else lowrank.build()
+    return [sp.lambdify(SIZES, p, modules=[{"Max": max, "Min": min}])
+            for p in peak_entries_formula(D, outputs, inputs=inputs)]
+
+
+def exact_flops(L, L_kv, d, modules, N=1) -> int:
+    """Flops of `exact_gradients_<modules>` on N samples (see the module docstring's convention)."""
+    L, L_kv, d, N = _check_sizes(L=L, L_kv=L_kv, d=d, N=N)
+    return N * int(_formula("exact", _outputs(modules))(L, L_kv, d, 1))
+
+
+def lowrank_flops(L, L_kv, d, k, modules, N=1) -> int:
+    """Flops of `lowrank_gradients_<modules>` on N samples with feature rank k (features excluded:
+    `feature_flops`)."""
+    L, L_kv, d, k, N = _check_sizes(L=L, L_kv=L_kv, d=d, k=k, N=N)
+    return N * int(_formula("lowrank", _outputs(modules))(L, L_kv, d, k))
+
+
+def feature_flops(L, L_kv, d, degree, N=1) -> int:
+    """Flops `lowrank.lowrank_weight_gradients` spends before the kernel: Q = beta X W_Q, K = X' W_K
+    (2 L d^2 + L d, 2 L_kv d^2) and the monomial features (a product and a scaling per entry of
+    U1 and U2 past degree 0, one scaling at degree 0)."""
+    L, L_kv, d, N = _check_sizes(L=L, L_kv=L_kv, d=d, N=N)
+    degree = _check_size("degree", degree, 0)
+    k = math.comb(d + degree, degree)
+    return N * (2 * (L + L_kv) * d * d + L * d + (L + L_kv) * (2 * k - 1))
+
+
+def lowrank_bytes(L, L_kv, d, k, modules, N=1, *, itemsize=8, inputs=True) -> int:
+    """Peak bytes of `lowrank_gradients_<modules>`: largest live set of arrays during the call,
+    with (`inputs=True`) or without its input arrays U1, U2, X, X', W, Y."""
+    L, L_kv, d, k, N = _check_sizes(L=L, L_kv=L_kv, d=d, k=k, N=N)
+    itemsize = _check_size("itemsize", itemsize)
+    peaks = _peaks("lowrank", _outputs(modules), bool(inputs))
+    return N * itemsize * max(int(p(L, L_kv, d, k)) for p in peaks)
+
+
+def exact_bytes(L, L_kv, d, modules, N=1, *, itemsize=8, inputs=True) -> int:
+    """Peak bytes of the dense `exact_gradients_<modules>` (no row blocking), same convention."""
+    L, L_kv, d, N = _check_sizes(L=L, L_kv=L_kv, d=d, N=N)
+    itemsize = _check_size("itemsize", itemsize)
+    peaks = _peaks("exact", _outputs(modules), bool(inputs))
+    return N * itemsize * max(int(p(L, L_kv, d, 1)) for p in peaks)

@@ -1,0 +1,609 @@
+"""A certified a-priori bound on the max-abs error of the approximate (polynomial-method) LoRA gradients.
+
+The approximate path replaces E = exp(S) by E~ = p(S) entrywise (p the certified polynomial of
+`polynomial.py`, S = beta X W_Q W_K^T X'^T) and computes EXACTLY the gradient of the approximate
+softmax F~ = diag(E~ 1)^-1 E~ (Lemmas 3.3-3.7 of the paper, errata E1/E2 applied). If
+|p(s) - e^s| <= delta e^s on [-R, R] (R >= max |S_ij|, see `logit_bound`), every bound below is
+kappa * K with kappa := delta/(1-delta) and K computed from the data in O(N L d^2) (the cost of
+forming X W_mu), never from an L x L array. Notation per sample: C1 = X W_Q, C2 = X' W_K,
+C3 = X' W_V, omega(v) := (max v - min v)/2 the half-range of a column, O = F C3, c = O - Y,
+G = c C3^T, r = (F∘G) 1, P = F∘G - diag(r) F = dL/dS.
+
+Step by step, each inequality with its proof (`derivation_steps()` states them in SymPy):
+
+F   (Lemma 1) E~ = E∘(1+theta), |theta| <= delta  =>  F~_ij = F_ij (1+theta_ij)/(1+theta_i), with
+    theta_i := sum_j F_ij theta_ij; so DF := F~ - F has rows summing to 0 and
+    ||DF_i||_1 = sum_j F_ij |theta_ij - theta_i| / (1+theta_i) <= delta/(1-delta) = kappa
+    (the mean absolute deviation of a variable in [-delta, delta] is <= delta). No factor L.
+c   |Dc_ib| = |DF_i . (C3_b - m)| <= kappa omega(C3_b)   (rows of DF sum to 0: shift by the midrange m).
+    O_i, O~_i are convex combinations of the rows of C3, so |c_ib|, |c~_ib| <= c^_ib :=
+    max(|lo_b - Y_ib|, |hi_b - Y_ib|), [lo_b, hi_b] the range of column b of C3.
+G,r,p1,p2  r_i = c_i . O_i, hence P_ij = F_ij T_ij with T_ij := c_i . (C3_j - O_i) (and P~ likewise):
+    P 1 = P~ 1 = 0, and |T_ij| <= tau_i := sum_b t_ib, t_ib := max_{o in [lo_b, hi_b]} |o - Y_ib| *
+    max(hi_b - o, o - lo_b) (<= 2 c^_ib omega_b).
+P   (row contraction) for every column v: |(DP v)_i| <= omega(v) psi_i with
+    psi_i := kappa sum_b [t_ib + omega_b (omega_b + c^_ib)]:
+    DP = DF∘T + F~∘DT, DT_ij = Dc_i . (C3_j - O~_i) - c_i . Dc_i; the first part is <= kappa tau_i
+    omega(v) (Lemma 1, v shifted to its midrange); the second is a covariance under F~_i, at most
+    omega(C3_b) omega(v) by Popoviciu / Cauchy-Schwarz, plus |c_i . Dc_i| omega(v).
+dW  The L factor appears only where the gradient sums over rows, as data-dependent sums:
+    |D dW_Q|_ab <= beta sum_i |X_ia| psi_i omega(C2_b)         (v = C2_b)
+    |D dW_K|_ab <= beta sum_i |C1_ib| psi_i omega(X'_a)         (v = X'_a, P^T's rows are P's columns)
+    |D dW_V|_ab <= kappa sum_i (omega(X'_a) c^_ib + max|X'_a| omega(C3_b))
+    averaged over the batch (1/N sum_n).
+A,B dA = s B^T dW, dB = s dW A^T (s = alpha/r):  |D dA| <= |s| |B|^T |D dW|, |D dB| <= |s| |D dW| |A|^T.
+
+The paper composes max-norms as if sub-multiplicative (erratum E4) and so loses the factors d L^2;
+here they come back only as the sums over rows above, and the half-ranges omega replace max-norms.
+
+Rounding floor (float64: u = 2^-53, float32: u = 2^-24; gamma_n := n u/(1 - n u), Higham's bound
+|fl(sum of n-fold products) - exact| <= gamma_n sum |terms| for any summation order or blocking):
+  (a) consistent part: rounding in W_mu = W* + s B A and in X W_mu perturbs the logits by at most
+      sigma (Cauchy-Schwarz on the row errors), so the kernel the approximate path evaluates is
+      E∘(1+theta') with |theta'| <= delta' := (1+delta) e^sigma - 1: the exact bound above with
+      kappa(delta') - kappa(delta) covers it (the exact path: delta'_e from sigma, the rounding of S,
+      the shift and exp, the latter assumed accurate to 4 ulp);
+  (b) every F~-weighted sum the low-rank path forms from the features, sum_j E~_ij w_j (and the
+      column sums sum_i E~_ij w_i / Z_i), is a sum of <= n := max(L, L_kv) + k(d+1) + 3g + 8 rounded
+      products whose absolute values add up to at most A(R_i) sum |w| with A(x) := sum_t |a_t| x^t
+      (`ExpPolynomial.abs_coefficient_sum` at x = R; multinomial expansion with |q_l k_l|) and
+      R_i := |beta| ||C1_i|| max_j ||C2_j|| >= |S_ij|, while the row sum Z~_i >= (1-delta) L_kv e^M_i
+      (Jensen, M_i <= the mean logit of row i, and M_i >= -R_i): each average of row i is off by
+      <= eps_A,i max|w|, eps_A,i := 2 gamma_n Lambda_i /(1 - gamma_n Lambda_i) + 2u, Lambda_i :=
+      A(R_i) e^-M_i/(1-delta) (exact path: Lambda = 1, n = 2 max(L, L_kv) + d + 8: the normalisation
+      and the products with F);
+  (c) the remaining products, sums and the chain rule are propagated stage by stage (c~, r~, the two
+      parts of P~ C2, the sums over rows, the batch mean) with their own gamma's and the magnitudes
+      above (`_staged_floor`). The certificate's own float64 arithmetic is covered by a final
+      relative margin of 2^-30.
+The floor assumes the low-rank path contracts the features with the data in that form (any
+order or blocking; `lowrank.py` does) and that no reduced precision (TF32) is enabled.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import sympy as sp
+
+from .. import _xp
+from ..errors import InvalidInputError, InvalidTypeError
+from .polynomial import ExpPolynomial
+
+# ----------------------------------------------------------------------------------------------
+# the symbolic layer: named quantities and the inequalities between them
+
+delta, kappa = sp.symbols("delta kappa", nonnegative=True)
+t_ib, omega_b, chat_ib, omega_xa, mu_xa = sp.symbols(
+    "t_ib omega_b chat_ib omega_Xa mu_Xa", nonnegative=True)
+beta_s, sigma_s = sp.symbols("beta sigma", nonnegative=True)
+
+#: Lemma 1: the relative error of F~ in row-l1 norm per unit of delta.
+KAPPA = delta / (1 - delta)
+#: its inverse, delta as a function of kappa (solved, not typed in)
+DELTA_OF_KAPPA = sp.solve(sp.Eq(kappa, KAPPA), delta)[0]
+#: psi_i / kappa = sum_b PSI_TERM: the per-row bound of the row contraction step
+PSI_TERM = t_ib + omega_b * (omega_b + chat_ib)
+#: |D dW_V|_ab / kappa = sum_i V_TERM
+V_TERM = omega_xa * chat_ib + mu_xa * omega_b
+#: the consistent relative error after logit rounding sigma
+DELTA_PRIME = (1 + delta) * sp.exp(sigma_s) - 1
+
+_kappa = sp.lambdify(delta, KAPPA, modules="math")
+_delta_of_kappa = sp.lambdify(kappa, DELTA_OF_KAPPA, modules="math")
+_psi_term = sp.lambdify((t_ib, omega_b, chat_ib), PSI_TERM, modules=[{}])  # operators only: any xp
+_v_term = sp.lambdify((omega_xa, chat_ib, mu_xa, omega_b), V_TERM, modules=[{}])
+
+
+@dataclass(frozen=True)
+class Step:
+    """One inequality of the derivation: `lhs <= rhs`, and why."""
+
+    name: str
+    lhs: sp.Expr
+    rhs: sp.Expr
+    reason: str
+
+    def latex(self) -> str:
+        return f"{sp.latex(self.lhs)} \\le {sp.latex(self.rhs)}"
+
+
+def derivation_steps() -> tuple[Step, ...]:
+    """The chain F~ -> c~ -> G~ -> p~1 -> row sums -> p~2 -> dW -> dA, dB as SymPy inequalities."""
+    S = sp.Symbol
+    psi = kappa * sp.Sum(PSI_TERM, (S("b"), 1, S("d")))
+    sum_i = lambda e: sp.Sum(e, (S("i"), 1, S("L")))  # noqa: E731
+    return (
+        Step("F", S(r"\|\tilde F_i - F_i\|_1"), KAPPA,
+             "Lemma 1: F~_ij = F_ij(1+theta_ij)/(1+theta_i); mean abs. deviation <= delta"),
+        Step("c", S(r"|\tilde c_{ib} - c_{ib}|"), kappa * omega_b,
+             "rows of F~ - F sum to 0: shift C3_b by its midrange (Alman-Song, sharpened)"),
+        Step("G", S(r"|\tilde G_{ij} - G_{ij}|"),
+             kappa * sp.Sum(omega_b * S(r"|C3_{jb}|"), (S("b"), 1, S("d"))),
+             "G~ - G = (c~ - c) C3^T"),
+        Step("p1-p2", S(r"|\tilde T_{ij}|, |T_{ij}|"), sp.Sum(t_ib, (S("b"), 1, S("d"))),
+             "r_i = c_i.O_i so P = F∘T, T_ij = c_i.(C3_j - O_i); O in the range of C3"),
+        Step("P v", S(r"|((\tilde P - P) v)_i|"), S(r"\omega(v)") * psi,
+             "DP = DF∘T + F~∘DT; Lemma 1 and Popoviciu's covariance bound"),
+        Step("dW_Q", S(r"|\Delta dW_{Q,ab}|"),
+             beta_s * S(r"\omega(C2_b)") * sum_i(S(r"|X_{ia}|") * S(r"\psi_i")), "v = C2_b, sum over rows"),
+        Step("dW_K", S(r"|\Delta dW_{K,ab}|"),
+             beta_s * S(r"\omega(X'_a)") * sum_i(S(r"|C1_{ib}|") * S(r"\psi_i")), "v = X'_a, P^T C1"),
+        Step("dW_V", S(r"|\Delta dW_{V,ab}|"), kappa * sum_i(V_TERM),
+             "X'^T(F~^T c~ - F^T c) = sum_i (DM_ia c~_ib + M_ia Dc_ib), M = F X'"),
+        Step("A, B", S(r"|\Delta dA|, |\Delta dB|"), S(r"|s| |B|^T |\Delta dW|, |s| |\Delta dW| |A|^T"),
+             "LoRA chain rule, entrywise triangle inequality"),
+        Step("floor", S(r"\delta'"), DELTA_PRIME, "logit rounding sigma acts as a consistent relative error"),
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# small helpers
+
+def unit_roundoff(dtype_name: str) -> float:
+    """u = 2^-53 (float64) or 2^-24 (float32)."""
+    if dtype_name == "float64":
+        return 2.0**-53
+    if dtype_name == "float32":
+        return 2.0**-24
+    raise InvalidTypeError(f"dtype must be float32 or float64, got {dtype_name}")
+
+
+def gamma(n: float, u: float) -> float:
+    """Higham's gamma_n = n u / (1 - n u) (inf once n u >= 1)."""
+    nu = n * u
+    return math.inf if nu >= 1.0 else nu / (1.0 - nu)
+
+
+def kappa_of(delta_value: float) -> float:
+    """kappa = delta / (1 - delta); inf for delta >= 1 (F~ may then have negative entries)."""
+    return math.inf if delta_value >= 1.0 else float(_kappa(delta_value))
+
+
+def delta_of(kappa_value: float) -> float:
+    """The inverse of `kappa_of`: delta = kappa / (1 + kappa)."""
+    return float(_delta_of_kappa(kappa_value))
+
+
+# The certificate's own float64 evaluation: a relative margin far above its rounding (~1e-13).
+_MARGIN = 1.0 + 2.0**-30
+
+
+def _half_range(xp, a, lo_pad=0.0, hi_pad=0.0):
+    """(lo, hi, omega) of each column over the rows (axis 1), padded by error bounds."""
+    lo = xp.min(a - lo_pad, axis=1, keepdims=True)
+    hi = xp.max(a + hi_pad, axis=1, keepdims=True)
+    return lo, hi, (hi - lo) / 2
+
+
+def _joint_max(xp, lo, hi, y):
+    """t = max_{o in [lo, hi]} |o - y| * max(hi - o, o - lo), elementwise.
+
+    On [lo, mid] the factor is hi - o and |(o - y)(hi - o)| is the modulus of a quadratic, whose
+    maximum over an interval is at an end or at the vertex (y + hi)/2; likewise on [mid, hi] with
+    o - lo and vertex (y + lo)/2. So five candidates suffice."""
+    mid = (lo + hi) / 2
+    f = lambda o: xp.abs(o - y) * xp.maximum(hi - o, o - lo)  # noqa: E731
+    v1 = xp.minimum(xp.maximum((y + hi) / 2, lo), mid)
+    v2 = xp.minimum(xp.maximum((y + lo) / 2, mid), hi)
+    out = f(lo)
+    for o in (mid, hi, v1, v2):
+        out = xp.maximum(out, f(o))
+    return out
+
+
+def _host(x) -> np.ndarray:
+    return np.asarray(_xp.to_numpy(x), dtype=np.float64)
+
+
+# ----------------------------------------------------------------------------------------------
+# the data-dependent certificate
+
+
+@dataclass
+class Certificate:
+    """kappa-coefficients and rounding floors of one problem (see the module docstring).
+
+    `coefficients[key]` (key "A_Q", "B_Q", ...) is the per-entry matrix K with
+    |approximate - exact| <= kappa(delta) K entrywise in exact arithmetic; `bound(poly)` adds the
+    rounding floor and returns the max over entries per key.
+    """
+
+    N: int
+    L: int
+    L_kv: int
+    d: int
+    r: int
+    adapted: tuple
+    dtype: str
+    logit_bound: float       # R: >= |S_ij| for the exact and for the computed logits
+    sigma: float             # logit rounding: |S^ - S| <= sigma
+    coefficients: dict       # key -> np.ndarray (per entry)
+    weight_coefficients: dict  # mu -> d x d K of dW_mu
+    _rows: dict = field(repr=False)    # per-row xp arrays for the floors
+    _chain: dict = field(repr=False)   # mu -> (|s||B|^T, |s||A|^T) host arrays
+
+    # -- exact-arithmetic part ---------------------------------------------------------------
+    def approximation_bound(self, delta_value: float) -> dict:
+        """max-abs bound per key in exact arithmetic: kappa(delta) * max K."""
+        k = kappa_of(delta_value)
+        return {key: k * float(np.max(K)) if k < math.inf else math.inf
+                for key, K in self.coefficients.items()}
+
+    # -- rounding floors ----------------------------------------------------------------------
+    def rounding_floor(self, poly: ExpPolynomial) -> dict:
+        """Per-entry floor (key -> array) of the low-rank path at polynomial `poly` in this dtype.
+
+        Row i's kernel sums use Lambda_i = A(R_i) e^{-M_i} / (1 - delta) with R_i := |beta|
+        ||C1_i|| max_j ||C2_j|| >= |S_ij| for all j, so sum_m |U1_im U2_jm| <= A(R_i), and
+        Z~_i >= (1 - delta) sum_j e^{S^_ij} >= (1 - delta) L_kv e^{M_i} by Jensen, M_i a lower bound
+        on the mean logit beta C1_i . mean_j C2_j (and on -R_i)."""
+        _check_poly(poly)
+        u = unit_roundoff(self.dtype)
+        dlt = poly.rel_error
+        if dlt >= 1.0 or poly.radius < self.logit_bound:  # no relative error certified on [-R, R]
+            return self._infinite()
+        R = poly.radius
+        k = math.comb(self.d + poly.degree, poly.degree)
+        n = max(self.L, self.L_kv) + k * (self.d + 1) + 3 * poly.degree + 8
+        xp = self._rows["xp"]
+        Ri = self._rows["Ri"]
+        # A(R_i) = sum_t |a_t| R_i^t by Horner on nonnegative terms, coefficients rounded up
+        # (relative rounding <= gamma_{2g+2}, covered by the 2^-30 margin)
+        absum = 0.0 * Ri
+        for a in reversed(poly.coefficients):
+            absum = absum * Ri + math.nextafter(abs(float(a)), math.inf)
+        log_lam = xp.log(absum * _MARGIN) - self._rows["Mi"] - math.log1p(-dlt)
+        g_lam = gamma(n, u) * xp.exp(xp.minimum(log_lam, 700.0))
+        if not float(xp.max(g_lam)) < 0.5:
+            return self._infinite()
+        eps_a = 2 * g_lam / (1 - g_lam) + 2 * u            # (N, L): per row
+        dprime = (1 + dlt) * math.exp(self.sigma + 4 * u * R) - 1
+        return self._floor(eps_a, kappa_of(dprime) - kappa_of(dlt), u)
+
+    def exact_floor(self) -> dict:
+        """Per-entry rounding floor (key -> array) of the exact O(L^2 d) path in this dtype."""
+        u = unit_roundoff(self.dtype)
+        R = self.logit_bound
+        dprime = math.exp(self.sigma + gamma(self.d + 1, u) * R + 2 * u * R) * (1 + 8 * u) - 1
+        eps_a = gamma(2 * max(self.L, self.L_kv) + self.d + 8, u)
+        return self._floor(eps_a, kappa_of(dprime), u)
+
+    def _infinite(self) -> dict:
+        return {key: np.full_like(K, np.inf) for key, K in self.coefficients.items()}
+
+    def _floor(self, eps_a, extra_kappa: float, u: float) -> dict:
+        if not math.isfinite(extra_kappa):
+            return self._infinite()
+        err, mag = _staged_floor(self._rows, eps_a, u, self.N, self.L, self.L_kv, self.d)
+        out = {}
+        for m in self.adapted:
+            total = extra_kappa * self.weight_coefficients[m] + err[m]
+            bt, at = self._chain[m]
+            chain = gamma(self.d + 2, u)
+            out[f"A_{m}"] = (bt @ total + chain * (bt @ (mag[m] + err[m]))) * _MARGIN
+            out[f"B_{m}"] = (total @ at + chain * ((mag[m] + err[m]) @ at)) * _MARGIN
+        return out
+
+    # -- totals -----------------------------------------------------------------------------
+    def entry_bounds(self, poly: ExpPolynomial, floor: dict | None = None) -> dict:
+        """Per-entry certified bound (key -> array): kappa(delta) K + the rounding floor (computed
+        unless given). Infinite unless poly.radius >= logit_bound and delta < 1."""
+        floor = self.rounding_floor(poly) if floor is None else floor
+        k = kappa_of(poly.rel_error)
+        return {key: (k * K * _MARGIN + floor[key]) if k < math.inf else np.full_like(K, np.inf)
+                for key, K in self.coefficients.items()}
+
+    def bound(self, poly: ExpPolynomial) -> dict:
+        """Certified max-abs error per key of the low-rank path at `poly` (rounding included)."""
+        return self.bound_and_floor(poly)[0]
+
+    def bound_and_floor(self, poly: ExpPolynomial) -> tuple[dict, dict]:
+        """(bound, its rounding part) per key, max over entries."""
+        floor = self.rounding_floor(poly)
+        total = self.entry_bounds(poly, floor)
+        return ({key: float(np.max(v)) for key, v in total.items()},
+                {key: float(np.max(v)) for key, v in floor.items()})
+
+    def exact_bound(self) -> dict:
+        """Certified max-abs error per key of the exact path (its rounding floor only)."""
+        return {key: float(np.max(v)) for key, v in self.exact_floor().items()}
+
+    def required_kappa(self, eps: float, floor: dict | None = None) -> float:
+        """Largest kappa with kappa K + floor <= eps in every entry (0 if the floor alone fails)."""
+        best = math.inf
+        for key, K in self.coefficients.items():
+            f = np.zeros_like(K) if floor is None else floor[key]
+            slack = eps - f
+            if np.any(slack < 0):
+                return 0.0
+            with np.errstate(divide="ignore"):
+                ratio = np.where(K > 0, slack / (K * _MARGIN), np.inf)
+            best = min(best, float(np.min(ratio)))
+        return best
+
+    def required_delta(self, eps: float, floor: dict | None = None) -> float:
+        """Largest certified relative error delta of the exp polynomial that still meets eps."""
+        k = self.required_kappa(eps, floor)
+        return 1.0 if k == math.inf else delta_of(k)
+
+
+@dataclass(frozen=True)
+class DegreeChoice:
+    """The outcome of `select_degree`: the polynomial (None when no degree qualifies), its bound
+    and floor per key, and the reason when none."""
+
+    poly: ExpPolynomial | None
+    bound: dict | None
+    floor: dict | None
+    reason: str
+
+
+def select_degree(cert: Certificate, eps: float, *, method: str = "auto",
+                  max_degree: int = 60) -> DegreeChoice:
+    """The smallest degree whose certified bound (approximation + rounding) is <= eps everywhere.
+
+    A lower bound first: the floor is >= 0, so delta must be <= required_delta(eps), and
+    `polynomial.min_degree` skips every smaller degree with a proof. Upwards from there each
+    degree is certified in turn; the search stops once the rounding floor alone exceeds eps (it
+    grows with the degree through the features' magnitude sum and rank), which can only report
+    "unreachable", never a wrong bound."""
+    from . import polynomial  # noqa: PLC0415
+
+    eps = check_eps(eps)
+    R = cert.logit_bound
+    need = min(cert.required_delta(eps), 0.999)
+    if need <= 0.0:
+        return DegreeChoice(None, None, None, f"eps={eps:.3g} is below the float rounding floor alone")
+    try:
+        g0 = polynomial.min_degree(R, need, method=method, max_degree=max_degree)
+    except InvalidInputError:  # a radius beyond what certificates are derived for
+        g0 = None
+    if g0 is None:
+        return DegreeChoice(None, None, None, f"no degree <= {max_degree} reaches the needed relative error "
+                                              f"delta <= {need:.3g} of exp on [-{R:.4g}, {R:.4g}]")
+    for g in range(g0, max_degree + 1):
+        poly = polynomial.exp_polynomial(R, degree=g, method=method)
+        bound, floor = cert.bound_and_floor(poly)
+        if max(bound.values()) <= eps:
+            return DegreeChoice(poly, bound, floor, "")
+        if max(floor.values()) > eps:
+            return DegreeChoice(None, None, None, f"eps={eps:.3g} is below the float rounding floor "
+                                                  f"({max(floor.values()):.3g} at degree {g}, {cert.dtype})")
+    return DegreeChoice(None, None, None, f"no degree <= {max_degree} certifies eps={eps:.3g}")
+
+
+def _check_poly(poly):
+    if not isinstance(poly, ExpPolynomial):
+        raise InvalidTypeError(f"poly must be an ExpPolynomial, got {type(poly).__name__}")
+
+
+def projections(problem) -> dict:
+    """float64 views and the projections C_mu = X W_mu (W_mu with its adapter) of a problem, with
+    E_mu >= |computed - exact| entrywise for X W_mu computed in the problem's dtype:
+    |fl(X fl(W* + s B A)) - X W| <= gamma_{d+r+4} |X| (|W*| + |s||B||A|), any product order."""
+    from ..problem import LoRAProblem  # noqa: PLC0415 - problem imports kernels
+
+    if not isinstance(problem, LoRAProblem):
+        raise InvalidTypeError(f"problem must be a LoRAProblem, got {type(problem).__name__}")
+    xp = problem.xp
+    u = unit_roundoff(problem.dtype_name)
+    s = abs(problem.scale)
+    f64 = lambda a: xp.astype(a, xp.float64)  # noqa: E731
+    X, Xkv, Y = f64(problem.X3), f64(problem.Xkv3), f64(problem.Y3)
+    aX, aXkv = xp.abs(X), xp.abs(Xkv)
+    C, E = {}, {}
+    g_in = gamma(problem.d + problem.r + 4, u)
+    for m in "QKV":
+        W = f64(problem.W[m])
+        M = xp.abs(W)
+        if m in problem.adapted:
+            A_, B_ = f64(problem.A[m]), f64(problem.B[m])
+            W = W + problem.scale * (B_ @ A_)
+            M = M + s * (xp.abs(B_) @ xp.abs(A_))
+        Xm, aXm = (X, aX) if m == "Q" else (Xkv, aXkv)
+        C[m] = Xm @ W
+        E[m] = aXm @ (g_in * M)
+    return {"xp": xp, "u": u, "X": X, "Xkv": Xkv, "Y": Y, "aX": aX, "aXkv": aXkv, "C": C, "E": E}
+
+
+def logit_enclosure(problem, proj: dict | None = None) -> tuple[float, float]:
+    """(R, sigma): R >= |S_ij| for the exact logits S = beta C1 C2^T and for the computed ones
+    (Cauchy-Schwarz, R = |beta| max_i ||C1_i|| max_j ||C2_j|| plus the rounding of C1, C2), and
+    sigma >= |S^_ij - S_ij| (the logit rounding)."""
+    proj = projections(problem) if proj is None else proj
+    xp, C, E = proj["xp"], proj["C"], proj["E"]
+    beta = abs(problem.beta)
+    norm = lambda a: xp.sqrt(xp.sum(a * a, axis=-1))  # noqa: E731
+    qn, qe, kn, ke = (float(xp.max(norm(a))) for a in (C["Q"], E["Q"], C["K"], E["K"]))
+    R = beta * (qn + 2 * qe) * (kn + 2 * ke) * _MARGIN
+    sigma = beta * (qe * (kn + 2 * ke) + (qn + qe) * ke) * _MARGIN
+    return R, sigma
+
+
+def certify(problem, proj: dict | None = None) -> Certificate:
+    """The data-dependent certificate of a `LoRAProblem` (O(N L d^2) work, no L x L array);
+    `proj` = `projections(problem)` when already computed."""
+    proj = projections(problem) if proj is None else proj
+    xp, C, E = proj["xp"], proj["C"], proj["E"]
+    X, Xkv, Y, aX, aXkv = (proj[k] for k in ("X", "Xkv", "Y", "aX", "aXkv"))
+    d, r = problem.d, problem.r
+    s, beta = abs(problem.scale), abs(problem.beta)
+    R, sigma = logit_enclosure(problem, proj)
+    norm = lambda a: xp.sqrt(xp.sum(a * a, axis=-1))  # noqa: E731
+    kmax = float(xp.max(norm(C["K"]) + 2 * norm(E["K"])))
+    Ri = xp.minimum(beta * (norm(C["Q"]) + 2 * norm(E["Q"])) * kmax * _MARGIN, R)   # (N, L)
+    # Jensen: sum_j e^{S_ij} >= L_kv e^{mean_j S_ij}; the mean logit, less sigma and a float64 margin
+    kbar = xp.mean(C["K"], axis=1, keepdims=True)
+    mean_logit = problem.beta * xp.sum(C["Q"] * kbar, axis=-1)
+    Mi = xp.maximum(mean_logit - sigma - 2.0**-40 * R, -Ri)
+
+    # -- the exact-arithmetic coefficients K (module docstring, steps c .. dW)
+    lo3, hi3, w3 = _half_range(xp, C["V"], E["V"], E["V"])
+    chat = xp.maximum(xp.abs(lo3 - Y), xp.abs(hi3 - Y))
+    t = _joint_max(xp, lo3, hi3, Y)
+    psi = xp.sum(_psi_term(t, w3, chat), axis=-1)                     # (N, L), / kappa
+    _, _, w2 = _half_range(xp, C["K"], E["K"], E["K"])
+    _, _, wx = _half_range(xp, Xkv)
+    mux = xp.max(aXkv, axis=1, keepdims=True)
+    aC1 = xp.abs(C["Q"]) + E["Q"]
+    N, L = problem.N, problem.L
+    outer = lambda a, b: xp.sum(a[:, :, None] * b[:, None, :], axis=0) / N  # noqa: E731
+    row_sum = lambda a: xp.sum(a * psi[:, :, None], axis=1)  # noqa: E731
+    K = {
+        "Q": beta * outer(row_sum(aX), w2[:, 0, :]),
+        "K": beta * outer(wx[:, 0, :], row_sum(aC1)),
+        # V_TERM(omega(X'_a), c^_ib, max|X'_a|, omega(C3_b)) summed over rows: (N, L, a, b)
+        "V": xp.sum(_v_term(wx[:, :, :, None], chat[:, :, None, :], mux[:, :, :, None], w3[:, :, None, :]),
+                    axis=(0, 1)) / N,
+    }
+    weight_coefficients = {m: _host(K[m]) for m in problem.adapted}
+    chain, coefficients = {}, {}
+    for m in problem.adapted:
+        bt = s * np.abs(_host(problem.B[m])).T          # r x d
+        at = s * np.abs(_host(problem.A[m])).T          # d x r
+        chain[m] = (bt, at)
+        coefficients[f"A_{m}"] = bt @ weight_coefficients[m]
+        coefficients[f"B_{m}"] = weight_coefficients[m] @ at
+
+    # -- what the floors need (magnitudes of computed quantities and input errors)
+    rows = {
+        "xp": xp, "beta": beta, "aX": aX, "chat": chat, "mux": mux[:, 0, :], "Ri": Ri, "Mi": Mi,
+        "e1": E["Q"], "aC1": aC1 + E["Q"],
+        "e2": xp.max(E["K"], axis=1), "mu2": xp.max(xp.abs(C["K"]), axis=1) + 2 * xp.max(E["K"], axis=1),
+        "e3": xp.max(E["V"], axis=1),
+        "mu3": xp.maximum(xp.abs(lo3), xp.abs(hi3))[:, 0, :] + xp.max(E["V"], axis=1),
+    }
+    return Certificate(
+        N=N, L=L, L_kv=problem.L_kv, d=d, r=r, adapted=problem.adapted, dtype=problem.dtype_name,
+        logit_bound=R, sigma=sigma, coefficients=coefficients, weight_coefficients=weight_coefficients,
+        _rows=rows, _chain=chain,
+    )
+
+
+def _staged_floor(rows: dict, eps_a: float, u: float, N: int, L: int, L_kv: int, d: int):
+    """Stage-by-stage rounding bound (module docstring, floor (b) and (c)) for each dW_mu.
+
+    Per row i and value column b, with mu3/mu2 bounds on the computed |C3|, |C2| columns,
+    e1/e2/e3 bounds on their rounding errors and eps_a the error of every F~-weighted average:
+      ec  = (1+u)(eps_a mu3 + e3) + u c^              computed c~ = O~ - Y
+      c'  = c^ + ec,  eO = eps_a mu3 + e3              its magnitude; the error of O~
+      rmag_i = sum_b c'_ib mu3_b                      |r~_i|, |(F~∘(c~ C3^T)) C2|_ib / mu2_b
+      zeta_i = sum_b (c'_ib eO_b + ec_ib mu3_b)       first-order error of the c~ x C3 products
+      er_i = zeta_i + gamma_{d+2} rmag_i              error of r~
+      P~C2:  e_ib = mu2_b (2 zeta_i + (gamma_{d+3} + gamma_{d+2} + eps_a + 3u) rmag_i) + 2 e2_b rmag_i,
+             |P~C2|_ib <= 2 rmag_i mu2_b
+      dW_Q = beta X^T (P~C2): + gamma_{L+2} on the magnitudes; dW_K = beta X'^T (P~^T C1) with column
+      sums sum_j |X'_ja| |error of (F~^T w)_j| <= eps_a max|X'_a| sum_i |w_i|; dW_V = X'^T F~^T c~.
+      The batch mean adds gamma_{N+1} of the magnitudes.
+    Returns ({mu: d x d error}, {mu: d x d magnitude}) on the host.
+    """
+    xp = rows["xp"]
+    g = lambda n: gamma(n, u)  # noqa: E731
+    if isinstance(eps_a, (int, float)):
+        eps_a = float(eps_a)
+    else:
+        eps_a = eps_a[:, :, None]                                   # per row -> (N, L, 1)
+    chat, mu3, e3 = rows["chat"], rows["mu3"][:, None, :], rows["e3"][:, None, :]
+    mu2, e2 = rows["mu2"], rows["e2"]
+    ec = (1 + u) * (eps_a * mu3 + e3) + u * chat
+    cp = chat + ec
+    eO = eps_a * mu3 + e3
+    rmag = xp.sum(cp * mu3, axis=-1)                               # (N, L)
+    zeta = xp.sum(cp * eO + ec * mu3, axis=-1)
+    er = zeta + g(d + 2) * rmag
+    eps_r = eps_a if isinstance(eps_a, float) else eps_a[:, :, 0]   # (N, L) for row terms
+    beta, aX, mux = rows["beta"], rows["aX"], rows["mux"]
+    outer = lambda a, b: xp.sum(a[:, :, None] * b[:, None, :], axis=0) / N  # noqa: E731
+    rows_w = rows.get("row_weight", 1)  # plan: one representative row standing for L
+    rsum = lambda a, w: rows_w * xp.sum(a * w[:, :, None], axis=1)  # noqa: E731  (N, d)
+
+    # dW_Q
+    c_pc = g(d + 3) + g(d + 2) + eps_r + 3 * u
+    err_pc = outer(rsum(aX, 2 * zeta + c_pc * rmag), mu2) + outer(rsum(aX, 2 * rmag), e2)
+    mag_pc = outer(rsum(aX, 2 * rmag), mu2)
+    err_q = beta * (err_pc + g(L + 2) * (mag_pc + err_pc))
+    mag_q = beta * mag_pc
+    # dW_K
+    aC1, e1 = rows["aC1"], rows["e1"]
+    c_k = 2 * eps_r + g(L_kv + d + 4) + g(L_kv + 2) + 2 * u + 2 * g(1)
+    err_k = beta * outer(mux, rsum(aC1, c_k * rmag + zeta + er) + rsum(e1, 2 * rmag))
+    mag_k = beta * outer(mux, rsum(aC1, 2 * rmag))
+    # dW_V
+    err_v = outer(mux, rows_w * xp.sum((eps_a + g(L_kv + 1)) * cp + ec, axis=1))
+    mag_v = outer(mux, rows_w * xp.sum(cp, axis=1))
+
+    err, mag = {}, {}
+    for m, e, a in (("Q", err_q, mag_q), ("K", err_k, mag_k), ("V", err_v, mag_v)):
+        e, a = _host(e), _host(a)
+        err[m] = e + g(N + 1) * (a + e)
+        mag[m] = a
+    return err, mag
+
+
+# ----------------------------------------------------------------------------------------------
+# data-free version (for `approx.plan`)
+
+
+def magnitude_certificate(*, L, L_kv, d, r, N, adapt, beta, scale, input_bound, value_bound,
+                          target_bound, query_bound, key_bound, adapter_bound, dtype="float64",
+                          logit_bound) -> Certificate:
+    """A `Certificate` from entry magnitudes alone (no data): the same formulas evaluated on one
+    representative sample whose every row attains the bounds (|X|, |X'| <= input_bound, C3 columns
+    spanning [-value_bound, value_bound], |Y| <= target_bound, |X W_Q| <= query_bound, C2 columns
+    spanning [-key_bound, key_bound], |A|, |B| <= adapter_bound). Sums over rows become L times the
+    row term. Input rounding assumes |X||W_mu| <= sqrt(d) times the entry bound of X W_mu."""
+    np_xp = _xp.resolve_namespace(None)
+    full = lambda shape, v: np.full(shape, float(v))  # noqa: E731
+    u = unit_roundoff(dtype)
+    g_in = gamma(d + r + 4, u)
+    v, y, x, q, kb = value_bound, target_bound, input_bound, query_bound, key_bound
+    lo3, hi3 = full((1, 1, d), -v), full((1, 1, d), v)
+    Y = full((1, 1, d), y)  # one representative row; every sum over rows is L times its term
+    chat = np.maximum(np.abs(lo3 - Y), np.abs(hi3 - Y))
+    t = _joint_max(np_xp, lo3, hi3, Y)
+    psi = np.sum(_psi_term(t, v, chat), axis=-1)
+    aX = full((1, 1, d), x)
+    e1 = full((1, 1, d), g_in * math.sqrt(d) * q)
+    aC1 = full((1, 1, d), q) + e1
+    K = {
+        "Q": L * beta * np.outer(np.sum(aX * psi[:, :, None], axis=1)[0], full(d, kb)),
+        "K": L * beta * np.outer(full(d, x), np.sum(aC1 * psi[:, :, None], axis=1)[0]),
+        "V": L * _v_term(full((d, 1), x), chat[0, 0][None, :], full((d, 1), x), full((1, d), v)),
+    }
+    bt = abs(scale) * full((r, d), adapter_bound)
+    at = abs(scale) * full((d, r), adapter_bound)
+    weight_coefficients = {m: K[m] for m in adapt}
+    coefficients = {}
+    for m in adapt:
+        coefficients[f"A_{m}"] = bt @ K[m]
+        coefficients[f"B_{m}"] = K[m] @ at
+    e_in = g_in * math.sqrt(d)
+    rows = {
+        "xp": np_xp, "beta": beta, "aX": aX, "chat": chat, "mux": full((1, d), x), "row_weight": L,
+        "Ri": full((1, 1), logit_bound), "Mi": full((1, 1), -logit_bound),
+        "e1": e1, "aC1": aC1 + e1,
+        "e2": full((1, d), e_in * kb), "mu2": full((1, d), kb * (1 + 2 * e_in)),
+        "e3": full((1, d), e_in * v), "mu3": full((1, d), v * (1 + 2 * e_in)),
+    }
+    sigma = 3 * beta * math.sqrt(d) * e_in * q * math.sqrt(d) * kb
+    return Certificate(
+        N=N, L=L, L_kv=L_kv, d=d, r=r, adapted=tuple(m for m in "QKV" if m in adapt), dtype=dtype,
+        logit_bound=float(logit_bound), sigma=sigma, coefficients=coefficients,
+        weight_coefficients=weight_coefficients, _rows=rows, _chain={m: (bt, at) for m in adapt},
+    )
+
+
+def check_eps(eps) -> float:
+    """eps must be a finite number > 0."""
+    if isinstance(eps, bool):
+        raise InvalidTypeError("eps must be a real number, got bool")
+    try:
+        value = float(eps)
+    except (TypeError, ValueError):
+        raise InvalidTypeError(f"eps must be a real number, got {type(eps).__name__}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise InvalidInputError(f"eps must be a finite number > 0, got {eps!r}")
+    return value

@@ -1,0 +1,181 @@
+"""The report's figures, drawn from the report's own numbers (matplotlib, Agg).
+
+PNG bytes are deterministic for the same data: no "Software" metadata, fixed size and dpi.
+A section that is not available still gets its figure, saying so, so every report has the same
+set of files.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+PLOTS = {
+    "error_vs_bound.png": "Measured max-abs error of the approximate gradients against the certified bound "
+                          "(property grid; points below the diagonal keep the promise).",
+    "bound_tightness.png": "Tightness of the certificate: error / bound against the logit bound R, per case.",
+    "phase_diagram.png": "Analytic frontier: (a) crossing t* = Γ*/√ln L where the certified low-rank cost "
+                         "meets the exact cost; (b) log10 cost ratio over (L, t) for d = ⌈c·log2 L⌉, eps = 1/L "
+                         "(× = no degree cheaper than the exact path certifies eps).",
+    "sweep.png": "Measured relative error at a fixed rank budget against x = √(R / ln L), several L.",
+    "time_vs_L.png": "Time against L (log-log) with fitted slopes.",
+}
+
+
+def _num(x):
+    if isinstance(x, str):
+        return {"inf": math.inf, "-inf": -math.inf}.get(x, math.nan)
+    return math.nan if x is None else float(x)
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _unavailable(ax, section: dict):
+    ax.text(0.5, 0.5, f"not available:\n{section.get('reason', section.get('status'))}"[:200],
+            ha="center", va="center", wrap=True, transform=ax.transAxes)
+    ax.set_axis_off()
+
+
+def error_vs_bound(report) -> bytes:
+    section = report["measurements"]["properties"]
+    fig, ax = plt.subplots(figsize=(6, 5))
+    rows = [r for r in section.get("rows", []) if r["status"] == "ok"
+            and math.isfinite(_num(r["bound"])) and _num(r["error"]) > 0]
+    if not rows:
+        _unavailable(ax, section if "rows" not in section else {"reason": "no finite points"})
+        return _png(fig)
+    for case in dict.fromkeys(r["case"] for r in rows):
+        pts = [(_num(r["bound"]), _num(r["error"])) for r in rows if r["case"] == case]
+        ax.scatter(*zip(*pts), s=14, label=case, alpha=0.8)
+    lo = min(min(_num(r["error"]), _num(r["bound"])) for r in rows)
+    hi = max(max(_num(r["error"]), _num(r["bound"])) for r in rows)
+    ax.plot([lo, hi], [lo, hi], "k--", lw=1, label="error = bound")
+    ax.set(xscale="log", yscale="log", xlabel="certified bound (max-abs)", ylabel="measured max-abs error",
+           title="approximate gradients: error vs certified bound")
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def bound_tightness(report) -> bytes:
+    section = report["measurements"]["properties"]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    rows = [r for r in section.get("rows", []) if r["status"] == "ok" and _num(r["ratio"]) > 0]
+    if not rows:
+        _unavailable(ax, section if "rows" not in section else {"reason": "no finite points"})
+        return _png(fig)
+    cases = list(dict.fromkeys(r["case"] for r in rows))
+    for i, case in enumerate(cases):
+        pts = [(_num(r["R"]) * (1 + 0.04 * (i - len(cases) / 2)), _num(r["ratio"])) for r in rows if r["case"] == case]
+        ax.scatter(*zip(*pts), s=14, label=case, alpha=0.8)
+    ax.axhline(1.0, color="k", ls="--", lw=1)
+    ax.set(xscale="log", yscale="log", xlabel="logit bound R", ylabel="error / (bound + reference floor)",
+           title="tightness of the certified bound")
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def phase_diagram(report) -> bytes:
+    section = report["measurements"]["frontier"]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.8))
+    if "curves" not in section:
+        _unavailable(a, section)
+        _unavailable(b, section)
+        return _png(fig)
+    for c in section["curves"]:
+        pts = [(p["log2L"], _num(p["t_star"])) for p in c["points"] if p["t_star"] is not None]
+        if pts:
+            a.plot(*zip(*pts), marker="o", ms=3, ls="-" if c["eps"] == "1/L" else ":",
+                   label=f"{c['rule']}, eps={c['eps']}")
+    a.set(xlabel="log2 L", ylabel="t* = Γ*/√ln L (cost crossing)", title="(a) where low-rank stops beating exact")
+    a.legend(fontsize=7)
+    rule = next((c["rule"] for c in section["curves"] if c["kind"] == "log"), section["curves"][0]["rule"])
+    cells = [c for c in section["cells"] if c["rule"] == rule and c["eps"] == "1/L"]
+    Ls = sorted({c["log2L"] for c in cells})
+    ts = sorted({c["t"] for c in cells})
+    grid = np.full((len(ts), len(Ls)), np.nan)
+    for c in cells:  # no degree <= the largest cheaper one certifies eps: shown at the top of the scale
+        ratio = _num(c["cost_ratio"])
+        grid[ts.index(c["t"]), Ls.index(c["log2L"])] = math.log10(ratio) if ratio > 0 else np.nan
+    shown = np.where(np.isnan(grid), 3.0, grid)
+    im = b.imshow(shown, origin="lower", aspect="auto", cmap="coolwarm", vmin=-3, vmax=3,
+                  extent=(Ls[0] - 1, Ls[-1] + 1, -0.5, len(ts) - 0.5))
+    b.set_yticks(range(len(ts)), [f"{t:g}" for t in ts])
+    for i, t in enumerate(ts):
+        for j, L2 in enumerate(Ls):
+            if np.isnan(grid[i, j]):
+                b.text(L2, i, "×", ha="center", va="center", fontsize=7)
+    curve = next(c for c in section["curves"] if c["rule"] == rule and c["eps"] == "1/L")
+    star = [(p["log2L"], np.interp(_num(p["t_star"]), ts, range(len(ts)))) for p in curve["points"]
+            if p["t_star"] is not None]
+    if star:
+        b.plot(*zip(*star), "k-", lw=2, label="t*(L)")
+        b.legend(fontsize=8, loc="upper left")
+    fig.colorbar(im, ax=b, label="log10(low-rank / exact flops); × = no cheaper degree certifies eps")
+    b.set(xlabel="log2 L", ylabel="t = Γ/√ln L", title=f"(b) {rule}, eps = 1/L")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def sweep(report) -> bytes:
+    section = report["measurements"]["sweep"]
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    if "rows" not in section:
+        _unavailable(ax, section)
+        return _png(fig)
+    for L in sorted({r["L"] for r in section["rows"]}):
+        pts = sorted((_num(r["x"]), _num(r["rel_error"])) for r in section["rows"] if r["L"] == L)
+        ax.plot(*zip(*pts), marker="o", ms=4, label=f"L = {L}")
+    ax.axvline(1.0, color="k", ls="--", lw=1)
+    ax.axhline(1e-2, color="gray", ls=":", lw=1)
+    ax.set(yscale="log", xlabel="x = √(R / ln L)", ylabel="relative max error of the gradients",
+           title=f"fixed rank k = {section['rank']} (degree {section['degree']}, d = {section['d']})")
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def _fit(Ls, ts):
+    if len(set(Ls)) < 2:
+        return None
+    slope, _ = np.polyfit(np.log(Ls), np.log(ts), 1)
+    return float(slope)
+
+
+def time_vs_L(report) -> bytes:
+    timing = report["measurements"]["timing"]
+    bench = report["measurements"]["benchmark"]
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    series = {}
+    for r in timing.get("rows", []):
+        series.setdefault(f"{r['method']} (in-process)", []).append((r["L"], r["median_s"]))
+    for r in bench.get("results", []):
+        if r.get("status") == "ok":
+            series.setdefault(f"bench: {r['method']}", []).append((r["L"], r["median_s"]))
+    if not series:
+        _unavailable(ax, timing)
+        return _png(fig)
+    for name, pts in series.items():
+        pts.sort()
+        Ls, ts = zip(*pts)
+        slope = _fit(Ls, ts)
+        ax.plot(Ls, ts, marker="o", ms=4, label=name + ("" if slope is None else f", slope {slope:.2f}"))
+    ax.set(xscale="log", yscale="log", xlabel="L", ylabel="seconds (median)", title="time vs L")
+    ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def make_plots(report) -> dict:
+    """{file name: (PNG bytes, caption)} for every figure in PLOTS."""
+    makers = {"error_vs_bound.png": error_vs_bound, "bound_tightness.png": bound_tightness,
+              "phase_diagram.png": phase_diagram, "sweep.png": sweep, "time_vs_L.png": time_vs_L}
+    return {name: (makers[name](report), caption) for name, caption in PLOTS.items()}

@@ -1,0 +1,78 @@
+"""The approximate path's promise on a deterministic grid: measured error <= certified bound.
+
+Grid: adapted modules x self/cross x L x logit bound R x accuracy. Each accuracy is relative to
+the instance's largest exact gradient entry (eps = eps_rel max|G|); the smallest degree certifying
+it is forced even where it costs more than the exact path (the promise is about accuracy). A few
+fixed degrees per instance add points over many magnitudes for the error-vs-bound plot. The
+reference is the exact float64 path; its own rounding floor (`Certificate.exact_bound`) is the
+allowance added to the bound.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import _xp
+from ..errors import AboveThresholdError
+from ..problem import LoRAProblem
+from .context import optional_module
+
+FIXED_DEGREES = (2, 4, 6)
+
+
+def _case(name: str):
+    adapt, _, kind = name.partition("-")
+    return adapt, kind == "cross"
+
+
+def _host(a) -> np.ndarray:
+    return np.asarray(_xp.to_numpy(a), dtype=np.float64)
+
+
+def property_grid(ctx, progress=None) -> dict:
+    approx = optional_module("approx")
+    cert_mod = optional_module("derivations.certificate")
+    from ..exact import exact_gradients  # noqa: PLC0415
+
+    sizes = ctx.config.sizes
+    xp = ctx.config.xp()
+    rows = []
+    for case in sizes["property_cases"]:
+        adapt, cross = _case(case)
+        for L in sizes["property_L"]:
+            for R in sizes["property_R"]:
+                seed = ctx.config.seed_for(f"property/{case}/{L}/{R}")
+                p = LoRAProblem.random(L, 4, 2, adapt=adapt, logit_bound=R, cross=cross,
+                                       L_kv=(3 * L) // 4 if cross else None, seed=seed, xp=xp)
+                ref = {k: _host(v) for k, v in exact_gradients(p).items()}
+                allowance = cert_mod.certify(p).exact_bound()
+                scale = max(float(np.max(np.abs(v))) for v in ref.values())
+                base = {"case": case, "adapt": adapt, "cross": cross, "L": L, "d": 4, "R": R, "seed": seed}
+                for eps_rel in sizes["property_eps"]:
+                    rows.append(_one(approx, p, ref, allowance, base, eps_rel=eps_rel, scale=scale))
+                for g in FIXED_DEGREES:
+                    rows.append(_one(approx, p, ref, allowance, base, degree=g, scale=scale))
+        if progress is not None:
+            progress.step(f"properties {case}")
+    ran = [r for r in rows if r["status"] == "ok"]
+    return {"rows": rows, "count": len(rows), "ran": len(ran),
+            "violations": sum(1 for r in ran if not r["holds"]),
+            "worst_ratio": max((r["ratio"] for r in ran), default=None),
+            "eps_met": all(r["bound"] <= r["eps"] for r in ran if r["eps"] is not None)}
+
+
+def _one(approx, p, ref, allowance, base, *, eps_rel=None, degree=None, scale=1.0) -> dict:
+    row = dict(base, eps_rel=eps_rel, eps=None if eps_rel is None else eps_rel * scale, forced_degree=degree)
+    try:
+        if degree is None:
+            res = approx.approx_gradients(p, eps=row["eps"], on_threshold="force")
+        else:
+            res = approx.approx_gradients(p, eps=1e300, degree=degree, on_threshold="force")
+    except AboveThresholdError as exc:
+        return dict(row, status="no certified degree", reason=str(exc).split(";")[0])
+    errs = {k: float(np.max(np.abs(_host(res.grads[k]) - ref[k]))) for k in ref}
+    ratios = {k: errs[k] / (res.bound[k] + allowance[k]) for k in ref}
+    worst = max(ratios, key=ratios.get)
+    return dict(row, status="ok", path=res.path, degree=res.degree, rank=res.rank, delta=res.delta,
+                error=max(errs.values()), bound=max(res.bound.values()), ratio=ratios[worst],
+                holds=ratios[worst] <= 1.0, scale=scale, cost_ratio=res.cost.get("ratio"))

@@ -1,0 +1,292 @@
+"""The public approximate-gradient API: certified gradients, thresholds, plan, CLI, bad arguments.
+
+Reference: the exact path in float64 on the same values (`approx_checks.upcast`), with its own
+certified rounding floor as the allowance. Instance families come from test_certificate.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import array_api_strict
+import numpy as np
+import pytest
+from hypothesis import example, given, note, settings, target
+from hypothesis import strategies as st
+from test_certificate import FAMILIES, make_problem, record
+
+from lora_proofcheck import _xp
+from lora_proofcheck.approx import (
+    ApproxResult, Plan, approx_gradients, largest_cheaper_degree, logit_bound, plan, threshold_report,
+)
+from lora_proofcheck.approx_checks import aligned_problem, checks, upcast
+from lora_proofcheck.cli import main
+from lora_proofcheck.derivations import certificate as cm
+from lora_proofcheck.derivations.polynomial import exp_polynomial, min_degree
+from lora_proofcheck.errors import AboveThresholdError, InvalidInputError, InvalidTypeError
+from lora_proofcheck.exact import exact_gradients
+from lora_proofcheck.kernels.features import feature_rank, paper_rank_bound
+from lora_proofcheck.problem import LoRAProblem
+
+
+def reference(problem):
+    """float64 exact gradients (host) and the exact path's own certified rounding floor."""
+    p64 = upcast(problem)
+    ref = {k: np.asarray(_xp.to_numpy(v), np.float64) for k, v in exact_gradients(p64).items()}
+    return ref, cm.certify(p64).exact_bound()
+
+
+def measured_over_bound(result: ApproxResult, ref: dict, allowance: dict) -> float:
+    return max(float(np.max(np.abs(np.asarray(_xp.to_numpy(result.grads[k]), np.float64) - ref[k])))
+               / (result.bound[k] + allowance[k]) for k in ref)
+
+
+@st.composite
+def problems(draw, max_L=256, max_R=3.0, dtypes=("float64",)):
+    family = draw(st.sampled_from(FAMILIES))
+    d = draw(st.integers(1, 8))
+    L = draw(st.integers(2, max_L))
+    cross = draw(st.booleans())
+    L_kv = draw(st.integers(2, max_L)) if cross else None
+    adapt = draw(st.sampled_from(["Q", "QV", "QK", "QKV", "V", "K"]))
+    N = draw(st.integers(1, 3))
+    R = draw(st.floats(0.05, max_R))
+    seed = draw(st.integers(0, 2**32 - 1))
+    dtype = draw(st.sampled_from(dtypes))
+    note(f"{family} L={L} L_kv={L_kv} d={d} adapt={adapt} N={N} R={R:.3g} seed={seed} {dtype}")
+    return make_problem(family, L, d, 2, R=R, adapt=adapt, N=N, cross=cross, L_kv=L_kv, seed=seed,
+                        dtype=dtype)
+
+
+# ----------------------------------------------------------------------------------------------
+# certified gradients
+
+
+@settings(deadline=None)
+@given(problems(), st.floats(-10, -2))
+@example(aligned_problem(128, 3, 2, 1.0, seed=13, adapt="QV"), -5.0)
+@example(make_problem("residual", 200, 4, 2, R=0.5, adapt="QKV", N=2, cross=True, L_kv=77, seed=3), -8.0)
+@example(make_problem("concentrated", 256, 2, 2, R=2.5, adapt="QK", seed=4), -3.0)
+def test_gradients_within_certified_bound_for_requested_eps(problem, log_eps):
+    """eps from 1e-2 to 1e-10 (relative to the gradients' scale): the smallest certified degree
+    meets eps, the degree below does not, and the measured error stays within the bound."""
+    ref, allowance = reference(problem)
+    eps = 10.0**log_eps * max(float(np.max(np.abs(v))) for v in ref.values())
+    try:
+        res = approx_gradients(problem, eps=eps, on_threshold="force")
+    except AboveThresholdError as exc:  # eps unreachable: the reason must say why
+        assert "floor" in str(exc) or "no degree" in str(exc) or "below" in str(exc)
+        note(f"unreachable: {exc}")
+        return
+    assert res.path == "approx" and max(res.bound.values()) <= eps
+    if res.degree > 0:
+        cert = cm.certify(problem)
+        below = exp_polynomial(cert.logit_bound, degree=res.degree - 1)
+        assert max(cert.bound(below).values()) > eps
+    ratio = measured_over_bound(res, ref, allowance)
+    note(f"g={res.degree} {res.method} k={res.rank} ratio={ratio:.3g}")
+    target(ratio, label="approx: measured/bound")
+    record(ratio, "approx-eps", problem=problem, degree=res.degree)
+    assert ratio <= 1.0
+
+
+@settings(deadline=None)
+@given(problems(max_L=192, dtypes=("float64", "float32")), st.integers(0, 8))
+@example(make_problem("aligned", 96, 3, 2, R=0.5, seed=2, dtype="float32"), 3)
+@example(make_problem("residual", 128, 2, 2, R=1.0, adapt="QKV", N=2, seed=6, dtype="float32"), 6)
+def test_gradients_within_certified_bound_at_a_given_degree(problem, extra):
+    """float32 and float64, degree given: measured error within the bound, rounding floor included."""
+    R = logit_bound(problem)
+    degree = min_degree(R, 0.5) + extra
+    res = approx_gradients(problem, eps=1e300, degree=degree, on_threshold="force")
+    assert res.degree == degree and res.rank == feature_rank(problem.d, degree)
+    ref, allowance = reference(problem)
+    ratio = measured_over_bound(res, ref, allowance)
+    note(f"g={degree} delta={res.delta:.3g} floor share {max(res.floor[k] / res.bound[k] for k in ref):.2f}")
+    target(ratio, label=f"degree, {problem.dtype_name}: measured/bound")
+    record(ratio, f"approx-degree-{problem.dtype_name}", problem=problem, degree=degree)
+    assert ratio <= 1.0
+
+
+def test_error_falls_as_the_degree_grows():
+    problem = make_problem("gaussian", 256, 3, 2, R=1.5, adapt="QKV", seed=5)
+    ref, _ = reference(problem)
+    errors, bounds = [], []
+    for g in range(2, 13):
+        res = approx_gradients(problem, eps=1e300, degree=g, on_threshold="force")
+        errors.append(max(float(np.max(np.abs(res.grads[k] - ref[k]))) for k in ref))
+        bounds.append(max(res.bound.values()))
+    assert all(b2 < b1 for b1, b2 in zip(bounds, bounds[1:]))
+    assert all(e2 < e1 for e1, e2 in zip(errors, errors[2:]))
+    assert errors[-1] < 1e-7 * errors[0]
+    assert all(e <= b for e, b in zip(errors, bounds))
+
+
+def test_phase_transition_above_the_threshold():
+    """Large R for the given L: the largest rank still cheaper than the exact path misses eps
+    (measured, not just bounded), and the default call says so."""
+    for R, L, d in ((12.0, 128, 4), (12.0, 256, 2)):
+        problem = aligned_problem(L, d, 2, R, seed=31, adapt="QV")
+        ref, _ = reference(problem)
+        eps = 1e-3 * max(float(np.max(np.abs(v))) for v in ref.values())
+        with pytest.raises(AboveThresholdError, match=r"R = .*L = .*rank"):
+            approx_gradients(problem, eps=eps)
+        g = largest_cheaper_degree(cm.certify(problem))
+        assert g is not None
+        res = approx_gradients(problem, eps=eps, degree=g, on_threshold="force")
+        assert res.cost["ratio"] < 1.0
+        err = max(float(np.max(np.abs(res.grads[k] - ref[k]))) for k in ref)
+        assert err > eps
+
+
+def test_below_the_threshold_the_approximate_path_is_chosen_and_cheaper():
+    problem = LoRAProblem.random(512, 1, 2, adapt="QV", logit_bound=0.5, seed=7)
+    ref, allowance = reference(problem)
+    eps = 1e-4 * max(float(np.max(np.abs(v))) for v in ref.values())
+    res = approx_gradients(problem, eps=eps)
+    assert res.path == "approx" and res.cost["ratio"] < 1.0
+    assert res.rank == feature_rank(1, res.degree) and res.paper_rank == paper_rank_bound(1, res.degree)
+    assert res.delta == exp_polynomial(res.logit_bound, degree=res.degree, method=res.method).rel_error
+    assert res.logit_bound == logit_bound(problem)
+    assert set(res.grads) == set(ref) == set(res.bound) == set(res.floor)
+    assert measured_over_bound(res, ref, allowance) <= 1.0
+    assert math.isfinite(float(res.loss))
+
+
+def test_on_threshold_modes():
+    problem = aligned_problem(64, 4, 2, 6.0, seed=3, adapt="QKV")
+    ref, allowance = reference(problem)
+    eps = 1e-4 * max(float(np.max(np.abs(v))) for v in ref.values())
+    with pytest.raises(AboveThresholdError) as info:
+        approx_gradients(problem, eps=eps)
+    msg = str(info.value)
+    assert "R = 6" in msg and "L = 64" in msg and "on_threshold" in msg
+    exact = approx_gradients(problem, eps=eps, on_threshold="exact")
+    assert exact.path == "exact" and exact.degree is None and exact.rank is None
+    for k in ref:
+        np.testing.assert_array_equal(exact.grads[k], exact_gradients(problem)[k])
+        assert 0 < exact.bound[k] < eps
+    assert measured_over_bound(exact, ref, allowance) <= 1.0
+    forced = approx_gradients(problem, eps=eps, on_threshold="force")
+    assert forced.path == "approx" and forced.cost["ratio"] >= 1.0 and max(forced.bound.values()) <= eps
+    assert measured_over_bound(forced, ref, allowance) <= 1.0
+    # an explicit degree that misses eps: raise, fall back, or force (and report the true bound)
+    with pytest.raises(AboveThresholdError, match="certifies only"):
+        approx_gradients(problem, eps=eps, degree=1)
+    assert approx_gradients(problem, eps=eps, degree=1, on_threshold="exact").path == "exact"
+    weak = approx_gradients(problem, eps=eps, degree=1, on_threshold="force")
+    assert weak.degree == 1 and max(weak.bound.values()) > eps
+
+
+def test_array_api_strict_gives_the_same_result():
+    a = approx_gradients(make_problem("gaussian", 64, 2, 2, R=0.5, seed=8), eps=1e300, degree=4,
+                         on_threshold="force")
+    b = approx_gradients(make_problem("gaussian", 64, 2, 2, R=0.5, seed=8, xp=array_api_strict), eps=1e300,
+                         degree=4, on_threshold="force")
+    for k in a.grads:
+        np.testing.assert_allclose(np.asarray(b.grads[k]), a.grads[k], rtol=1e-12, atol=1e-14)
+        assert b.bound[k] == pytest.approx(a.bound[k], rel=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------
+# norms, thresholds, plan
+
+
+def test_threshold_report_matches_its_definitions():
+    problem = make_problem("gaussian", 100, 4, 2, R=2.0, adapt="QKV", cross=True, L_kv=60, N=2, seed=9)
+    rep = threshold_report(problem)
+    proj = cm.projections(problem)
+    for m in "QKV":
+        assert rep[f"norm_XW_{m}"] == pytest.approx(float(np.max(np.abs(proj["C"][m]))))
+    assert rep["Gamma"] == max(rep["norm_XW_Q"], rep["norm_XW_K"])
+    assert rep["sqrt_log_L"] == pytest.approx(math.sqrt(math.log(100)))
+    assert rep["Gamma_over_sqrt_log_L"] == pytest.approx(rep["Gamma"] / rep["sqrt_log_L"])
+    assert rep["logit_bound"] == logit_bound(problem) == pytest.approx(2.0, rel=1e-9)
+    assert "Thm 4.1" in rep["statement"] and "sqrt(log L)" in rep["statement"]
+
+
+def test_plan_feasible_and_above_threshold():
+    ok = plan(1 << 16, 2, 0.5, 1e-3, adapt="QV", r=4)
+    assert isinstance(ok, Plan) and ok.feasible and ok.cost["ratio"] < 1.0
+    assert ok.rank == feature_rank(2, ok.degree) and ok.bound <= 1e-3
+    assert ok.max_cheaper_degree >= ok.degree
+    above = plan(256, 8, 20.0, 1e-6, adapt="QKV")
+    assert not above.feasible and "above the threshold" in above.reason
+    assert set(ok.assumptions) >= {"beta", "alpha", "input_bound", "query_bound", "key_bound"}
+
+
+def test_plan_is_conservative_for_data_within_its_magnitudes():
+    problem = make_problem("gaussian", 512, 2, 2, R=0.5, adapt="QV", seed=10)
+    proj = cm.projections(problem)
+    host = upcast(problem)
+    mags = dict(input_bound=float(np.max(np.abs(host.X))), value_bound=float(np.max(np.abs(proj["C"]["V"]))),
+                target_bound=float(np.max(np.abs(host.Y))), query_bound=float(np.max(np.abs(proj["C"]["Q"]))),
+                key_bound=float(np.max(np.abs(proj["C"]["K"]))),
+                adapter_bound=max(float(np.max(np.abs(v)))
+                                  for v in list(host.A.values()) + list(host.B.values())))
+    eps = 1e-2
+    p = plan(512, 2, logit_bound(problem), eps, adapt="QV", r=2, beta=problem.beta, alpha=problem.alpha,
+             **mags)
+    res = approx_gradients(problem, eps=eps, on_threshold="force")
+    assert p.degree >= res.degree
+
+
+@pytest.mark.parametrize("kwargs, name", [
+    (dict(L=0), "L"), (dict(d=1.5), "d"), (dict(logit_bound=-1.0), "logit_bound"), (dict(eps=0.0), "eps"),
+    (dict(adapt="QX"), "adapt"), (dict(r=0), "r"), (dict(method="remez"), "method"),
+    (dict(dtype="float16"), "dtype"), (dict(input_bound=math.inf), "input_bound"), (dict(L_kv=-3), "L_kv"),
+])
+def test_plan_rejects_bad_arguments(kwargs, name):
+    args = dict(L=128, d=2, logit_bound=1.0, eps=1e-4)
+    args.update(kwargs)
+    with pytest.raises((InvalidInputError, InvalidTypeError), match=name):
+        plan(args.pop("L"), args.pop("d"), args.pop("logit_bound"), args.pop("eps"), **args)
+
+
+def test_cli_plan_exit_codes_and_json(capsys):
+    assert main(["plan", "--L", "65536", "--d", "2", "--logit-bound", "0.5", "--eps", "1e-3"]) == 0
+    assert "FEASIBLE" in capsys.readouterr().out
+    assert main(["plan", "--L", "256", "--d", "8", "--logit-bound", "20", "--eps", "1e-6", "--adapt", "QKV",
+                 "--json"]) == 3
+    data = json.loads(capsys.readouterr().out)
+    assert data["feasible"] is False and "above the threshold" in data["reason"]
+    assert main(["plan", "--L", "0", "--d", "2", "--logit-bound", "1", "--eps", "1e-3"]) == 2
+    assert "L must be" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------
+# bad arguments
+
+
+@pytest.mark.parametrize("kwargs, exc, name", [
+    (dict(eps=0.0), InvalidInputError, "eps"), (dict(eps=-1e-3), InvalidInputError, "eps"),
+    (dict(eps=math.nan), InvalidInputError, "eps"), (dict(eps=math.inf), InvalidInputError, "eps"),
+    (dict(eps="tiny"), InvalidTypeError, "eps"), (dict(eps=True), InvalidTypeError, "eps"),
+    (dict(degree=-1), InvalidInputError, "degree"), (dict(degree=2.5), InvalidTypeError, "degree"),
+    (dict(degree=True), InvalidTypeError, "degree"),
+    (dict(on_threshold="ignore"), InvalidInputError, "on_threshold"),
+    (dict(on_threshold=None), InvalidInputError, "on_threshold"),
+    (dict(method="remez"), InvalidInputError, "method"),
+])
+def test_approx_gradients_rejects_bad_arguments(kwargs, exc, name):
+    problem = LoRAProblem.random(8, 2, 1, seed=0)
+    with pytest.raises(exc, match=name):
+        approx_gradients(problem, **kwargs)
+
+
+def test_non_problems_are_rejected():
+    for fn in (approx_gradients, logit_bound, threshold_report):
+        with pytest.raises(InvalidTypeError, match="problem"):
+            fn(np.zeros((3, 3)))
+
+
+# ----------------------------------------------------------------------------------------------
+# the `check` entries
+
+
+def test_approx_checks_pass():
+    results = checks(False)
+    assert len(results) >= 3
+    for r in results:
+        assert r.passed, (r.name, r.measured)

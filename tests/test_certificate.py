@@ -1,0 +1,452 @@
+"""The certified error bound: each step's inequality, the whole chain, its tightness, the floors.
+
+The oracle here is a dense NumPy (or PyTorch) evaluation of the exact gradient formulas with an
+arbitrary perturbed kernel E~ = E∘(1+theta) or E~ = p(S): nothing from the certificate or the
+low-rank kernel. Set LORA_PROOFCHECK_RATIO_LOG=path to append every measured/bound ratio.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import array_api_strict
+import numpy as np
+import pytest
+import sympy as sp
+from hypothesis import example, given, note, settings, target
+from hypothesis import strategies as st
+
+from lora_proofcheck import testing
+from lora_proofcheck.derivations import certificate as cm
+from lora_proofcheck.derivations.polynomial import exp_polynomial, min_degree
+from lora_proofcheck.errors import InvalidInputError, InvalidTypeError
+from lora_proofcheck.problem import LoRAProblem
+
+FAMILIES = ("gaussian", "aligned", "concentrated", "residual")
+
+
+# ----------------------------------------------------------------------------------------------
+# instance families and the dense oracle (shared with test_approx)
+
+
+def make_problem(family, L, d, r, *, R, adapt="QKV", N=1, cross=False, L_kv=None, seed=0, dtype="float64",
+                 xp=None):
+    """A problem of `family` whose Cauchy-Schwarz logit bound is R.
+
+    gaussian      LoRAProblem.random
+    aligned       every row near one direction and W_K = -W_Q: all logits near -R, where the
+                  polynomial's relative error is largest; values move with the logits
+    concentrated  one key of large norm aligned with the queries: rows put their mass on it
+    residual      targets far outside the range of the values: large, one-signed residuals
+    """
+    if family == "gaussian":
+        return LoRAProblem.random(L, d, r, adapt=adapt, N=N, logit_bound=R, cross=cross, seed=seed,
+                                  dtype=dtype, xp=xp, L_kv=L_kv if cross else None)
+    rng = np.random.default_rng(seed)
+    L_kv = L if not cross or L_kv is None else L_kv
+    x0 = rng.standard_normal(d)
+    x0 /= np.linalg.norm(x0)
+    noise = {"aligned": 0.05, "concentrated": 0.3, "residual": 1.0}[family]
+    X = x0 + noise * rng.standard_normal((N, L, d))
+    Xkv = x0 + noise * rng.standard_normal((N, L_kv, d)) if cross else None
+    WQ = rng.standard_normal((d, d)) / math.sqrt(d)
+    WK = {"aligned": -WQ, "concentrated": WQ}.get(family, rng.standard_normal((d, d)) / math.sqrt(d))
+    WV = WK + 0.3 * rng.standard_normal((d, d))
+    Y = rng.standard_normal((N, L, d))
+    keys = X if Xkv is None else Xkv
+    if family == "concentrated":  # one long key along the queries' direction takes the mass
+        keys[:, 0, :] = 4.0 * x0
+    if family == "residual":
+        Y = 6.0 + np.abs(Y)
+    small = 0.01 if family == "aligned" else 1.0 / math.sqrt(d)
+    A = {m: small * rng.standard_normal((r, d)) for m in adapt}
+    B = {m: small * rng.standard_normal((d, r)) for m in adapt}
+    alpha, beta = 2.0 * r, 1.0 / math.sqrt(d)
+    W = {"Q": WQ, "K": WK, "V": WV}
+    eff = {m: W[m] + (alpha / r) * B[m] @ A[m] if m in A else W[m] for m in "QK"}
+    q = np.linalg.norm(X @ eff["Q"], axis=-1).max()
+    k = np.linalg.norm(keys @ eff["K"], axis=-1).max()
+    s = math.sqrt(R / (beta * q * k))
+    for m in "QK":
+        W[m] = W[m] * s
+        if m in B:
+            B[m] = B[m] * s
+    from lora_proofcheck import _xp  # noqa: PLC0415
+
+    ns = _xp.resolve_namespace(xp)
+    sq = (lambda a: a) if N > 1 else (lambda a: a[0])
+    cast = lambda a: _xp.from_numpy(np.asarray(a, dtype=dtype), ns)  # noqa: E731
+    return LoRAProblem(cast(sq(X)), cast(sq(Y)), {m: cast(w) for m, w in W.items()},
+                       {m: cast(a) for m, a in A.items()}, {m: cast(b) for m, b in B.items()},
+                       alpha=alpha, beta=beta, X_kv=None if Xkv is None else cast(sq(Xkv)))
+
+
+def dense_gradients(problem, *, kernel=None, theta=None, lib=np):
+    """Exact formulas of the paper (errata applied) with F = softmax, or F~ from E~ = kernel(S) or
+    E~ = exp(S)∘(1+theta): dense, float64, from first principles. lib=torch for autograd."""
+    h = testing.host_inputs(problem)
+    if lib is not np:
+        h = {k: ({m: lib.tensor(w) for m, w in v.items()} if isinstance(v, dict) else lib.tensor(v))
+             for k, v in h.items()}
+    s, beta, N = problem.scale, problem.beta, problem.N
+    W = {m: h["W"][m] + s * h["B"][m] @ h["A"][m] if m in h["A"] else h["W"][m] for m in "QKV"}
+    tr = (lambda a: np.swapaxes(a, -1, -2)) if lib is np else (lambda a: a.transpose(-1, -2))
+    X, Xkv, Y = h["X"], h["X_kv"], h["Y"]
+    C1, C2, C3 = X @ W["Q"], Xkv @ W["K"], Xkv @ W["V"]
+    S = beta * C1 @ tr(C2)
+    if kernel is not None:
+        Et = kernel(S)
+    else:
+        shift = S.max(-1, keepdims=True) if lib is np else S.max(-1, keepdim=True).values
+        Et = lib.exp(S - shift)
+        if theta is not None:
+            Et = Et * (1 + theta)
+    F = Et / Et.sum(-1)[..., None]
+    c = F @ C3 - Y
+    P1 = F * (c @ tr(C3))
+    P = P1 - P1.sum(-1)[..., None] * F
+    dW = {"Q": beta * (tr(X) @ P @ C2).sum(0) / N, "K": beta * (tr(Xkv) @ tr(P) @ C1).sum(0) / N,
+          "V": (tr(Xkv) @ tr(F) @ c).sum(0) / N}
+    out = {}
+    for m in problem.adapted:
+        out[f"A_{m}"] = s * tr(h["B"][m]) @ dW[m]
+        out[f"B_{m}"] = s * dW[m] @ tr(h["A"][m])
+    return out
+
+
+def record(ratio: float, label: str, **info) -> None:
+    """Append a measured/bound ratio to $LORA_PROOFCHECK_RATIO_LOG (for the figures in reports)."""
+    path = os.environ.get("LORA_PROOFCHECK_RATIO_LOG")
+    if path:
+        with open(path, "a") as fh:
+            row = {"label": label, "ratio": ratio, **{k: str(v) for k, v in info.items()}}
+            fh.write(json.dumps(row) + "\n")
+
+
+def max_ratio(got: dict, want: dict, bound: dict) -> float:
+    return max(float(np.max(np.abs(got[k] - want[k]))) / bound[k] for k in want)
+
+
+# ----------------------------------------------------------------------------------------------
+# the symbolic layer
+
+
+def test_kappa_and_its_inverse_are_consistent():
+    assert sp.simplify(cm.KAPPA.subs(cm.delta, cm.DELTA_OF_KAPPA) - cm.kappa) == 0
+    for dlt in (0.0, 1e-12, 1e-3, 0.5, 0.9):
+        assert math.isclose(cm.delta_of(cm.kappa_of(dlt)), dlt, rel_tol=1e-12, abs_tol=1e-300)
+    assert cm.kappa_of(1.0) == math.inf
+
+
+def test_derivation_steps_cover_the_chain_and_print():
+    steps = cm.derivation_steps()
+    assert [s.name for s in steps][:9] == ["F", "c", "G", "p1-p2", "P v", "dW_Q", "dW_K", "dW_V", "A, B"]
+    for s in steps:
+        assert s.reason and "\\le" in s.latex()
+
+
+def _symbols(name, n, m, positive=False):
+    return sp.Matrix(n, m, lambda i, j: sp.Symbol(f"{name}_{i}{j}", positive=positive))
+
+
+def test_lemma1_identity_is_exact():
+    """F~_ij - F_ij = F_ij (theta_ij - theta_i) / (1 + theta_i), theta_i = sum_j F_ij theta_ij."""
+    E, th = _symbols("e", 2, 3, positive=True), _symbols("t", 2, 3)
+    Et = E.multiply_elementwise(th.applyfunc(lambda x: 1 + x))
+    for i in range(2):
+        Z, Zt = sum(E.row(i)), sum(Et.row(i))
+        F = [E[i, j] / Z for j in range(3)]
+        tbar = sum(F[j] * th[i, j] for j in range(3))
+        for j in range(3):
+            assert sp.simplify(Et[i, j] / Zt - F[j] - F[j] * (th[i, j] - tbar) / (1 + tbar)) == 0
+
+
+def test_p_is_F_times_c_dot_values_minus_output():
+    """P = F∘G - diag((F∘G)1) F equals F_ij c_i.(C3_j - O_i) for any row-stochastic F."""
+    L, L_kv, d = 2, 3, 2
+    F = _symbols("f", L, L_kv)
+    F = sp.Matrix(L, L_kv, lambda i, j: F[i, j] if j < L_kv - 1 else 1 - sum(F[i, :L_kv - 1]))
+    C3, Y = _symbols("v", L_kv, d), _symbols("y", L, d)
+    O = F * C3
+    c = O - Y
+    G = c * C3.T
+    P1 = F.multiply_elementwise(G)
+    P = P1 - sp.diag(*(P1 * sp.ones(L_kv, 1))) * F
+    T = sp.Matrix(L, L_kv, lambda i, j: (c.row(i) * (C3.row(j) - O.row(i)).T)[0])
+    assert (P - F.multiply_elementwise(T)).expand() == sp.zeros(L, L_kv)
+    assert (P * sp.ones(L_kv, 1)).expand() == sp.zeros(L, 1)
+
+
+# ----------------------------------------------------------------------------------------------
+# Lemma 1 and the Alman-Song lemma on adversarial perturbations
+
+
+@st.composite
+def perturbed_kernels(draw):
+    L = draw(st.integers(1, 24))
+    L_kv = draw(st.integers(1, 40))
+    dlt = draw(st.floats(1e-9, 0.9))
+    seed = draw(st.integers(0, 2**32 - 1))
+    logits = draw(st.floats(0.0, 20.0))
+    rng = np.random.default_rng(seed)
+    A = np.exp(logits * rng.uniform(-1, 1, (L, L_kv)))
+    V = rng.standard_normal((L_kv, draw(st.integers(1, 5)))) * draw(st.floats(1e-3, 1e3))
+    pattern = draw(st.sampled_from(["sign-of-V", "half-half", "random"]))
+    if pattern == "sign-of-V":     # the worst case for column 0: theta follows V's deviation
+        th = np.sign(V[:, 0] - np.median(V[:, 0]))[None, :] * np.ones((L, 1))
+    elif pattern == "half-half":
+        th = np.where(np.arange(L_kv) < L_kv // 2, 1.0, -1.0)[None, :] * np.ones((L, 1))
+    else:
+        th = rng.uniform(-1, 1, (L, L_kv))
+    return A, A * (1 + dlt * th), V, dlt
+
+
+@given(perturbed_kernels())
+@example((np.ones((1, 2)), np.array([[1.5, 0.5]]), np.array([[1.0], [-1.0]]), 0.5))
+def test_lemma1_rows_of_dF_sum_to_zero_with_l1_norm_at_most_kappa(case):
+    A, At, _, dlt = case
+    F, Ft = A / A.sum(1, keepdims=True), At / At.sum(1, keepdims=True)
+    dF = Ft - F
+    assert np.all(np.abs(dF.sum(1)) <= 1e-12)
+    l1 = np.abs(dF).sum(1).max()
+    target(l1 / cm.kappa_of(dlt), label="||dF||_1 / kappa")
+    assert l1 <= cm.kappa_of(dlt) * (1 + 1e-9) + 1e-15
+
+
+@given(perturbed_kernels())
+@example((np.ones((1, 2)), np.array([[1.5, 0.5]]), np.array([[1.0], [-1.0]]), 0.5))
+def test_alman_song_lemma_and_its_sharpening(case):
+    """Relative delta on A => ||D~^-1 A~ V - D^-1 A V||_max <= 2 delta ||V||_max (Alman-Song 2023),
+    and the sharper kappa * half-range(V) used by the certificate."""
+    A, At, V, dlt = case
+    out = A @ V / A.sum(1, keepdims=True)
+    out_t = At @ V / At.sum(1, keepdims=True)
+    err = np.abs(out_t - out)
+    vmax = np.abs(V).max()
+    slack = 1e-12 * vmax
+    if dlt <= 0.5:
+        assert err.max() <= 2 * dlt * vmax + slack
+    omega = (V.max(0) - V.min(0)) / 2
+    target(float((err / np.maximum(cm.kappa_of(dlt) * omega, 1e-300)).max()), label="AS ratio")
+    assert np.all(err <= cm.kappa_of(dlt) * omega * (1 + 1e-9) + slack)
+
+
+def test_alman_song_bound_is_attained_up_to_its_constant():
+    """Two keys with V = +-1 and theta = +-delta: the error is delta/(1 + ...) ~ delta ||V||."""
+    dlt = 1e-3
+    A, V = np.ones((1, 2)), np.array([[1.0], [-1.0]])
+    At = A * np.array([[1 + dlt, 1 - dlt]])
+    err = np.abs(At @ V / At.sum() - A @ V / A.sum()).max()
+    assert err == pytest.approx(dlt, rel=1e-9)
+    assert err >= 0.999 * cm.kappa_of(dlt) * 1.0 * (1 - dlt)
+
+
+# ----------------------------------------------------------------------------------------------
+# the whole chain: any relative perturbation, and real polynomials
+
+
+@st.composite
+def problems(draw, max_L=64):
+    family = draw(st.sampled_from(FAMILIES))
+    d = draw(st.integers(1, 6))
+    L = draw(st.integers(2, max_L))
+    cross = draw(st.booleans())
+    L_kv = draw(st.integers(2, max_L)) if cross else None
+    adapt = draw(st.sampled_from(["Q", "QV", "QK", "QKV", "V", "K"]))
+    N = draw(st.integers(1, 3))
+    R = draw(st.floats(0.05, 6.0))
+    seed = draw(st.integers(0, 2**32 - 1))
+    r = draw(st.integers(1, 3))
+    note(f"{family} L={L} L_kv={L_kv} d={d} r={r} adapt={adapt} N={N} R={R:.3g} seed={seed}")
+    return make_problem(family, L, d, r, R=R, adapt=adapt, N=N, cross=cross, L_kv=L_kv, seed=seed)
+
+
+@settings(deadline=None)
+@given(problems(max_L=40), st.floats(1e-10, 0.3), st.data())
+def test_any_relative_perturbation_within_kappa_K(problem, dlt, data):
+    """For ANY E~ = E∘(1+theta), |theta| <= delta, every gradient entry is within kappa(delta) K.
+    theta: the first-order worst case for one entry (sign of d entry / d theta, by autograd)."""
+    torch = pytest.importorskip("torch")
+    cert = cm.certify(problem)
+    key = data.draw(st.sampled_from(sorted(cert.coefficients)))
+    K = cert.coefficients[key]
+    entry = np.unravel_index(int(np.argmax(K)), K.shape)
+    th = torch.zeros((problem.N, problem.L, problem.L_kv), dtype=torch.float64, requires_grad=True)
+    dense_gradients(problem, theta=th, lib=torch)[key][entry].backward()
+    theta = dlt * np.sign(th.grad.numpy())
+    exact = dense_gradients(problem)
+    got = dense_gradients(problem, theta=theta)
+    floor = {k: float(np.max(v)) for k, v in cert.exact_floor().items()}
+    bound = {k: v + 2 * floor[k] for k, v in cert.approximation_bound(dlt).items()}
+    ratio = max_ratio(got, exact, bound)
+    note(f"key={key} ratio={ratio:.3g}")
+    target(ratio, label="adversarial theta: measured/bound")
+    record(ratio, "theta")
+    assert ratio <= 1.0
+
+
+@settings(deadline=None)
+@given(problems(max_L=96), st.integers(0, 10), st.sampled_from(["taylor", "chebyshev", "auto"]))
+@example(make_problem("aligned", 48, 3, 2, R=0.5, seed=2), 4, "auto")
+@example(make_problem("aligned", 48, 3, 2, R=2.0, seed=2), 2, "auto")
+@example(make_problem("concentrated", 64, 2, 1, R=4.0, adapt="QV", seed=1), 3, "chebyshev")
+@example(make_problem("residual", 64, 4, 2, R=1.0, adapt="QKV", N=2, cross=True, L_kv=33, seed=5), 1,
+         "taylor")
+def test_polynomial_kernel_within_certified_bound(problem, extra, method):
+    """E~ = p(S) with the certified polynomial (extra degrees above the first with delta < 1/2):
+    every gradient within kappa(delta) K plus the rounding floors of both dense float64 evaluations."""
+    cert = cm.certify(problem)
+    g0 = min_degree(cert.logit_bound, 0.5, method=method)
+    poly = exp_polynomial(cert.logit_bound, degree=g0 + extra, method=method)
+    exact = dense_gradients(problem)
+    got = dense_gradients(problem, kernel=poly)
+    floor = cert.rounding_floor(poly)
+    exact_floor = cert.exact_floor()
+    bound = {k: cm.kappa_of(poly.rel_error) * float(np.max(K)) + float(np.max(floor[k] + exact_floor[k]))
+             for k, K in cert.coefficients.items()}
+    ratio = max_ratio(got, exact, bound)
+    note(f"degree={poly.degree} {poly.method} delta={poly.rel_error:.3g} ratio={ratio:.3g}")
+    target(ratio, label="polynomial: measured/bound")
+    record(ratio, "polynomial", problem=problem, degree=poly.degree, method=poly.method, delta=poly.rel_error,
+           approx=max(cm.kappa_of(poly.rel_error) * float(np.max(K)) for K in cert.coefficients.values()))
+    assert ratio <= 1.0
+
+
+@pytest.mark.parametrize("R, degree", [(0.5, 3), (0.5, 6), (2.0, 6)])
+def test_bound_is_not_vacuous_on_the_aligned_family(R, degree):
+    """Adversarial instances come within a factor 100 of the bound (the target is 10^3)."""
+    best = 0.0
+    for seed in range(3):
+        problem = make_problem("aligned", 48, 3, 2, R=R, seed=seed)
+        cert = cm.certify(problem)
+        poly = exp_polynomial(cert.logit_bound, degree=degree)
+        ratio = max_ratio(dense_gradients(problem, kernel=poly), dense_gradients(problem),
+                          cert.approximation_bound(poly.rel_error))
+        best = max(best, ratio)
+    assert 1e-2 < best <= 1.0
+
+
+def test_adversarial_theta_comes_within_a_factor_ten():
+    torch = pytest.importorskip("torch")
+    problem = make_problem("aligned", 24, 2, 1, R=1.0, adapt="QV", seed=0)
+    cert = cm.certify(problem)
+    dlt = 1e-4
+    key = "A_V"
+    th = torch.zeros((1, 24, 24), dtype=torch.float64, requires_grad=True)
+    dense_gradients(problem, theta=th, lib=torch)[key][0, 0].backward()
+    got = dense_gradients(problem, theta=dlt * np.sign(th.grad.numpy()))
+    ratio = float(np.abs(got[key] - dense_gradients(problem)[key]).max()) / cert.approximation_bound(dlt)[key]
+    assert 0.1 < ratio <= 1.0
+
+
+def test_error_and_bound_fall_as_the_degree_grows():
+    problem = make_problem("gaussian", 128, 3, 2, R=1.5, adapt="QKV", seed=7)
+    cert = cm.certify(problem)
+    exact = dense_gradients(problem)
+    errors, bounds = [], []
+    for g in range(2, 12):
+        poly = exp_polynomial(cert.logit_bound, degree=g)
+        got = dense_gradients(problem, kernel=poly)
+        errors.append(max(float(np.max(np.abs(got[k] - exact[k]))) for k in exact))
+        bounds.append(max(cert.bound(poly).values()))
+    assert all(b2 < b1 for b1, b2 in zip(bounds, bounds[1:]))
+    assert all(e2 < e1 for e1, e2 in zip(errors, errors[2:]))   # every two degrees, at least
+    assert errors[-1] < 1e-6 * errors[0]
+    assert all(e <= b for e, b in zip(errors, bounds))
+
+
+# ----------------------------------------------------------------------------------------------
+# floors, degree selection, genericity, arguments
+
+
+def test_floors_are_finite_positive_and_scale_with_precision():
+    p64 = make_problem("gaussian", 64, 4, 2, R=1.0, seed=1)
+    p32 = make_problem("gaussian", 64, 4, 2, R=1.0, seed=1, dtype="float32")
+    c64, c32 = cm.certify(p64), cm.certify(p32)
+    poly = exp_polynomial(max(c64.logit_bound, c32.logit_bound), degree=6)
+    for c in (c64, c32):
+        for v in list(c.rounding_floor(poly).values()) + list(c.exact_floor().values()):
+            assert np.all(np.isfinite(v)) and np.all(v > 0)
+    f64, f32 = c64.bound(poly), c32.bound(poly)
+    assert all(f32[k] > f64[k] for k in f64)
+    ratio = max(np.max(c32.rounding_floor(poly)[k]) / np.max(c64.rounding_floor(poly)[k]) for k in f64)
+    assert 2**20 < ratio < 2**35   # u32/u64 = 2^29, up to the consistent part's kappa
+
+
+def test_floor_grows_without_bound_past_float_range():
+    cert = cm.certify(make_problem("gaussian", 64, 2, 1, R=30.0, seed=1, dtype="float32"))
+    poly = exp_polynomial(cert.logit_bound, degree=40)
+    assert all(math.isinf(v) for v in cert.bound(poly).values())
+
+
+@pytest.mark.parametrize("eps", [1e-2, 1e-6, 1e-9])
+def test_required_delta_meets_eps(eps):
+    problem = make_problem("gaussian", 64, 3, 2, R=1.0, seed=3)
+    cert = cm.certify(problem)
+    scale = max(float(np.max(K)) for K in cert.coefficients.values())
+    eps = eps * scale
+    dlt = cert.required_delta(eps)
+    assert max(cert.approximation_bound(dlt).values()) <= eps * (1 + 1e-12)
+    assert max(cert.approximation_bound(dlt * 1.01).values()) > eps
+    floor = cert.rounding_floor(exp_polynomial(cert.logit_bound, degree=8))
+    assert 0 < cert.required_delta(eps, floor) < dlt
+    assert math.isinf(max(cert.bound(exp_polynomial(0.99 * cert.logit_bound, degree=8)).values()))
+
+
+def test_certificate_is_array_api_generic():
+    a = cm.certify(make_problem("gaussian", 40, 3, 2, R=1.0, adapt="QKV", N=2, seed=4))
+    b = cm.certify(make_problem("gaussian", 40, 3, 2, R=1.0, adapt="QKV", N=2, seed=4, xp=array_api_strict))
+    poly = exp_polynomial(max(a.logit_bound, b.logit_bound), degree=5)
+    assert a.logit_bound == pytest.approx(b.logit_bound, rel=1e-14)
+    for key in a.coefficients:
+        np.testing.assert_allclose(a.coefficients[key], b.coefficients[key], rtol=1e-13)
+        assert a.bound(poly)[key] == pytest.approx(b.bound(poly)[key], rel=1e-12)
+
+
+def test_logit_bound_covers_every_logit():
+    for family in FAMILIES:
+        problem = make_problem(family, 50, 4, 2, R=3.0, cross=True, L_kv=31, N=2, seed=8)
+        R, sigma = cm.logit_enclosure(problem)
+        h = testing.host_inputs(problem)
+        s = problem.scale
+        W = {m: h["W"][m] + s * h["B"][m] @ h["A"][m] if m in h["A"] else h["W"][m] for m in "QK"}
+        S = problem.beta * (h["X"] @ W["Q"]) @ np.swapaxes(h["X_kv"] @ W["K"], -1, -2)
+        assert np.abs(S).max() <= R <= 3.0 * (1 + 1e-9)
+        assert 0 <= sigma < 1e-12
+
+
+def test_magnitude_certificate_dominates_data_within_its_magnitudes():
+    """plan's data-free certificate bounds a problem whose entries satisfy the assumed magnitudes."""
+    problem = make_problem("gaussian", 32, 3, 2, R=1.0, adapt="QKV", seed=9)
+    cert = cm.certify(problem)
+    proj = cm.projections(problem)
+    h = testing.host_inputs(problem)
+    mags = dict(
+        input_bound=float(np.abs(h["X"]).max()), value_bound=float(np.abs(proj["C"]["V"]).max()),
+        target_bound=float(np.abs(h["Y"]).max()), query_bound=float(np.abs(proj["C"]["Q"]).max()),
+        key_bound=float(np.abs(proj["C"]["K"]).max()),
+        adapter_bound=max(float(np.abs(v).max()) for v in list(h["A"].values()) + list(h["B"].values())),
+    )
+    data_free = cm.magnitude_certificate(L=32, L_kv=32, d=3, r=2, N=1, adapt="QKV", beta=problem.beta,
+                                         scale=problem.scale, logit_bound=cert.logit_bound, **mags)
+    poly = exp_polynomial(cert.logit_bound, degree=6)
+    for key in cert.coefficients:
+        assert np.all(cert.coefficients[key] <= data_free.coefficients[key] * (1 + 1e-9))
+        assert cert.bound(poly)[key] <= data_free.bound(poly)[key]
+
+
+def test_bad_arguments_name_themselves():
+    with pytest.raises(InvalidTypeError, match="problem"):
+        cm.certify("not a problem")
+    cert = cm.certify(make_problem("gaussian", 8, 2, 1, R=1.0))
+    with pytest.raises(InvalidTypeError, match="poly"):
+        cert.bound(3)
+    for bad in (0, -1.0, math.nan, math.inf):
+        with pytest.raises(InvalidInputError, match="eps"):
+            cm.check_eps(bad)
+    with pytest.raises(InvalidTypeError, match="eps"):
+        cm.check_eps("small")
+    with pytest.raises(InvalidTypeError, match="dtype"):
+        cm.unit_roundoff("float16")

@@ -1,0 +1,180 @@
+"""`lora-proofcheck report`: a tiny-config report end to end (schema, files, HTML, determinism),
+atomic writes on failure, and clear CLI errors.
+
+The tiny configuration (hidden --tiny flag) runs every section at toy sizes: about 20 s per
+report on 2 cores; the module builds two (the second checks determinism).
+"""
+
+import base64
+import copy
+import json
+from html.parser import HTMLParser
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from lora_proofcheck.cli import main
+from lora_proofcheck.report import build, command, schema, writers
+from lora_proofcheck.report.config import ReportConfig
+
+SEED = 3
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    out = tmp_path_factory.mktemp("reports") / "tiny"
+    assert main(["report", "--tiny", "--out", str(out), "--seed", str(SEED), "--no-progress"]) in (0, 1)
+    return out, json.loads((out / "report.json").read_text(encoding="utf-8"))
+
+
+def test_report_json_follows_the_schema(tiny):
+    _, report = tiny
+    schema.validate(report)
+    assert report["config"] == {**report["config"], "mode": "tiny", "seed": SEED, "backend": "numpy"}
+    broken = copy.deepcopy(report)
+    broken["claims"][0]["verdict"] = "probably"
+    with pytest.raises(jsonschema.ValidationError):
+        schema.validate(broken)
+    del broken["environment"]
+    with pytest.raises(jsonschema.ValidationError):
+        schema.validate(broken)
+
+
+def test_report_has_every_file_and_section(tiny):
+    out, report = tiny
+    names = {p.name for p in out.iterdir()}
+    assert {"report.json", "report.md", "report.html"} <= names
+    assert {p["file"] for p in report["plots"]} <= names
+    assert {p["file"] for p in report["plots"]} == {"error_vs_bound.png", "bound_tightness.png",
+                                                    "phase_diagram.png", "sweep.png", "time_vs_L.png"}
+    env = report["environment"]
+    assert env["versions"]["numpy"] and env["cpu"]["cores"] >= 1 and "id" in env["commit"]
+    assert report["summary"]["claims"] == len(report["claims"]) >= 20
+    assert {m for m in report["measurements"]} == {"properties", "frontier", "sweep", "timing", "benchmark"}
+    assert report["measurements"]["benchmark"]["status"] == "not run"  # tiny mode says so, no numbers
+    md = (out / "report.md").read_text(encoding="utf-8")
+    for plot in report["plots"]:
+        assert f"]({plot['file']})" in md
+
+
+class _Images(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.images, self.tags = [], 0
+
+    def handle_starttag(self, tag, attrs):
+        self.tags += 1
+        if tag == "img":
+            self.images.append(dict(attrs))
+
+
+def test_html_parses_and_embeds_every_plot(tiny):
+    out, report = tiny
+    parser = _Images()
+    parser.feed((out / "report.html").read_text(encoding="utf-8"))
+    parser.close()
+    assert parser.tags > 50
+    by_alt = {img["alt"]: img["src"] for img in parser.images}
+    for plot in report["plots"]:
+        src = by_alt[plot["name"]]
+        assert src.startswith("data:image/png;base64,")
+        assert base64.b64decode(src.split(",", 1)[1]) == (out / plot["file"]).read_bytes()
+
+
+def test_errata_are_confirmed_on_their_stored_counterexamples(tiny):
+    _, report = tiny
+    assert {e["id"] for e in report["errata"]} == {f"E{i}" for i in range(1, 8)}
+    for e in report["errata"]:
+        assert e["status"] == "confirmed", e
+        assert e["counterexample"]["file"] == f"counterexamples/{e['id']}.json"
+        assert any(o["role"] == "literal" and o["holds"] is False for o in e["outcomes"])
+
+
+def test_verdicts_are_consistent_with_the_outcomes(tiny):
+    _, report = tiny
+    from lora_proofcheck.report import ledger
+    from lora_proofcheck.report.outcome import Outcome
+
+    for claim in report["claims"]:
+        outcomes = [Outcome(c["name"], c["role"], c["holds"], "", status=c["status"], required=c["required"])
+                    for c in claim["checks"]]
+        assert claim["verdict"] == ledger.verdict(claim["kind"], outcomes)
+    by_id = {c["id"]: c["verdict"] for c in report["claims"]}
+    assert by_id["Lemma 2.1"] == "verified"
+    assert by_id["App. C.7"] == "verified-with-correction"  # E4: the paper's composed bound fails
+    assert by_id["Theorem 4.1"] == "supported"
+
+
+def test_same_seed_same_content(tiny, tmp_path):
+    out, report = tiny
+    again, plots = build.build_report(ReportConfig("tiny", SEED))
+    assert schema.comparable(json.loads(json.dumps(again, ensure_ascii=False))) == schema.comparable(report)
+    for name, (png, _) in plots.items():
+        if name != "time_vs_L.png":  # drawn from timings
+            assert png == (out / name).read_bytes(), name
+
+
+def test_atomic_write_leaves_nothing_on_failure(tiny, tmp_path, monkeypatch):
+    out, report = tiny
+    plots = {p["file"]: ((out / p["file"]).read_bytes(), p["caption"]) for p in report["plots"]}
+    monkeypatch.setattr(build, "build_report", lambda config, stream=None: (report, plots))
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full (simulated)")
+
+    monkeypatch.setattr(writers, "write_html", broken)
+    target = tmp_path / "new"
+    with pytest.raises(RuntimeError, match="simulated"):
+        command.write_report(ReportConfig("tiny"), target)
+    assert list(tmp_path.iterdir()) == []  # no DIR, no temporary folder
+
+    # a previous report survives a failed replacement untouched
+    monkeypatch.undo()
+    monkeypatch.setattr(build, "build_report", lambda config, stream=None: (report, plots))
+    command.write_report(ReportConfig("tiny"), target)
+    before = {p.name: p.read_bytes() for p in target.iterdir()}
+    monkeypatch.setattr(writers, "write_markdown", broken)
+    with pytest.raises(RuntimeError):
+        command.write_report(ReportConfig("tiny"), target)
+    assert {p.name: p.read_bytes() for p in target.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["new"]
+
+
+def _error(capsys, argv) -> str:
+    assert main(argv) == 2
+    return capsys.readouterr().err
+
+
+def test_cli_errors_name_the_argument(tmp_path, capsys):
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("not a directory")
+    err = _error(capsys, ["report", "--tiny", "--out", str(blocker / "sub")])
+    assert "--out" in err and "error" in err
+    err = _error(capsys, ["report", "--tiny", "--out", str(blocker)])
+    assert "--out" in err and "not a directory" in err
+    other = tmp_path / "data"
+    other.mkdir()
+    (other / "keep.txt").write_text("user data")
+    err = _error(capsys, ["report", "--tiny", "--out", str(other)])
+    assert "--out" in err and "refusing" in err and (other / "keep.txt").exists()
+    err = _error(capsys, ["report", "--tiny", "--out", str(tmp_path / "r"), "--backend", "jax"])
+    assert "--backend" in err
+    try:
+        import cupy
+
+        has_gpu = cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:  # noqa: BLE001
+        has_gpu = False
+    if not has_gpu:
+        err = _error(capsys, ["report", "--tiny", "--out", str(tmp_path / "r"), "--backend", "cupy"])
+        assert "--backend cupy" in err
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("seed", ["-1", "abc", str(2**63)])
+def test_bad_seed_is_a_usage_error(seed, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["report", "--tiny", "--out", str(tmp_path / "r"), "--seed", seed])
+    assert exc.value.code == 2
+    assert "--seed" in capsys.readouterr().err

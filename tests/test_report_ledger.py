@@ -1,0 +1,126 @@
+"""The ledger's verdicts follow the checks, the errata re-checks can fail, the searches reproduce
+the stored counterexamples, and the dense chain oracle agrees with the exact path."""
+
+import copy
+import dataclasses
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lora_proofcheck.exact import exact_gradients
+from lora_proofcheck.problem import LoRAProblem
+from lora_proofcheck.report import chain, errata, ledger, search
+from lora_proofcheck.report.config import ReportConfig
+from lora_proofcheck.report.context import Context
+from lora_proofcheck.report.errata_checks import EVALUATORS
+from lora_proofcheck.report.instances import load, problem_from_json, problem_to_json, stored_names
+from lora_proofcheck.report.outcome import Outcome, Skip, run_check
+
+
+def _o(role, holds, status="ran", required=True):
+    return Outcome("c", role, holds, "", status=status, required=required)
+
+
+def test_verdict_rules():
+    V = ledger.verdict
+    assert V(ledger.SYMBOLIC, [_o("claim", True)]) == "verified"
+    assert V(ledger.SYMBOLIC, [_o("claim", True), _o("literal", False)]) == "verified-with-correction"
+    assert V(ledger.SYMBOLIC, [_o("claim", True), _o("literal", True)]) == "verified"
+    assert V(ledger.NUMERIC, [_o("claim", False), _o("claim", True)]) == "refuted"
+    assert V(ledger.ASYMPTOTIC, [_o("claim", True), _o("literal", False)]) == "supported-with-correction"
+    assert V(ledger.ASYMPTOTIC, [_o("claim", False)]) == "not supported"
+    assert V(ledger.SYMBOLIC, [_o("claim", True), _o("claim", None, "skipped")]) == "inconclusive"
+    assert V(ledger.SYMBOLIC, [_o("claim", True), _o("claim", None, "skipped", required=False)]) == "verified"
+    assert V(ledger.SYMBOLIC, [_o("claim", None, "error")]) == "inconclusive"
+    assert V(ledger.SYMBOLIC, [_o("literal", False)]) == "inconclusive"
+
+
+def test_a_failing_check_changes_the_verdict(monkeypatch):
+    ctx = Context(ReportConfig("tiny"))
+    claim = ledger.CLAIMS[0]
+    ok = ledger.Claim(claim.id, claim.title, claim.statement, claim.kind, claim.checks)
+    broken = dataclasses.replace(ok, checks=(ledger.Check("always false", lambda ctx: (False, "0 != 1", {})),))
+    crashing = dataclasses.replace(ok, checks=(ledger.Check("crash", lambda ctx: 1 / 0),))
+    monkeypatch.setattr(ledger, "CLAIMS", (ok, broken, crashing))
+    verdicts = [c["verdict"] for c in ledger.run_ledger(ctx)]
+    assert verdicts == ["verified", "refuted", "inconclusive"]
+
+
+def test_run_check_records_skips_and_errors():
+    def skip(ctx):
+        raise Skip("stage missing")
+
+    assert run_check("s", "claim", skip, None).status == "skipped"
+    out = run_check("e", "claim", lambda ctx: {}["missing"], None)
+    assert out.status == "error" and out.holds is None and "KeyError" in out.measured
+
+
+def test_every_erratum_has_a_stored_counterexample():
+    assert set(stored_names()) == {e.id for e in errata.ERRATA} == set(EVALUATORS)
+
+
+def test_recheck_reports_a_paper_form_that_holds():
+    """E5's (3.2) drops W̄*_Q; with W*_Q = 0 that slip is harmless, and the re-check must say so."""
+    record = copy.deepcopy(load("E5"))
+    d = record["instance"]["d"]
+    record["instance"]["W"]["Q"] = [[0.0] * d for _ in range(d)]
+    result = EVALUATORS["E5"](record)
+    assert result["numeric"]["rel_diff_3_2"] < 1e-12
+    assert result["paper_fails"] is False and result["ours_holds"] is True
+
+
+def test_recheck_reports_a_broken_correction(monkeypatch):
+    """If the correction were wrong on the instance, the erratum is not confirmed."""
+    real = EVALUATORS["E2"]
+    monkeypatch.setitem(EVALUATORS, "E2", lambda record, symbolic=True: {**real(record, symbolic=False),
+                                                                          "ours_holds": False})
+    assert errata.recheck(errata.BY_ID["E2"])["status"] == "correction fails"
+
+
+@pytest.mark.parametrize("name", ["E3", "E5", "E7", "E2"])
+def test_search_reproduces_the_stored_counterexample(name):
+    found = search.SEARCHES[name]()
+    stored = load(name)
+    strip = lambda r: {k: v for k, v in r.items() if k != "found"}  # noqa: E731
+    assert strip(found) == strip(stored)
+
+
+def test_instances_round_trip_exactly():
+    p = LoRAProblem.random(5, 3, 2, adapt="QKV", cross=True, L_kv=4, seed=9)
+    q = problem_from_json(problem_to_json(p))
+    for m in "QKV":
+        assert np.array_equal(p.W[m], q.W[m]) and np.array_equal(p.A[m], q.A[m])
+    assert np.array_equal(p.X_kv, q.X_kv) and (p.alpha, p.beta) == (q.alpha, q.beta)
+
+
+@settings(deadline=None, max_examples=15)
+@given(L=st.integers(2, 9), d=st.integers(1, 4), r=st.integers(1, 3), cross=st.booleans(),
+       R=st.floats(0.1, 4.0), seed=st.integers(0, 2**31 - 1), module=st.sampled_from("QK"))
+def test_chain_oracle_matches_the_exact_path(L, d, r, cross, R, seed, module):
+    """The report's dense paper-notation oracle equals the generated exact kernels (both adapters)."""
+    p = LoRAProblem.random(L, d, r, adapt="QK", cross=cross, L_kv=L + 1 if cross else None,
+                           logit_bound=R, seed=seed)
+    pi = chain.paper_inputs(p, module)
+    gA, gB = chain.adapter_gradients(pi, chain.exact_terms(pi).P)
+    want = exact_gradients(p)
+    scale = max(np.max(np.abs(want[f"A_{module}"])), np.max(np.abs(want[f"B_{module}"])), 1e-300)
+    assert np.max(np.abs(gA - want[f"A_{module}"])) <= 1e-12 * scale
+    assert np.max(np.abs(gB - want[f"B_{module}"])) <= 1e-12 * scale
+
+
+def test_paper_literal_factors_differ_from_the_corrected_ones():
+    """Lemma 3.6/3.7 as printed (U1 ⊘ U2 with q = C3 c^T; F~ diag(r~)) do not give p~1, p~2."""
+    from lora_proofcheck.derivations.polynomial import exp_polynomial
+
+    p = LoRAProblem.random(12, 3, 2, adapt="QV", logit_bound=1.0, seed=4)
+    pi = chain.paper_inputs(p, "Q")
+    poly = exp_polynomial(1.0, degree=3)
+    ap = chain.approx_terms(pi, poly)
+    ours, paper = chain.lowrank_factors(pi, poly), chain.lowrank_factors(pi, poly, paper_literal=True)
+    scale = np.max(np.abs(ap.p1))
+    assert np.max(np.abs(ours.U3 @ ours.V3.T - ap.p1)) <= 1e-12 * scale
+    assert np.max(np.abs(ours.U4 @ ours.V4.T - ap.p2)) <= 1e-12 * scale
+    assert np.max(np.abs(paper.U3 @ paper.V3.T - ap.p1)) > 1e-3 * scale
+    assert np.max(np.abs(paper.U4 @ paper.V4.T - ap.p2)) > 1e-3 * scale
