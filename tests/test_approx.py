@@ -76,7 +76,7 @@ def test_gradients_within_certified_bound_for_requested_eps(problem, log_eps):
     try:
         res = approx_gradients(problem, eps=eps, on_threshold="force")
     except AboveThresholdError as exc:  # eps unreachable: the reason must say why
-        assert "floor" in str(exc) or "no degree" in str(exc) or "below" in str(exc)
+        assert any(why in str(exc) for why in ("floor", "no degree", "below", "uncontrolled"))
         note(f"unreachable: {exc}")
         return
     assert res.path == "approx" and max(res.bound.values()) <= eps

@@ -369,9 +369,14 @@ def select_degree(cert: Certificate, eps: float, *, method: str = "auto",
         bound, floor = cert.bound_and_floor(poly)
         if max(bound.values()) <= eps:
             return DegreeChoice(poly, bound, floor, "")
-        if max(floor.values()) > eps:
+        worst = max(floor.values())
+        if math.isinf(worst):
+            return DegreeChoice(None, None, None, f"float rounding is uncontrolled at R = {R:.4g} in "
+                                                  f"{cert.dtype}: the features' magnitudes A(R) e^R exceed "
+                                                  "1/(2 gamma_n)")
+        if worst > eps:
             return DegreeChoice(None, None, None, f"eps={eps:.3g} is below the float rounding floor "
-                                                  f"({max(floor.values()):.3g} at degree {g}, {cert.dtype})")
+                                                  f"({worst:.3g} at degree {g}, {cert.dtype})")
     return DegreeChoice(None, None, None, f"no degree <= {max_degree} certifies eps={eps:.3g}")
 
 

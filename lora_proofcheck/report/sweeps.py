@@ -95,7 +95,7 @@ def frontier(ctx, progress=None) -> dict:
                     ratio = None if g is None else _costs(L, d, g, costs) / exact
                     cells.append({"rule": rule_label(rule), "eps": eps_kind, "log2L": log2L, "d": d, "t": t,
                                   "R": R, "degree": g, "rank": None if g is None else feature_rank(d, g),
-                                  "cost_ratio": ratio, "cheaper": cheaper})
+                                  "cost_ratio": ratio, "cheaper": cheaper, "exact_flops": exact})
             curves.append({"rule": rule_label(rule), "kind": rule[0], "value": rule[1], "eps": eps_kind,
                            "points": points})
             if progress is not None:
