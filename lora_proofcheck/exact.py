@@ -31,6 +31,9 @@ BLOCK_BYTES = 1 << 20
 # Rows per block at least: each block also pays O(N L_kv d^2) for C2, C3 and the two X_kv^T
 # products (GEMMs with k = d, ~140 ns per key per block), which 4 rows already cut to ~35 ns/logit.
 MIN_BLOCK_ROWS = 4
+# Size of the one allocation that raises glibc's mmap/trim thresholds (`_recycle_block_memory`):
+# below glibc's 32 MiB cap, and 2x it bounds the free heap kept per malloc arena.
+MALLOC_THRESHOLD_BYTES = 24 << 20
 
 
 def _check_problem(problem) -> LoRAProblem:
@@ -86,6 +89,20 @@ def worker_threads(problem: LoRAProblem, threads=None) -> int:
     return blas_threads() if threads is None else threads
 
 
+def _recycle_block_memory(xp) -> None:
+    """Let glibc malloc keep the blocks' temporaries instead of returning them to the OS.
+
+    glibc hands a freed heap top back to the OS once it exceeds the trim threshold (twice the
+    mmap threshold, initially 128 KiB), so every block would page-fault its ~1 MiB temporaries in
+    again: measured, as much system time as the arithmetic. Freeing one mmap-ed chunk raises both
+    thresholds to its size ("dynamic mmap threshold", mallopt(3); at most 32 MiB), after which the
+    temporaries are recycled in the heap. One untouched allocation does it; elsewhere it is a no-op.
+    """
+    if array_api_compat.is_numpy_namespace(xp):
+        ballast = xp.empty((MALLOC_THRESHOLD_BYTES // 8,), dtype=xp.float64)
+        del ballast
+
+
 def _blocked_sums(problem: LoRAProblem, kernel, args, rows, workers) -> dict:
     """Sum over the batch and over row blocks of every output of `kernel`, in a fixed order."""
     xp, L = problem.xp, problem.L
@@ -101,6 +118,8 @@ def _blocked_sums(problem: LoRAProblem, kernel, args, rows, workers) -> dict:
         return total
 
     starts = range(0, L, rows)
+    if len(starts) > 1:
+        _recycle_block_memory(xp)
     if workers == 1 or len(starts) == 1:
         return add(map(block, starts))
     from threadpoolctl import threadpool_limits  # noqa: PLC0415

@@ -271,7 +271,7 @@ def test_any_relative_perturbation_within_kappa_K(problem, dlt, data):
     torch = pytest.importorskip("torch")
     cert = cm.certify(problem)
     key = data.draw(st.sampled_from(sorted(cert.coefficients)))
-    K = cert.coefficients[key]
+    K = cert.coefficients_for(dlt)[key]   # the tight K when dlt <= DELTA_CAP
     entry = np.unravel_index(int(np.argmax(K)), K.shape)
     th = torch.zeros((problem.N, problem.L, problem.L_kv), dtype=torch.float64, requires_grad=True)
     dense_gradients(problem, theta=th, lib=torch)[key][entry].backward()
@@ -305,12 +305,13 @@ def test_polynomial_kernel_within_certified_bound(problem, extra, method):
     floor = cert.rounding_floor(poly)
     exact_floor = cert.exact_floor()
     bound = {k: cm.kappa_of(poly.rel_error) * float(np.max(K)) + float(np.max(floor[k] + exact_floor[k]))
-             for k, K in cert.coefficients.items()}
+             for k, K in cert.coefficients_for(poly.rel_error).items()}
     ratio = max_ratio(got, exact, bound)
     note(f"degree={poly.degree} {poly.method} delta={poly.rel_error:.3g} ratio={ratio:.3g}")
     target(ratio, label="polynomial: measured/bound")
     record(ratio, "polynomial", problem=problem, degree=poly.degree, method=poly.method, delta=poly.rel_error,
-           approx=max(cm.kappa_of(poly.rel_error) * float(np.max(K)) for K in cert.coefficients.values()))
+           approx=max(cm.kappa_of(poly.rel_error) * float(np.max(K))
+                      for K in cert.coefficients_for(poly.rel_error).values()))
     assert ratio <= 1.0
 
 
@@ -385,7 +386,7 @@ def test_floor_grows_without_bound_past_float_range():
 def test_required_delta_meets_eps(eps):
     problem = make_problem("gaussian", 64, 3, 2, R=1.0, seed=3)
     cert = cm.certify(problem)
-    scale = max(float(np.max(K)) for K in cert.coefficients.values())
+    scale = max(float(np.max(K)) for K in cert.coefficients_for(0.0).values())  # the tight K: delta < cap
     eps = eps * scale
     dlt = cert.required_delta(eps)
     assert max(cert.approximation_bound(dlt).values()) <= eps * (1 + 1e-12)
@@ -450,3 +451,19 @@ def test_bad_arguments_name_themselves():
         cm.check_eps("small")
     with pytest.raises(InvalidTypeError, match="dtype"):
         cm.unit_roundoff("float16")
+
+
+def test_tight_coefficients_are_below_the_general_ones_and_switch_at_the_cap():
+    """The second-moment K is an entrywise min of two bounds: never above the half-range K, used
+    exactly for delta <= DELTA_CAP; on Gaussian data it is far smaller (the point of it)."""
+    cert = cm.certify(make_problem("gaussian", 256, 4, 2, R=1.0, adapt="QKV", seed=11))
+    tight, general = cert.coefficients_for(cm.DELTA_CAP), cert.coefficients_for(2 * cm.DELTA_CAP)
+    assert general is cert.coefficients
+    for key, K in general.items():
+        assert np.all(tight[key] <= K)
+    assert max(float(np.max(tight[k])) / float(np.max(general[k])) for k in general) < 0.5
+    # required_kappa is the largest feasible kappa across the switch
+    k_cap = cm.kappa_of(cm.DELTA_CAP)
+    eps = 0.5 * k_cap * max(float(np.max(K)) for K in tight.values())
+    k = cert.required_kappa(eps)
+    assert k <= k_cap and max(cert.approximation_bound(cm.delta_of(k)).values()) <= eps * (1 + 1e-12)

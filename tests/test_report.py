@@ -9,7 +9,6 @@ import base64
 import copy
 import json
 from html.parser import HTMLParser
-from pathlib import Path
 
 import jsonschema
 import pytest
@@ -46,8 +45,13 @@ def test_report_has_every_file_and_section(tiny):
     names = {p.name for p in out.iterdir()}
     assert {"report.json", "report.md", "report.html"} <= names
     assert {p["file"] for p in report["plots"]} <= names
-    assert {p["file"] for p in report["plots"]} == {"error_vs_bound.png", "bound_tightness.png",
-                                                    "phase_diagram.png", "sweep.png", "time_vs_L.png"}
+    assert {p["file"] for p in report["plots"]} == {
+        "error_vs_bound.png",
+        "bound_tightness.png",
+        "phase_diagram.png",
+        "sweep.png",
+        "time_vs_L.png",
+    }
     env = report["environment"]
     assert env["versions"]["numpy"] and env["cpu"]["cores"] >= 1 and "id" in env["commit"]
     assert report["summary"]["claims"] == len(report["claims"]) >= 20
@@ -97,8 +101,10 @@ def test_verdicts_are_consistent_with_the_outcomes(tiny):
     from lora_proofcheck.report.outcome import Outcome
 
     for claim in report["claims"]:
-        outcomes = [Outcome(c["name"], c["role"], c["holds"], "", status=c["status"], required=c["required"])
-                    for c in claim["checks"]]
+        outcomes = [
+            Outcome(c["name"], c["role"], c["holds"], "", status=c["status"], required=c["required"])
+            for c in claim["checks"]
+        ]
         assert claim["verdict"] == ledger.verdict(claim["kind"], outcomes)
     by_id = {c["id"]: c["verdict"] for c in report["claims"]}
     assert by_id["Lemma 2.1"] == "verified"

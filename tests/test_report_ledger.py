@@ -41,7 +41,9 @@ def test_a_failing_check_changes_the_verdict(monkeypatch):
     ctx = Context(ReportConfig("tiny"))
     claim = ledger.CLAIMS[0]
     ok = ledger.Claim(claim.id, claim.title, claim.statement, claim.kind, claim.checks)
-    broken = dataclasses.replace(ok, checks=(ledger.Check("always false", lambda ctx: (False, "0 != 1", {})),))
+    broken = dataclasses.replace(
+        ok, checks=(ledger.Check("always false", lambda ctx: (False, "0 != 1", {})),)
+    )
     crashing = dataclasses.replace(ok, checks=(ledger.Check("crash", lambda ctx: 1 / 0),))
     monkeypatch.setattr(ledger, "CLAIMS", (ok, broken, crashing))
     verdicts = [c["verdict"] for c in ledger.run_ledger(ctx)]
@@ -74,8 +76,9 @@ def test_recheck_reports_a_paper_form_that_holds():
 def test_recheck_reports_a_broken_correction(monkeypatch):
     """If the correction were wrong on the instance, the erratum is not confirmed."""
     real = EVALUATORS["E2"]
-    monkeypatch.setitem(EVALUATORS, "E2", lambda record, symbolic=True: {**real(record, symbolic=False),
-                                                                          "ours_holds": False})
+    monkeypatch.setitem(
+        EVALUATORS, "E2", lambda record, symbolic=True: {**real(record, symbolic=False), "ours_holds": False}
+    )
     assert errata.recheck(errata.BY_ID["E2"])["status"] == "correction fails"
 
 
@@ -96,12 +99,20 @@ def test_instances_round_trip_exactly():
 
 
 @settings(deadline=None, max_examples=15)
-@given(L=st.integers(2, 9), d=st.integers(1, 4), r=st.integers(1, 3), cross=st.booleans(),
-       R=st.floats(0.1, 4.0), seed=st.integers(0, 2**31 - 1), module=st.sampled_from("QK"))
+@given(
+    L=st.integers(2, 9),
+    d=st.integers(1, 4),
+    r=st.integers(1, 3),
+    cross=st.booleans(),
+    R=st.floats(0.1, 4.0),
+    seed=st.integers(0, 2**31 - 1),
+    module=st.sampled_from("QK"),
+)
 def test_chain_oracle_matches_the_exact_path(L, d, r, cross, R, seed, module):
     """The report's dense paper-notation oracle equals the generated exact kernels (both adapters)."""
-    p = LoRAProblem.random(L, d, r, adapt="QK", cross=cross, L_kv=L + 1 if cross else None,
-                           logit_bound=R, seed=seed)
+    p = LoRAProblem.random(
+        L, d, r, adapt="QK", cross=cross, L_kv=L + 1 if cross else None, logit_bound=R, seed=seed
+    )
     pi = chain.paper_inputs(p, module)
     gA, gB = chain.adapter_gradients(pi, chain.exact_terms(pi).P)
     want = exact_gradients(p)
@@ -124,3 +135,34 @@ def test_paper_literal_factors_differ_from_the_corrected_ones():
     assert np.max(np.abs(ours.U4 @ ours.V4.T - ap.p2)) <= 1e-12 * scale
     assert np.max(np.abs(paper.U3 @ paper.V3.T - ap.p1)) > 1e-3 * scale
     assert np.max(np.abs(paper.U4 @ paper.V4.T - ap.p2)) > 1e-3 * scale
+
+
+def _frontier(log_ts, fixed_ts):
+    points = lambda ts: [{"log2L": 10 + 2 * i, "t_star": t} for i, t in enumerate(ts)]  # noqa: E731
+    return {
+        "curves": [
+            {"rule": "d = 8", "kind": "fixed", "eps": "1/L", "points": points(fixed_ts)},
+            {"rule": "d = ⌈0.5·log2 L⌉", "kind": "log", "eps": "1/L", "points": points(log_ts)},
+        ],
+        "cells": [],
+    }
+
+
+def test_phase_evidence_can_fail():
+    """The Thm 4.1 evidence checks decide on the data: a drifting log-rule frontier or a flat sweep fails."""
+    from lora_proofcheck.report import checks_approx as ca
+
+    ctx = Context(ReportConfig("tiny"))
+    ctx.put("frontier", _frontier([0.4, 0.4, 0.39, 0.38], [0.3, 0.4, 0.5, 0.6]))
+    assert ca.frontier_band(ctx)[0] is True
+    ctx.put("frontier", _frontier([0.4, 0.5, 0.7, 0.9], [0.3, 0.35, 0.4, 0.45]))
+    assert ca.frontier_band(ctx)[0] is False
+    rows = [
+        {"L": 256, "x": x, "rel_error": err, "finite": True}
+        for x, err in ((0.25, 1e-6), (0.5, 1e-4), (1.0, 1e-1), (1.5, 0.5))
+    ]
+    ctx.put("sweep", {"rows": rows, "rank": 70, "degree": 4, "d": 4})
+    assert ca.sweep_blowup(ctx)[0] is True
+    flat = [dict(r, rel_error=1e-6 * (1 + r["x"])) for r in rows]
+    ctx.put("sweep", {"rows": flat, "rank": 70, "degree": 4, "d": 4})
+    assert ca.sweep_blowup(ctx)[0] is False

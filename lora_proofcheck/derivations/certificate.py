@@ -33,6 +33,21 @@ dW  The L factor appears only where the gradient sums over rows, as data-depende
     averaged over the batch (1/N sum_n).
 A,B dA = s B^T dW, dB = s dW A^T (s = alpha/r):  |D dA| <= |s| |B|^T |D dW|, |D dB| <= |s| |D dW| |A|^T.
 
+Second moments (the tight K, `coefficients_for(delta)`, valid for delta <= DELTA_CAP = 2^-6):
+    With M_i <= mean_j S_ij (Jensen: sum_l e^S_il >= L_kv e^M_i) and |S_ij| <= R_i, F_ij <= lam_i/L_kv,
+    lam_i := e^(R_i - M_i), and F~_ij <= PHI F_ij, PHI := (1+delta)/(1-delta) <= PHI_CAP; hence
+    E_{F_i} g <= lam_i mean_j g_j for g >= 0 (likewise F~ with lam~_i = PHI_CAP lam_i).
+    Lemma 1 as a covariance: DF_i . w = Cov_{F_i}(theta, w)/(1+theta_i), so |DF_i . w| <= kappa
+    sd_{F_i}(w) <= kappa sqrt(lam_i mean_j (w_j - m)^2) for any m. With v' = v - mean(v), a_j :=
+    ||C3_j - m3|| (m3 the column means), rho_i >= ||O_i - m3|| (<= sqrt(lam_i mean a^2) and <= max a),
+    ||c_i|| <= min(rho_i + ||m3 - Y_i||, ||c^_i||), A0 = rms(v'), A1 = rms(a v'), s3_b = rms(C3_b - m3_b):
+      |(DF∘T) v'|_i  <= kappa ||c_i|| sqrt(lam_i) (A1 + rho_i A0)     (|T_ij| <= ||c_i|| (a_j + rho_i), Minkowski)
+      |Dc_i . Cov_{F~_i}(C3, v')| <= kappa sqrt(lam_i) lam~_i A0 sum_b s3_b^2
+      |c_i . Dc_i| |E_{F~_i} v'| <= kappa ||c_i|| sqrt(lam_i) ||s3|| sqrt(lam~_i) A0
+    and each row takes the smaller of this and omega(v) psi_i. dW_V: D = sum_i (DF_i . X'_a) c_ib +
+    (F~_i . X'_a) Dc_ib with |c_ib| <= sqrt(lam_i) s3_b + |m3_b - Y_ib| (and <= c^_ib). Rounding of
+    C2, C3 enters through |C_j - m| + E_j (exact deviations are below it). O(N L d^2), no L x L array.
+
 The paper composes max-norms as if sub-multiplicative (erratum E4) and so loses the factors d L^2;
 here they come back only as the sums over rows above, and the half-ranges omega replace max-norms.
 
@@ -167,6 +182,10 @@ def delta_of(kappa_value: float) -> float:
     return float(_delta_of_kappa(kappa_value))
 
 
+#: the tight (second-moment) coefficients hold for delta <= DELTA_CAP: there F~ <= PHI_CAP F entrywise
+DELTA_CAP = 2.0**-6
+PHI_CAP = (1 + DELTA_CAP) / (1 - DELTA_CAP)
+
 # The certificate's own float64 evaluation: a relative margin far above its rounding (~1e-13).
 _MARGIN = 1.0 + 2.0**-30
 
@@ -224,13 +243,27 @@ class Certificate:
     weight_coefficients: dict  # mu -> d x d K of dW_mu
     _rows: dict = field(repr=False)    # per-row xp arrays for the floors
     _chain: dict = field(repr=False)   # mu -> (|s||B|^T, |s||A|^T) host arrays
+    #: the second-moment coefficients (module docstring, "Second moments"): valid for delta <= DELTA_CAP
+    tight_coefficients: dict | None = None
+    tight_weight_coefficients: dict | None = None
+
+    def coefficients_for(self, delta_value: float) -> dict:
+        """The per-entry K valid at relative error delta: the tight ones when delta <= DELTA_CAP."""
+        if self.tight_coefficients is not None and delta_value <= DELTA_CAP:
+            return self.tight_coefficients
+        return self.coefficients
+
+    def weight_coefficients_for(self, delta_value: float) -> dict:
+        if self.tight_weight_coefficients is not None and delta_value <= DELTA_CAP:
+            return self.tight_weight_coefficients
+        return self.weight_coefficients
 
     # -- exact-arithmetic part ---------------------------------------------------------------
     def approximation_bound(self, delta_value: float) -> dict:
         """max-abs bound per key in exact arithmetic: kappa(delta) * max K."""
         k = kappa_of(delta_value)
         return {key: k * float(np.max(K)) if k < math.inf else math.inf
-                for key, K in self.coefficients.items()}
+                for key, K in self.coefficients_for(delta_value).items()}
 
     # -- rounding floors ----------------------------------------------------------------------
     def rounding_floor(self, poly: ExpPolynomial) -> dict:
@@ -261,7 +294,7 @@ class Certificate:
             return self._infinite()
         eps_a = 2 * g_lam / (1 - g_lam) + 2 * u            # (N, L): per row
         dprime = (1 + dlt) * math.exp(self.sigma + 4 * u * R) - 1
-        return self._floor(eps_a, kappa_of(dprime) - kappa_of(dlt), u)
+        return self._floor(eps_a, kappa_of(dprime) - kappa_of(dlt), u, dprime)
 
     def exact_floor(self) -> dict:
         """Per-entry rounding floor (key -> array) of the exact O(L^2 d) path in this dtype."""
@@ -269,18 +302,19 @@ class Certificate:
         R = self.logit_bound
         dprime = math.exp(self.sigma + gamma(self.d + 1, u) * R + 2 * u * R) * (1 + 8 * u) - 1
         eps_a = gamma(2 * max(self.L, self.L_kv) + self.d + 8, u)
-        return self._floor(eps_a, kappa_of(dprime), u)
+        return self._floor(eps_a, kappa_of(dprime), u, dprime)
 
     def _infinite(self) -> dict:
         return {key: np.full_like(K, np.inf) for key, K in self.coefficients.items()}
 
-    def _floor(self, eps_a, extra_kappa: float, u: float) -> dict:
+    def _floor(self, eps_a, extra_kappa: float, u: float, dprime: float) -> dict:
         if not math.isfinite(extra_kappa):
             return self._infinite()
         err, mag = _staged_floor(self._rows, eps_a, u, self.N, self.L, self.L_kv, self.d)
+        weights = self.weight_coefficients_for(dprime)  # K must hold at the consistent delta'
         out = {}
         for m in self.adapted:
-            total = extra_kappa * self.weight_coefficients[m] + err[m]
+            total = extra_kappa * weights[m] + err[m]
             bt, at = self._chain[m]
             chain = gamma(self.d + 2, u)
             out[f"A_{m}"] = (bt @ total + chain * (bt @ (mag[m] + err[m]))) * _MARGIN
@@ -294,7 +328,7 @@ class Certificate:
         floor = self.rounding_floor(poly) if floor is None else floor
         k = kappa_of(poly.rel_error)
         return {key: (k * K * _MARGIN + floor[key]) if k < math.inf else np.full_like(K, np.inf)
-                for key, K in self.coefficients.items()}
+                for key, K in self.coefficients_for(poly.rel_error).items()}
 
     def bound(self, poly: ExpPolynomial) -> dict:
         """Certified max-abs error per key of the low-rank path at `poly` (rounding included)."""
@@ -312,9 +346,20 @@ class Certificate:
         return {key: float(np.max(v)) for key, v in self.exact_floor().items()}
 
     def required_kappa(self, eps: float, floor: dict | None = None) -> float:
-        """Largest kappa with kappa K + floor <= eps in every entry (0 if the floor alone fails)."""
+        """Largest kappa with kappa K(delta(kappa)) + floor <= eps in every entry (0 if the floor
+        alone fails). K is the tight K up to kappa_cap := kappa(DELTA_CAP), the general K above:
+        the feasible set is [0, min(kappa_cap, k_tight)] u (kappa_cap, k_any], k_tight >= k_any."""
+        k_any = self._required_kappa(self.coefficients, eps, floor)
+        if self.tight_coefficients is None:
+            return k_any
+        cap = kappa_of(DELTA_CAP)
+        if k_any > cap:
+            return k_any
+        return min(cap, self._required_kappa(self.tight_coefficients, eps, floor))
+
+    def _required_kappa(self, coefficients, eps, floor):
         best = math.inf
-        for key, K in self.coefficients.items():
+        for key, K in coefficients.items():
             f = np.zeros_like(K) if floor is None else floor[key]
             slack = eps - f
             if np.any(slack < 0):
@@ -464,14 +509,18 @@ def certify(problem, proj: dict | None = None) -> Certificate:
         "V": xp.sum(_v_term(wx[:, :, :, None], chat[:, :, None, :], mux[:, :, :, None], w3[:, :, None, :]),
                     axis=(0, 1)) / N,
     }
+    Kt = _second_moment_coefficients(xp, proj, psi, w2, wx, w3, lo3, hi3, chat, Ri, Mi, beta, aX, aC1, mux, N)
     weight_coefficients = {m: _host(K[m]) for m in problem.adapted}
-    chain, coefficients = {}, {}
+    tight_weight = {m: _host(Kt[m]) for m in problem.adapted}
+    chain, coefficients, tight = {}, {}, {}
     for m in problem.adapted:
         bt = s * np.abs(_host(problem.B[m])).T          # r x d
         at = s * np.abs(_host(problem.A[m])).T          # d x r
         chain[m] = (bt, at)
         coefficients[f"A_{m}"] = bt @ weight_coefficients[m]
         coefficients[f"B_{m}"] = weight_coefficients[m] @ at
+        tight[f"A_{m}"] = bt @ tight_weight[m]
+        tight[f"B_{m}"] = tight_weight[m] @ at
 
     # -- what the floors need (magnitudes of computed quantities and input errors)
     rows = {
@@ -484,8 +533,55 @@ def certify(problem, proj: dict | None = None) -> Certificate:
     return Certificate(
         N=N, L=L, L_kv=problem.L_kv, d=d, r=r, adapted=problem.adapted, dtype=problem.dtype_name,
         logit_bound=R, sigma=sigma, coefficients=coefficients, weight_coefficients=weight_coefficients,
-        _rows=rows, _chain=chain,
+        _rows=rows, _chain=chain, tight_coefficients=tight, tight_weight_coefficients=tight_weight,
     )
+
+
+def _second_moment_coefficients(xp, proj, psi, w2, wx, w3, lo3, hi3, chat, Ri, Mi, beta, aX, aC1, mux, N):
+    """The tight K (per unit kappa, valid for delta <= DELTA_CAP): per row and column the minimum of
+    the half-range bound (`certify`) and the second-moment bound (module docstring, "Second
+    moments"). O(N L d^2) work, no L x L array."""
+    C, E = proj["C"], proj["E"]
+    Xkv, Y = proj["Xkv"], proj["Y"]
+    msq = lambda a: xp.mean(a * a, axis=1, keepdims=True)  # noqa: E731  mean over keys j
+    sq_norm = lambda a: xp.sum(a * a, axis=-1, keepdims=True)  # noqa: E731
+    lam = xp.exp(Ri - Mi)[:, :, None]                       # (N, L, 1): F_ij <= lam_i / L_kv
+    lam_t = PHI_CAP * lam                                   # F~_ij <= lam~_i / L_kv
+    # |exact C3_j - m3| <= |computed C3_j - m3| + E3_j: every moment below uses these upper bounds
+    m3 = xp.mean(C["V"], axis=1, keepdims=True)
+    dev3 = xp.abs(C["V"] - m3) + E["V"]                     # (N, L_kv, d)
+    a2 = sq_norm(dev3)                                      # (N, L_kv, 1): a_j^2
+    s3sq = msq(dev3)                                        # (N, 1, d): s3_b^2
+    rho = xp.minimum(xp.sqrt(lam * xp.mean(a2, axis=1, keepdims=True)), xp.sqrt(xp.max(a2, axis=1, keepdims=True)))
+    cn = xp.minimum(rho + xp.sqrt(sq_norm(m3 - Y)), xp.sqrt(sq_norm(chat)))   # (N, L, 1) >= ||c_i||
+    dcn = xp.sqrt(lam * xp.sum(s3sq, axis=-1, keepdims=True))                 # ||Dc_i|| / kappa
+    sum_s3 = xp.sum(s3sq, axis=-1, keepdims=True)                            # (N, 1, 1)
+
+    def contraction(v, v_err):
+        """(N, L, dv): the second-moment bound on |((P~ - P) v)_i| / kappa for each column v."""
+        dev = xp.abs(v - xp.mean(v, axis=1, keepdims=True)) + v_err         # (N, L_kv, dv)
+        A0 = xp.sqrt(msq(dev))                                              # (N, 1, dv)
+        A1 = xp.sqrt(xp.mean(a2 * dev * dev, axis=1, keepdims=True))
+        t1 = cn * xp.sqrt(lam) * (A1 + rho * A0)
+        t2 = xp.sqrt(lam) * lam_t * sum_s3 * A0
+        t3 = cn * dcn * xp.sqrt(lam_t) * A0
+        return t1 + t2 + t3
+
+    row_q = xp.minimum(psi[:, :, None] * w2, contraction(C["K"], E["K"]))       # (N, L, d_b)
+    row_k = xp.minimum(psi[:, :, None] * wx, contraction(Xkv, 0.0))             # (N, L, d_a)
+    tr = lambda a: xp.permute_dims(a, (0, 2, 1))  # noqa: E731
+    batch = lambda a: xp.sum(a, axis=0) / N  # noqa: E731
+    # dW_V: sum_i |DF_i . X'_a| |c_ib| + |F~_i . X'_a| |Dc_ib|, each factor the smaller of two bounds
+    devx = xp.abs(Xkv - xp.mean(Xkv, axis=1, keepdims=True))
+    p = xp.minimum(wx, xp.sqrt(lam * msq(devx)))                                 # (N, L, d_a)
+    q = xp.minimum(mux, xp.sqrt(lam_t * msq(Xkv)))                               # (N, L, d_a)
+    dc = xp.minimum(w3, xp.sqrt(lam * s3sq))                                     # (N, L, d_b)
+    cabs = xp.minimum(chat, xp.sqrt(lam * s3sq) + xp.abs(m3 - Y))               # >= |c_ib| (exact)
+    return {
+        "Q": beta * batch(tr(aX) @ row_q),
+        "K": beta * batch(tr(row_k) @ aC1),
+        "V": batch(tr(p) @ cabs + tr(q) @ dc),
+    }
 
 
 def _staged_floor(rows: dict, eps_a: float, u: float, N: int, L: int, L_kv: int, d: int):

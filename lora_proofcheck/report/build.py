@@ -21,8 +21,12 @@ from .outcome import Skip
 from .progress import Progress
 
 SCHEMA_VERSION = "1.0.0"
-PAPER = {"title": "Computational Limits of Low-Rank Adaptation (LoRA) Fine-Tuning for Transformer Models",
-         "authors": "Hu, Su, Kuo, Song, Liu", "arxiv": "2406.03136", "venue": "ICLR 2025"}
+PAPER = {
+    "title": "Computational Limits of Low-Rank Adaptation (LoRA) Fine-Tuning for Transformer Models",
+    "authors": "Hu, Su, Kuo, Song, Liu",
+    "arxiv": "2406.03136",
+    "venue": "ICLR 2025",
+}
 
 
 def proof_thunks(mode: str) -> list:
@@ -31,33 +35,62 @@ def proof_thunks(mode: str) -> list:
     from ..derivations import proofs as pr  # noqa: PLC0415
 
     if mode == "tiny":
-        return [pr.prove_shift_invariance, pr.prove_G_is_dL_dF, pr.prove_rowwise_form,
-                lambda: pr.prove_lora_gradients("V"), lp.prove_face_split_identity, lp.prove_face_split_swap,
-                lp.prove_rowdot]
+        return [
+            pr.prove_shift_invariance,
+            pr.prove_G_is_dL_dF,
+            pr.prove_rowwise_form,
+            lambda: pr.prove_lora_gradients("V"),
+            lp.prove_face_split_identity,
+            lp.prove_face_split_swap,
+            lp.prove_rowdot,
+        ]
     out = [pr.prove_shift_invariance, pr.prove_G_is_dL_dF, pr.prove_p_is_dL_dS, pr.prove_rowwise_form]
     for m in "QKV":
         out.append(lambda m=m: pr.prove_lora_gradients(m))
         out.append(lambda m=m: pr.prove_lora_gradients(m, cross=True, L_kv=3))
         if mode == "full":
             out.append(lambda m=m: pr.prove_lora_gradients(m, L=3))
-    out += [lp.prove_face_split_identity, lp.prove_face_split_swap, lp.prove_rowdot,
-            lambda: lp.prove_chain_exact_features(L=3), lambda: lp.prove_chain_exact_features(L=2, L_kv=3),
-            lp.prove_chain_is_gradient_of_approximate_softmax]
+    out += [
+        lp.prove_face_split_identity,
+        lp.prove_face_split_swap,
+        lp.prove_rowdot,
+        lambda: lp.prove_chain_exact_features(L=3),
+        lambda: lp.prove_chain_exact_features(L=2, L_kv=3),
+        lp.prove_chain_is_gradient_of_approximate_softmax,
+    ]
     return out
 
 
 BENCH = {
-    "quick": dict(L_list=(1024, 2048, 4096), repeats=1, eps=(1e-3,), budget_seconds=90.0, max_seconds=60.0,
-                  fit_min_L=1024, gemm_square=512),
-    "full": dict(L_min=1024, L_max=32768, repeats=3, eps=(1e-3, 1e-6), budget_seconds=900.0, max_seconds=300.0,
-                 fit_min_L=4096, gemm_square=2048),
+    "quick": dict(
+        L_list=(1024, 2048, 4096),
+        repeats=1,
+        eps=(1e-3,),
+        budget_seconds=90.0,
+        max_seconds=60.0,
+        fit_min_L=1024,
+        gemm_square=512,
+    ),
+    "full": dict(
+        L_min=1024,
+        L_max=32768,
+        repeats=3,
+        eps=(1e-3, 1e-6),
+        budget_seconds=900.0,
+        max_seconds=300.0,
+        fit_min_L=4096,
+        gemm_square=2048,
+    ),
 }
 
 
 def benchmark(config: ReportConfig) -> dict:
     """The benchmark stage's run and summary (D's `bench`), or why it is not available."""
     if config.sizes["bench"] is None:
-        return {"status": "not run", "reason": f"the benchmark is not part of the {config.mode} configuration"}
+        return {
+            "status": "not run",
+            "reason": f"the benchmark is not part of the {config.mode} configuration",
+        }
     try:
         from ..benchmarks import BenchConfig, run_benchmark, summarize  # noqa: PLC0415
     except ImportError as exc:
@@ -69,8 +102,12 @@ def benchmark(config: ReportConfig) -> dict:
     methods = ("exact-blocked", *(approx_name(e) for e in bench_config.eps), TORCH)
     bench_config = BenchConfig(**dict(settings, methods=methods))
     result = run_benchmark(bench_config)
-    return {"status": "ok", "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()},
-            "summary": summarize(result), "results": result["results"]}
+    return {
+        "status": "ok",
+        "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()},
+        "summary": summarize(result),
+        "results": result["results"],
+    }
 
 
 def _section(ctx, key, fn, timings, progress=None):
@@ -100,8 +137,17 @@ def build_report(config: ReportConfig, *, stream=None) -> tuple[dict, dict]:
     proofs = proof_thunks(config.mode)
     sizes = config.sizes
     n_rules = len(sizes["frontier_d"]) + len(sizes["frontier_c"])
-    total = (1 + len(proofs) + len(errata_mod.ERRATA) + len(sizes["property_cases"]) + 2 * n_rules
-             + len(sizes["sweep_L"]) + 2 + len(ledger.CLAIMS) + 1)
+    total = (
+        1
+        + len(proofs)
+        + len(errata_mod.ERRATA)
+        + len(sizes["property_cases"])
+        + 2 * n_rules
+        + len(sizes["sweep_L"])
+        + 2
+        + len(ledger.CLAIMS)
+        + 1
+    )
     progress = Progress(total, stream=stream)
     timings = {}
 
@@ -111,8 +157,16 @@ def build_report(config: ReportConfig, *, stream=None) -> tuple[dict, dict]:
         out = []
         for thunk in proofs:
             p = thunk()
-            out.append({"name": p.name, "statement": p.statement, "paper": p.paper, "holds": p.holds,
-                        "size": p.size, "seconds": round(p.seconds, 3)})
+            out.append(
+                {
+                    "name": p.name,
+                    "statement": p.statement,
+                    "paper": p.paper,
+                    "holds": p.holds,
+                    "size": p.size,
+                    "seconds": round(p.seconds, 3),
+                }
+            )
             progress.step(f"proof: {p.name}")
         return out
 
@@ -134,15 +188,19 @@ def build_report(config: ReportConfig, *, stream=None) -> tuple[dict, dict]:
         "paper": PAPER,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "config": config.as_dict(),
-        "seeds": {"base": config.seed,
-                  "rule": "each use draws from numpy.random.default_rng(SeedSequence([seed, crc32(stream)]))",
-                  "counterexample_searches": "fixed seeds, stored with each counterexample"},
+        "seeds": {
+            "base": config.seed,
+            "rule": "each use draws from numpy.random.default_rng(SeedSequence([seed, crc32(stream)]))",
+            "counterexample_searches": "fixed seeds, stored with each counterexample",
+        },
         "environment": _jsonable(env),
         "summary": {},
         "proofs": section("proofs"),
         "claims": _jsonable(claims),
         "errata": section("errata"),
-        "measurements": {key: section(key) for key in ("properties", "frontier", "sweep", "timing", "benchmark")},
+        "measurements": {
+            key: section(key) for key in ("properties", "frontier", "sweep", "timing", "benchmark")
+        },
         "plots": [],
         "timings": {"sections": timings},
     }
@@ -151,7 +209,9 @@ def build_report(config: ReportConfig, *, stream=None) -> tuple[dict, dict]:
     timings["plots"] = round(time.perf_counter() - t0, 3)
     progress.step("plots")
     progress.close()
-    report["plots"] = [{"name": name, "file": name, "caption": caption} for name, (_, caption) in plots.items()]
+    report["plots"] = [
+        {"name": name, "file": name, "caption": caption} for name, (_, caption) in plots.items()
+    ]
     report["summary"] = summarize(report)
     report["timings"]["total_seconds"] = round(time.perf_counter() - t_start, 3)
     return report, plots

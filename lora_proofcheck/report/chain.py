@@ -43,7 +43,7 @@ class PaperInputs:
     B: np.ndarray
     transpose: bool = False
 
-    def convert(self, fn) -> "PaperInputs":
+    def convert(self, fn) -> PaperInputs:
         """Entrywise conversion (e.g. to mpmath.mpf or sympy.Rational) into object arrays."""
         vec = np.vectorize(fn, otypes=[object])
         arrays = {k: vec(v) for k, v in vars(self).items() if k != "transpose"}
@@ -63,8 +63,16 @@ def paper_inputs(problem, module: str = "Q") -> PaperInputs:
     other = "K" if module == "Q" else "Q"
     own, partner = (X, Xkv) if module == "Q" else (Xkv, X)
     A, B = h["A"][module], h["B"][module]
-    return PaperInputs(C1=beta * s * own, W=h["W"][module] / s + B @ A, C2=partner @ W[other],
-                       C3=Xkv @ W["V"], Y=Y, A=A, B=B, transpose=module == "K")
+    return PaperInputs(
+        C1=beta * s * own,
+        W=h["W"][module] / s + B @ A,
+        C2=partner @ W[other],
+        C3=Xkv @ W["V"],
+        Y=Y,
+        A=A,
+        B=B,
+        transpose=module == "K",
+    )
 
 
 def softmax_rows(S, exp):

@@ -15,8 +15,8 @@ from .context import optional_module
 from .outcome import Skip
 
 # Thresholds of the evidence criteria (asymptotic claims can only be supported, not proved).
-BLOWUP_FACTOR = 100.0       # sweep: min error past x = 1 over error at the smallest x
-USELESS_REL_ERROR = 1e-2    # sweep: an x where the relative error first reaches this is "x_c"
+BLOWUP_FACTOR = 100.0  # sweep: min error past x = 1 over error at the smallest x
+USELESS_REL_ERROR = 1e-2  # sweep: an x where the relative error first reaches this is "x_c"
 EXACT_EXPONENT = (1.7, 2.3)
 APPROX_EXPONENT_MAX = 1.3
 
@@ -31,8 +31,11 @@ def proof(name_part: str, *, size_part: str = ""):
             raise Skip(f"no proof named like {name_part!r} was run in this mode")
         holds = all(p["holds"] for p in proofs)
         sizes = "; ".join(p["size"] for p in proofs)
-        return holds, f"{len(proofs)} exact SymPy proof(s) {'hold' if holds else 'FAIL'} ({sizes})", \
-            {"proofs": [p["name"] + " @ " + p["size"] for p in proofs]}
+        return (
+            holds,
+            f"{len(proofs)} exact SymPy proof(s) {'hold' if holds else 'FAIL'} ({sizes})",
+            {"proofs": [p["name"] + " @ " + p["size"] for p in proofs]},
+        )
 
     where = f" on {size_part} instances" if size_part else ""
     check.__doc__ = f"exact symbolic proof(s) '{name_part}'{where} (derivations.proofs, lowrank_proofs) hold"
@@ -51,9 +54,14 @@ def properties(cases=None, label="all cases"):
         bad = [r for r in rows if not r["holds"]]
         eps_ok = all(r["bound"] <= r["eps"] for r in rows if r["eps"] is not None)
         worst = max(r["ratio"] for r in rows)
-        return not bad and eps_ok, (f"{len(rows) - len(bad)}/{len(rows)} points within the certified bound "
-                                    f"(worst error/bound {worst:.2e}); bound <= eps: {eps_ok} ({label})"), \
-            {"points": len(rows), "violations": len(bad), "worst_ratio": worst, "eps_met": eps_ok}
+        return (
+            not bad and eps_ok,
+            (
+                f"{len(rows) - len(bad)}/{len(rows)} points within the certified bound "
+                f"(worst error/bound {worst:.2e}); bound <= eps: {eps_ok} ({label})"
+            ),
+            {"points": len(rows), "violations": len(bad), "worst_ratio": worst, "eps_met": eps_ok},
+        )
 
     check.__doc__ = f"property grid ({label}): error <= certified bound, bound <= eps"
     return check
@@ -72,12 +80,23 @@ def sweep_blowup(ctx):
             raise Skip("the sweep has no point with x >= 1")
         factor = min(past) / low if low > 0 else math.inf
         x_c = next((r["x"] for r in rows if not r["finite"] or r["rel_error"] >= USELESS_REL_ERROR), None)
-        out[str(L)] = {"error_at_smallest_x": low, "min_error_past_1": min(past), "factor": factor, "x_c": x_c}
+        out[str(L)] = {
+            "error_at_smallest_x": low,
+            "min_error_past_1": min(past),
+            "factor": factor,
+            "x_c": x_c,
+        }
         ok &= factor >= BLOWUP_FACTOR
     xs = {L: v["x_c"] for L, v in out.items()}
-    return ok, (f"rank {sweep['rank']} (degree {sweep['degree']}, d={sweep['d']}): blow-up factors "
-                + ", ".join(f"L={L}: {v['factor']:.3g}" for L, v in out.items())
-                + f"; x_c (rel. error >= 1e-2) = {xs}"), {"per_L": out}
+    return (
+        ok,
+        (
+            f"rank {sweep['rank']} (degree {sweep['degree']}, d={sweep['d']}): blow-up factors "
+            + ", ".join(f"L={L}: {v['factor']:.3g}" for L, v in out.items())
+            + f"; x_c (rel. error >= 1e-2) = {xs}"
+        ),
+        {"per_L": out},
+    )
 
 
 def _upper_half(points):
@@ -90,22 +109,37 @@ def frontier_band(ctx):
     """Over the upper half of the L grid, t* = Γ*/√ln L varies less (max/min) under d = ⌈c log2 L⌉ than it
     grows (last/first) under fixed d, for every eps: the crossing scales as √log L when d ∝ log L."""
     curves = ctx.section("frontier")["curves"]
-    fixed = {c["eps"]: _upper_half(c["points"]) for c in curves if c["kind"] == "fixed"}
+    fixed = {}
+    for c in curves:  # the first (smallest) fixed d per eps is the reference
+        if c["kind"] == "fixed" and c["eps"] not in fixed:
+            fixed[c["eps"]] = (c["rule"], _upper_half(c["points"]))
     log = [(c, _upper_half(c["points"])) for c in curves if c["kind"] == "log"]
     if not log or not fixed:
         raise Skip("the frontier needs a fixed-d rule and a d ∝ log L rule")
     rows, ok = [], True
     for c, pts in log:
-        ref = fixed.get(c["eps"])
-        if len(pts) < 2 or not ref or len(ref) < 2:
+        ref_rule, ref = fixed.get(c["eps"], (None, []))
+        if len(pts) < 2 or len(ref) < 2:
             raise Skip("fewer than two frontier points in the upper half of L")
         spread = max(p["t_star"] for p in pts) / min(p["t_star"] for p in pts)
         growth = ref[-1]["t_star"] / ref[0]["t_star"]
         ok &= spread < growth
-        rows.append({"rule": c["rule"], "eps": c["eps"], "spread": spread, "fixed_d_growth": growth,
-                     "t_star": [p["t_star"] for p in pts], "log2L": [p["log2L"] for p in pts]})
-    text = "; ".join(f"{r['rule']}, eps={r['eps']}: t* spread {r['spread']:.2f} (L=2^{r['log2L'][0]}..2^"
-                     f"{r['log2L'][-1]}) vs fixed-d growth {r['fixed_d_growth']:.2f}" for r in rows)
+        rows.append(
+            {
+                "rule": c["rule"],
+                "eps": c["eps"],
+                "spread": spread,
+                "fixed_rule": ref_rule,
+                "fixed_d_growth": growth,
+                "t_star": [p["t_star"] for p in pts],
+                "log2L": [p["log2L"] for p in pts],
+            }
+        )
+    text = "; ".join(
+        f"{r['rule']}, eps={r['eps']}: t* spread {r['spread']:.2f} (L=2^{r['log2L'][0]}..2^"
+        f"{r['log2L'][-1]}) vs growth {r['fixed_d_growth']:.2f} under {r['fixed_rule']}"
+        for r in rows
+    )
     return ok, text, {"curves": rows}
 
 
@@ -113,7 +147,9 @@ def frontier_almost_linear(ctx):
     """Below the threshold (d = ⌈c log2 L⌉, eps = 1/L): the fitted exponent e(t) of the certified low-rank
     flops against L (over sizes where it beats the exact path, >= 4 of them) is < 2 and grows with t, so it
     falls toward 1 as Γ/√log L -> 0 (the L^(1+o(1)) of Thm 3.1 / A.1 needs Γ = o(√log L))."""
-    cells = [c for c in ctx.section("frontier")["cells"] if c["eps"] == "1/L" and c["rule"].startswith("d = ⌈")]
+    cells = [
+        c for c in ctx.section("frontier")["cells"] if c["eps"] == "1/L" and c["rule"].startswith("d = ⌈")
+    ]
     if not cells:
         raise Skip("no d ∝ log L frontier cells in this mode")
     ok, out = True, {}
@@ -131,8 +167,10 @@ def frontier_almost_linear(ctx):
         good = all(b > a for a, b in zip(e, e[1:])) and e[0] < 2
         ok &= good
         out[rule] = {"t": [t for t, _ in exps], "exponent": e}
-    text = "; ".join(f"{rule}: e(t) = " + ", ".join(f"{x:.2f} (t={t:g})" for t, x in zip(v["t"], v["exponent"]))
-                     for rule, v in out.items())
+    text = "; ".join(
+        f"{rule}: e(t) = " + ", ".join(f"{x:.2f} (t={t:g})" for t, x in zip(v["t"], v["exponent"]))
+        for rule, v in out.items()
+    )
     return ok, text, out
 
 
@@ -169,8 +207,12 @@ def exact_cost_model(ctx):
     rows = {}
     ok = True
     for d in (8, 16):
-        ratios = [costs.exact_flops(2**e, 2**e, d, "QV") / (2**(2 * e) * d) for e in (10, 16, 20)]
+        ratios = [costs.exact_flops(2**e, 2**e, d, "QV") / (2 ** (2 * e) * d) for e in (10, 16, 20)]
         change = abs(ratios[2] - ratios[1]) / ratios[2]
         ok &= change < 0.01
         rows[str(d)] = {"flops_over_L2d": ratios, "relative_change_16_20": change}
-    return ok, "flops/(L² d) -> " + ", ".join(f"{v['flops_over_L2d'][-1]:.3g} (d={d})" for d, v in rows.items()), rows
+    return (
+        ok,
+        "flops/(L² d) -> " + ", ".join(f"{v['flops_over_L2d'][-1]:.3g} (d={d})" for d, v in rows.items()),
+        rows,
+    )

@@ -41,7 +41,7 @@ def lemma31_numeric(ctx):
         total = np.zeros(d * d)
         for j in range(L):
             f = t.F[j]
-            block = big[j * L:(j + 1) * L]
+            block = big[j * L : (j + 1) * L]
             for col in range(d):
                 total += t.c[j, col] * block.T @ ((np.diag(f) - np.outer(f, f)) @ C3[:, col])
         Wt = torch.tensor(W, requires_grad=True)
@@ -50,8 +50,11 @@ def lemma31_numeric(ctx):
         loss.backward()
         ref = Wt.grad.numpy().reshape(-1)
         worst = max(worst, float(np.max(np.abs(total - ref)) / np.max(np.abs(ref))))
-    return worst < 1e-12, f"max rel. difference {worst:.1e} vs PyTorch autograd (L=5,d=3; L=7,d=2)", \
-        {"max_rel_diff": worst}
+    return (
+        worst < 1e-12,
+        f"max rel. difference {worst:.1e} vs PyTorch autograd (L=5,d=3; L=7,d=2)",
+        {"max_rel_diff": worst},
+    )
 
 
 def adapter_gradients_numeric(ctx, module="Q"):
@@ -59,25 +62,41 @@ def adapter_gradients_numeric(ctx, module="Q"):
     (self- and cross-attention); for K the chain runs on P^T (Lemma D.4)."""
     worst = 0.0
     for i, cross in enumerate((False, True)):
-        p = LoRAProblem.random(9, 4, 2, adapt="QKV", cross=cross, L_kv=6 if cross else None,
-                               seed=ctx.config.seed_for(f"adapter/{module}/{i}"))
+        p = LoRAProblem.random(
+            9,
+            4,
+            2,
+            adapt="QKV",
+            cross=cross,
+            L_kv=6 if cross else None,
+            seed=ctx.config.seed_for(f"adapter/{module}/{i}"),
+        )
         pi = chain.paper_inputs(p, module)
         gA, gB = chain.adapter_gradients(pi, chain.exact_terms(pi).P)
         _, ref = testing.torch_gradients(p)
         assert gA.shape == ref[f"A_{module}"].shape and gB.shape == ref[f"B_{module}"].shape
         scale = max(np.max(np.abs(ref[f"A_{module}"])), np.max(np.abs(ref[f"B_{module}"])))
-        worst = max(worst, float(max(np.max(np.abs(gA - ref[f"A_{module}"])),
-                                     np.max(np.abs(gB - ref[f"B_{module}"]))) / scale))
-    return worst < 1e-12, (f"max rel. difference {worst:.1e} vs PyTorch autograd; shapes r x d and d x r "
-                           "(self and cross)"), {"max_rel_diff": worst}
+        worst = max(
+            worst,
+            float(
+                max(np.max(np.abs(gA - ref[f"A_{module}"])), np.max(np.abs(gB - ref[f"B_{module}"]))) / scale
+            ),
+        )
+    return (
+        worst < 1e-12,
+        (f"max rel. difference {worst:.1e} vs PyTorch autograd; shapes r x d and d x r (self and cross)"),
+        {"max_rel_diff": worst},
+    )
 
 
 def adapter_gradients_check(module: str):
     def check(ctx):
         return adapter_gradients_numeric(ctx, module)
 
-    check.__doc__ = (f"closed forms for A_{module}, B_{module} match PyTorch autograd to 1e-12 (relative), "
-                     "shapes r x d and d x r")
+    check.__doc__ = (
+        f"closed forms for A_{module}, B_{module} match PyTorch autograd to 1e-12 (relative), "
+        "shapes r x d and d x r"
+    )
     return check
 
 
@@ -89,8 +108,21 @@ def chain_grid(ctx) -> dict:
     """Worst ratio measured / bound per inequality over seeded instances x (R, degree)."""
     n = ctx.config.sizes["chain_instances"]
     rng = ctx.config.rng("chain-grid")
-    ratios = {k: 0.0 for k in ("L3.3", "L3.4", "L3.5", "L3.6", "L3.7r", "L3.7", "C7_corrected_A",
-                               "C7_corrected_B", "C7_paper_A", "C7_paper_B")}
+    ratios = {
+        k: 0.0
+        for k in (
+            "L3.3",
+            "L3.4",
+            "L3.5",
+            "L3.6",
+            "L3.7r",
+            "L3.7",
+            "C7_corrected_A",
+            "C7_corrected_B",
+            "C7_paper_A",
+            "C7_paper_B",
+        )
+    }
     rows = []
     for i in range(n):
         L = int(rng.choice([8, 12, 16, 24]))
@@ -136,10 +168,18 @@ def chain_ratios(pi, ex, ap, poly) -> dict:
     core = maxnorm(pi.C1) * maxnorm(pi.C2) * (dp1 + dp2)
     paper_A, paper_B = maxnorm(pi.B) * core, maxnorm(pi.A) * core
     inner = pi.C1.shape[1] * L * Lkv  # the d L^2 the max-norm step drops (E4)
-    out.update({"C7_paper_A": eA / paper_A if paper_A else 0.0, "C7_paper_B": eB / paper_B if paper_B else 0.0,
-                "C7_corrected_A": eA / (inner * paper_A) if paper_A else 0.0,
-                "C7_corrected_B": eB / (inner * paper_B) if paper_B else 0.0,
-                "err_A": eA, "err_B": eB, "eps_f": eps_f, "delta": delta})
+    out.update(
+        {
+            "C7_paper_A": eA / paper_A if paper_A else 0.0,
+            "C7_paper_B": eB / paper_B if paper_B else 0.0,
+            "C7_corrected_A": eA / (inner * paper_A) if paper_A else 0.0,
+            "C7_corrected_B": eB / (inner * paper_B) if paper_B else 0.0,
+            "err_A": eA,
+            "err_B": eB,
+            "eps_f": eps_f,
+            "delta": delta,
+        }
+    )
     return out
 
 
@@ -153,8 +193,11 @@ def chain_inequality(keys, label):
     def check(ctx):
         grid = _grid(ctx)
         worst = max(grid["worst"][k] for k in keys)
-        return worst <= 1.0, f"worst measured/bound {worst:.3g} over {len(grid['rows'])} instances ({label})", \
-            {"worst_ratio": worst, "keys": list(keys)}
+        return (
+            worst <= 1.0,
+            f"worst measured/bound {worst:.3g} over {len(grid['rows'])} instances ({label})",
+            {"worst_ratio": worst, "keys": list(keys)},
+        )
 
     check.__doc__ = f"{label}: worst ratio over the chain grid <= 1."
     return check
@@ -165,8 +208,14 @@ def paper_composition_on_grid(ctx):
     grid = _grid(ctx)
     worst = max(grid["worst"]["C7_paper_A"], grid["worst"]["C7_paper_B"])
     violated = sum(1 for r in grid["rows"] if max(r["C7_paper_A"], r["C7_paper_B"]) > 1)
-    return worst <= 1.0, (f"paper's composed bound exceeded on {violated}/{len(grid['rows'])} grid instances "
-                          f"(worst ratio {worst:.3g})"), {"violations": violated, "worst_ratio": worst}
+    return (
+        worst <= 1.0,
+        (
+            f"paper's composed bound exceeded on {violated}/{len(grid['rows'])} grid instances "
+            f"(worst ratio {worst:.3g})"
+        ),
+        {"violations": violated, "worst_ratio": worst},
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -196,9 +245,14 @@ def as_error_lemma(ctx):
         slack = 1 + 64 * U / eps  # rounding of the two float softmaxes relative to the bound
         worst_out, worst_f = max(worst_out, out / slack), max(worst_f, fr / slack)
     holds = worst_out <= 1 and worst_f <= 1
-    return holds, (f"worst ratio to 2eps||V||: {worst_out:.3f}; to 2eps/(1-eps) F: {worst_f:.3f} "
-                   f"({trials} trials, eps in [1e-8, 0.3])"), {"worst_output_ratio": worst_out,
-                                                               "worst_F_ratio": worst_f, "trials": trials}
+    return (
+        holds,
+        (
+            f"worst ratio to 2eps||V||: {worst_out:.3f}; to 2eps/(1-eps) F: {worst_f:.3f} "
+            f"({trials} trials, eps in [1e-8, 0.3])"
+        ),
+        {"worst_output_ratio": worst_out, "worst_F_ratio": worst_f, "trials": trials},
+    )
 
 
 def stated_ranks(ctx):
@@ -214,16 +268,31 @@ def stated_ranks(ctx):
         k1 = feature_rank(d, g)
         widths = {"k1": f.U1.shape[1], "k2": f.U2.shape[1], "k3": f.U3.shape[1], "k4": f.U4.shape[1]}
         want = {"k1": k1, "k2": 2 * d, "k3": k1 * 2 * d, "k4": k1}
-        diff = max(maxnorm(f.U1 @ f.V1.T - ap.F), maxnorm(f.U3 @ f.V3.T - ap.p1),
-                   maxnorm(f.U4 @ f.V4.T - ap.p2)) / max(maxnorm(ap.p1), maxnorm(ap.F))
+        diff = max(
+            maxnorm(f.U1 @ f.V1.T - ap.F), maxnorm(f.U3 @ f.V3.T - ap.p1), maxnorm(f.U4 @ f.V4.T - ap.p2)
+        ) / max(maxnorm(ap.p1), maxnorm(ap.F))
         worst = max(worst, diff)
-        rows.append({"L": L, "d": d, "g": g, "widths": widths, "stated": want,
-                     "paper_bound_k1": paper_rank_bound(d, g), "ok": widths == want})
-    bound_ok = all(feature_rank(d, g) <= paper_rank_bound(d, g) for d in range(1, 129) for g in range(0, 33))
+        rows.append(
+            {
+                "L": L,
+                "d": d,
+                "g": g,
+                "widths": widths,
+                "stated": want,
+                "paper_bound_k1": paper_rank_bound(d, g),
+                "ok": widths == want,
+            }
+        )
+    bound_ok = all(feature_rank(d, g) <= paper_rank_bound(d, g) for d in range(1, 129) for g in range(33))
     holds = all(r["ok"] for r in rows) and worst < 1e-12 and bound_ok
-    return holds, (f"widths equal k1..k4 on {len(rows)} instances; factor products reproduce F~, p~1, p~2 to "
-                   f"{worst:.1e}; C(d+g,g) <= C(2(g+d),2g) for d<=128, g<=32: {bound_ok}"), \
-        {"rows": rows, "max_rel_diff": worst, "quoted_bound_dominates": bound_ok}
+    return (
+        holds,
+        (
+            f"widths equal k1..k4 on {len(rows)} instances; factor products reproduce F~, p~1, p~2 to "
+            f"{worst:.1e}; C(d+g,g) <= C(2(g+d),2g) for d<=128, g<=32: {bound_ok}"
+        ),
+        {"rows": rows, "max_rel_diff": worst, "quoted_bound_dominates": bound_ok},
+    )
 
 
 def aa22_degree(ctx):
@@ -236,5 +305,8 @@ def aa22_degree(ctx):
             shape = aggarwal_alman_degree_shape(2 * R, delta)
             rows.append({"R": R, "delta": delta, "degree": g, "shape": shape, "ratio": g / shape})
     lo, hi = min(r["ratio"] for r in rows), max(r["ratio"] for r in rows)
-    return 0.25 <= lo and hi <= 4.0, f"degree / shape in [{lo:.2f}, {hi:.2f}] over {len(rows)} (R, δ)", \
-        {"rows": rows, "min_ratio": lo, "max_ratio": hi}
+    return (
+        0.25 <= lo and hi <= 4.0,
+        f"degree / shape in [{lo:.2f}, {hi:.2f}] over {len(rows)} (R, δ)",
+        {"rows": rows, "min_ratio": lo, "max_ratio": hi},
+    )

@@ -31,9 +31,14 @@ def tensor_trick(ctx=None):
     A, X, B = symbol_matrix("a", La, da), symbol_matrix("x", da, db), symbol_matrix("b", Lb, db)
     holds = _zero(vec(A * X * B.T) - kronecker_product(A, B) * vec(X))
     colmajor = _zero(vec_colmajor(A * X * B.T) - kronecker_product(A, B) * vec_colmajor(X))
-    return holds, (f"exact identity for A {La}x{da}, X {da}x{db}, B {Lb}x{db}"
-                   + ("" if colmajor else "; with column-major vec it fails (the row-major Def. 2.1 matters)")), \
-        {"sizes": [La, da, Lb, db], "row_major_holds": holds, "column_major_holds": colmajor}
+    return (
+        holds,
+        (
+            f"exact identity for A {La}x{da}, X {da}x{db}, B {Lb}x{db}"
+            + ("" if colmajor else "; with column-major vec it fails (the row-major Def. 2.1 matters)")
+        ),
+        {"sizes": [La, da, Lb, db], "row_major_holds": holds, "column_major_holds": colmajor},
+    )
 
 
 def kron_block_rows(ctx=None):
@@ -42,9 +47,12 @@ def kron_block_rows(ctx=None):
     C1, C2, W = symbol_matrix("c", L, d), symbol_matrix("k", L, d), symbol_matrix("w", d, d)
     big = kronecker_product(C1, C2)
     S = C1 * W * C2.T
-    holds = all(_zero(big[j * L:(j + 1) * L, :] * vec(W) - S[j, :].T) for j in range(L))
-    return holds, f"exact for L={L}, d={d}: every block row of (C1⊗C2) vec(W) is a row of the logits", \
-        {"L": L, "d": d}
+    holds = all(_zero(big[j * L : (j + 1) * L, :] * vec(W) - S[j, :].T) for j in range(L))
+    return (
+        holds,
+        f"exact for L={L}, d={d}: every block row of (C1⊗C2) vec(W) is a row of the logits",
+        {"L": L, "d": d},
+    )
 
 
 def face_split_fact(ctx=None):
@@ -52,8 +60,11 @@ def face_split_fact(ctx=None):
     n, k1, k2 = 2, 2, 3
     U1, V1 = symbol_matrix("u", n, k1), symbol_matrix("v", n, k1)
     U2, V2 = symbol_matrix("s", n, k2), symbol_matrix("t", n, k2)
-    fs = lambda A, B: sp.Matrix(A.rows, A.cols * B.cols,  # noqa: E731
-                                lambda i, j: A[i, j // B.cols] * B[i, j % B.cols])
+    fs = lambda A, B: sp.Matrix(
+        A.rows,
+        A.cols * B.cols,  # noqa: E731
+        lambda i, j: A[i, j // B.cols] * B[i, j % B.cols],
+    )
     lhs = (U1 * V1.T).multiply_elementwise(U2 * V2.T)
     holds = _zero(lhs - fs(U1, U2) * fs(V1, V2).T)
     return holds, f"exact for n={n}, k1={k1}, k2={k2} (rank k1*k2 = {k1 * k2})", {"n": n, "k1": k1, "k2": k2}
@@ -69,15 +80,18 @@ def lemma31_sum(ctx=None):
     total = sp.zeros(d * d, 1)
     for j in range(L):
         f = F[j, :].T
-        block = big[j * L:(j + 1) * L, :]
+        block = big[j * L : (j + 1) * L, :]
         for i in range(d):
             total += c[j, i] * block.T * (sp.diag(*f) - f * f.T) * C3[:, i]
     G = c * C3.T
     p1 = F.multiply_elementwise(G)
     P = p1 - sp.diag(*(p1 * sp.ones(L, 1))) * F
     holds = _zero(total - vec(C1.T * P * C2))
-    return holds, f"exact for L={L}, d={d} with free F, c (with the proof p = dL/dS this is Lemma 3.1)", \
-        {"L": L, "d": d}
+    return (
+        holds,
+        f"exact for L={L}, d={d} with free F, c (with the proof p = dL/dS this is Lemma 3.1)",
+        {"L": L, "d": d},
+    )
 
 
 def reduction_substitution(ctx=None):
@@ -95,5 +109,11 @@ def reduction_substitution(ctx=None):
     grad_lora = BQ.T * C1.T * P * C2
     block_ok = _zero(grad_lora[:, :r] - A1.T * P * A2 / r) and _zero(grad_lora[:, r:])
     holds = logits_ok and block_ok
-    return holds, (f"exact for L={L}, r={r}, d={d}: logits identical, gradient block = AAttLGC gradient, "
-                   "rest of the block zero"), {"logits": logits_ok, "gradient_block": block_ok}
+    return (
+        holds,
+        (
+            f"exact for L={L}, r={r}, d={d}: logits identical, gradient block = AAttLGC gradient, "
+            "rest of the block zero"
+        ),
+        {"logits": logits_ok, "gradient_block": block_ok},
+    )

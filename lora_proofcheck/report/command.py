@@ -33,20 +33,36 @@ def _seed(text: str) -> int:
 
 def add_commands(sub) -> None:
     p = sub.add_parser(
-        "report", help="verification report: claim ledger, errata, phase transition, benchmark summary",
-        description="Run the derivation proofs, the claim ledger's checks, the errata re-checks on their stored "
-                    "counterexamples, the property grid (approximate error vs certified bound), the analytic "
-                    "and measured phase-transition sweeps and the benchmark summary; write report.json "
-                    "(versioned schema), report.md, a self-contained report.html and PNG plots into --out, "
-                    "atomically. Default size: --full.")
-    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output directory (created or replaced)")
+        "report",
+        help="verification report: claim ledger, errata, phase transition, benchmark summary",
+        description="Run the derivation proofs, the claim ledger's checks, the errata re-checks on their "
+        "stored counterexamples, the property grid (approximate error vs certified bound), the analytic "
+        "and measured phase-transition sweeps and the benchmark summary; write report.json "
+        "(versioned schema), report.md, a self-contained report.html and PNG plots into --out, "
+        "atomically. Default size: --full. Exit status 1 when a claim is refuted or not supported or a "
+        "derivation proof fails; 2 on a bad argument.",
+    )
+    p.add_argument(
+        "--out", type=Path, required=True, metavar="DIR", help="output directory (created or replaced)"
+    )
     size = p.add_mutually_exclusive_group()
-    size.add_argument("--quick", dest="mode", action="store_const", const="quick",
-                      help="small grids and sizes: a few minutes on 2 cores")
-    size.add_argument("--full", dest="mode", action="store_const", const="full", help="the full grids (default)")
+    size.add_argument(
+        "--quick",
+        dest="mode",
+        action="store_const",
+        const="quick",
+        help="small grids and sizes: a few minutes on 2 cores",
+    )
+    size.add_argument(
+        "--full", dest="mode", action="store_const", const="full", help="the full grids (default)"
+    )
     size.add_argument("--tiny", dest="mode", action="store_const", const="tiny", help=argparse.SUPPRESS)
-    p.add_argument("--backend", default="numpy", metavar="{numpy,cupy}",
-                   help="array library of the property grid and sweeps (default numpy)")
+    p.add_argument(
+        "--backend",
+        default="numpy",
+        metavar="{numpy,cupy}",
+        help="array library of the property grid and sweeps (default numpy)",
+    )
     p.add_argument("--seed", type=_seed, default=0, help="base seed of every random instance (default 0)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.set_defaults(func=_report, mode="full")
@@ -61,7 +77,9 @@ def check_backend(backend: str) -> None:
 
             count = cupy.cuda.runtime.getDeviceCount()
         except Exception as exc:  # noqa: BLE001 - no CuPy, no driver, no device
-            raise InvalidInputError(f"--backend cupy: CuPy with a CUDA device is not available here ({exc})") from None
+            raise InvalidInputError(
+                f"--backend cupy: CuPy with a CUDA device is not available here ({exc})"
+            ) from None
         if count < 1:
             raise InvalidInputError("--backend cupy: CuPy found no CUDA device")
 
@@ -72,8 +90,9 @@ def prepare_output(out: Path) -> Path:
     if out.exists() and not out.is_dir():
         raise InvalidInputError(f"--out {str(out)!r} exists and is not a directory")
     if out.is_dir() and any(out.iterdir()) and not (out / "report.json").is_file():
-        raise InvalidInputError(f"--out {str(out)!r} is a non-empty directory that does not hold a report; "
-                                "refusing to replace it")
+        raise InvalidInputError(
+            f"--out {str(out)!r} is a non-empty directory that does not hold a report; refusing to replace it"
+        )
     parent = out.resolve().parent
     if not parent.exists():
         raise InvalidInputError(f"--out {str(out)!r}: parent directory {str(parent)!r} does not exist")
@@ -82,7 +101,9 @@ def prepare_output(out: Path) -> Path:
     try:
         return Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
     except OSError as exc:
-        raise InvalidInputError(f"--out {str(out)!r}: cannot write in {str(parent)!r} ({exc.strerror})") from None
+        raise InvalidInputError(
+            f"--out {str(out)!r}: cannot write in {str(parent)!r} ({exc.strerror})"
+        ) from None
 
 
 def publish(tmp: Path, out: Path) -> None:
@@ -125,7 +146,9 @@ def _report(args) -> int:
     s = report["summary"]
     counts = ", ".join(f"{n} {v}" for v, n in s["verdict_counts"].items() if n)
     print(f"wrote {args.out}/report.json, report.md, report.html and {len(report['plots'])} plots")
-    print(f"claims: {s['claims']} ({counts}); errata confirmed: {s['errata_confirmed']}/{s['errata_total']}; "
-          f"proofs: {s['proofs_holding']}/{s['proofs_total']}")
+    print(
+        f"claims: {s['claims']} ({counts}); errata confirmed: {s['errata_confirmed']}/{s['errata_total']}; "
+        f"proofs: {s['proofs_holding']}/{s['proofs_total']}"
+    )
     bad = s["verdict_counts"].get("refuted", 0) + s["verdict_counts"].get("not supported", 0)
     return 1 if bad or s["proofs_holding"] < s["proofs_total"] else 0

@@ -68,16 +68,23 @@ def _softmax_gradient_erratum(record: dict, erratum: str, symbolic: bool) -> dic
     if symbolic:  # exact: the paper's gradient minus ours, in SymPy with exp kept exact
         pis = pi.convert(sp.Rational)
         ts = chain.exact_terms(pis, chain.object_exp(sp.exp))
-        diff = chain.adapter_gradients(pis, _literal_P(ts, erratum))[0] - chain.adapter_gradients(pis, ts.P)[0]
+        diff = (
+            chain.adapter_gradients(pis, _literal_P(ts, erratum))[0] - chain.adapter_gradients(pis, ts.P)[0]
+        )
         nonzero, size = _nonzero_exact(diff.flat)
-        sym = {"paper_fails": nonzero,
-               "detail": f"exact dL/dA_Q(paper) - dL/dA_Q(ours) has an entry of size {size:.3e} (≠ 0)"}
+        sym = {
+            "paper_fails": nonzero,
+            "detail": f"exact dL/dA_Q(paper) - dL/dA_Q(ours) has an entry of size {size:.3e} (≠ 0)",
+        }
     return {
-        "paper_fails": paper_rel > FAIL_REL, "ours_holds": ours_rel <= HOLD_REL,
+        "paper_fails": paper_rel > FAIL_REL,
+        "ours_holds": ours_rel <= HOLD_REL,
         "numeric": {"paper_rel_error": paper_rel, "ours_rel_error": ours_rel, "grad_scale": _scale(ref)},
         "symbolic": sym,
-        "summary": (f"gradient with the paper's form is off by {paper_rel:.1%} of max|grad| "
-                    f"(PyTorch autograd oracle); ours by {ours_rel:.1e}"),
+        "summary": (
+            f"gradient with the paper's form is off by {paper_rel:.1%} of max|grad| "
+            f"(PyTorch autograd oracle); ours by {ours_rel:.1e}"
+        ),
     }
 
 
@@ -118,12 +125,19 @@ def evaluate_e3(record, symbolic=True):
     actual = {"A": tuple(ref["A_Q"].shape), "B": tuple(ref["B_Q"].shape)}
     shapes_wrong = stated != actual
     return {
-        "paper_fails": numeric_error is not None and shapes_wrong, "ours_holds": ours_rel <= HOLD_REL,
-        "numeric": {"numpy_error": numeric_error, "stated_shapes": stated, "actual_shapes": actual,
-                    "ours_rel_error": ours_rel},
+        "paper_fails": numeric_error is not None and shapes_wrong,
+        "ours_holds": ours_rel <= HOLD_REL,
+        "numeric": {
+            "numpy_error": numeric_error,
+            "stated_shapes": stated,
+            "actual_shapes": actual,
+            "ours_rel_error": ours_rel,
+        },
         "symbolic": {"paper_fails": symbolic_error is not None, "detail": f"SymPy: {symbolic_error}"},
-        "summary": (f"C1^T p A_Q C2 is ill-typed for L={L}, d={d}, r={r} (NumPy: {numeric_error}); "
-                    f"stated shapes {stated} vs actual {actual}; corrected C1^T P C2 A^T off by {ours_rel:.1e}"),
+        "summary": (
+            f"C1^T p A_Q C2 is ill-typed for L={L}, d={d}, r={r} (NumPy: {numeric_error}); "
+            f"stated shapes {stated} vs actual {actual}; corrected C1^T P C2 A^T off by {ours_rel:.1e}"
+        ),
     }
 
 
@@ -132,7 +146,9 @@ def _composition(pi, ex, ap):
     gA, _ = chain.adapter_gradients(pi, ex.P)
     tA, _ = chain.adapter_gradients(pi, ap.P)
     actual = maxnorm(tA - gA)
-    bound = maxnorm(pi.B) * maxnorm(pi.C1) * maxnorm(pi.C2) * (maxnorm(ap.p1 - ex.p1) + maxnorm(ap.p2 - ex.p2))
+    bound = (
+        maxnorm(pi.B) * maxnorm(pi.C1) * maxnorm(pi.C2) * (maxnorm(ap.p1 - ex.p1) + maxnorm(ap.p2 - ex.p2))
+    )
     inner = pi.C1.shape[1] * ex.F.shape[0] * ex.F.shape[1]
     return actual, bound, inner * bound
 
@@ -152,17 +168,30 @@ def evaluate_e4(record, symbolic=True):
             exm = chain.exact_terms(pim, chain.object_exp(mpmath.exp))
             apm = chain.approx_terms(pim, poly, features=False)
             hp_actual, hp_bound, hp_corrected = _composition(pim, exm, apm)
-        sym = {"paper_fails": hp_actual > hp_bound and hp_actual <= hp_corrected,
-               "detail": (f"{HP_DIGITS}-digit mpmath: actual {hp_actual:.6e} > paper bound {hp_bound:.6e}; "
-                          f"<= d L^2 bound {hp_corrected:.3e}")}
+        sym = {
+            "paper_fails": hp_actual > hp_bound and hp_actual <= hp_corrected,
+            "detail": (
+                f"{HP_DIGITS}-digit mpmath: actual {hp_actual:.6e} > paper bound {hp_bound:.6e}; "
+                f"<= d L^2 bound {hp_corrected:.3e}"
+            ),
+        }
     return {
-        "paper_fails": actual > bound, "ours_holds": actual <= corrected and ratios["C7_corrected_B"] <= 1,
-        "numeric": {"actual_error_A": actual, "paper_bound_A": bound, "corrected_bound_A": corrected,
-                    "ratio_paper_A": actual / bound, "ratio_paper_B": ratios["C7_paper_B"],
-                    "ratio_corrected_A": actual / corrected, "ratio_corrected_B": ratios["C7_corrected_B"]},
+        "paper_fails": actual > bound,
+        "ours_holds": actual <= corrected and ratios["C7_corrected_B"] <= 1,
+        "numeric": {
+            "actual_error_A": actual,
+            "paper_bound_A": bound,
+            "corrected_bound_A": corrected,
+            "ratio_paper_A": actual / bound,
+            "ratio_paper_B": ratios["C7_paper_B"],
+            "ratio_corrected_A": actual / corrected,
+            "ratio_corrected_B": ratios["C7_corrected_B"],
+        },
         "symbolic": sym,
-        "summary": (f"||ΔG_A||_max = {actual:.3e} exceeds the paper's bound {bound:.3e} "
-                    f"({actual / bound:.2f}x); the corrected d·L² bound {corrected:.3e} holds"),
+        "summary": (
+            f"||ΔG_A||_max = {actual:.3e} exceeds the paper's bound {bound:.3e} "
+            f"({actual / bound:.2f}x); the corrected d·L² bound {corrected:.3e} holds"
+        ),
     }
 
 
@@ -194,14 +223,25 @@ def evaluate_e5(record, symbolic=True):
     sym32 = any(a != b for a, b in zip(ex_32.flat, ex_true.flat))
     sym11 = ex_11 != ex_Q
     return {
-        "paper_fails": rel32 > FAIL_REL and rel11 > FAIL_REL, "ours_holds": ours_rel <= HOLD_REL,
-        "numeric": {"loss_true": ref, "loss_eq_3_2": l32, "loss_eq_1_1": l11,
-                    "rel_diff_3_2": rel32, "rel_diff_1_1": rel11, "ours_rel_diff": ours_rel},
-        "symbolic": {"paper_fails": sym32 and sym11,
-                     "detail": "exact rational logits: C1 B A C2^T ≠ C1 (W̄* + B A) C2^T and "
-                               "X W_V W_K^T X^T ≠ X W_Q W_K^T X^T"},
-        "summary": (f"loss with (3.2)'s logits off by {rel32:.1%}, with (1.1)'s Q = X W_V by {rel11:.1%}; "
-                    f"the corrected logits reproduce the reference loss to {ours_rel:.1e}"),
+        "paper_fails": rel32 > FAIL_REL and rel11 > FAIL_REL,
+        "ours_holds": ours_rel <= HOLD_REL,
+        "numeric": {
+            "loss_true": ref,
+            "loss_eq_3_2": l32,
+            "loss_eq_1_1": l11,
+            "rel_diff_3_2": rel32,
+            "rel_diff_1_1": rel11,
+            "ours_rel_diff": ours_rel,
+        },
+        "symbolic": {
+            "paper_fails": sym32 and sym11,
+            "detail": "exact rational logits: C1 B A C2^T ≠ C1 (W̄* + B A) C2^T and "
+            "X W_V W_K^T X^T ≠ X W_Q W_K^T X^T",
+        },
+        "summary": (
+            f"loss with (3.2)'s logits off by {rel32:.1%}, with (1.1)'s Q = X W_V by {rel11:.1%}; "
+            f"the corrected logits reproduce the reference loss to {ours_rel:.1e}"
+        ),
     }
 
 
@@ -233,20 +273,35 @@ def evaluate_e6(record, symbolic=True):
             Fm = chain.exact_terms(pim, chain.object_exp(mpmath.exp)).F
             Ftm = chain.approx_F(pim, poly, features=False)
             hp_ratio = float(max(abs(x - y) / y for x, y in zip(Ftm.flat, Fm.flat))) / target
-        sym = {"paper_fails": hp_ratio > 1, "detail": f"{HP_DIGITS}-digit mpmath: error/target = {hp_ratio:.4g}"}
+        sym = {
+            "paper_fails": hp_ratio > 1,
+            "detail": f"{HP_DIGITS}-digit mpmath: error/target = {hp_ratio:.4g}",
+        }
     return {
-        "paper_fails": hyp and paper_ratio > 1, "ours_holds": ours_ratio <= 1,
-        "numeric": {"Gamma": gamma, "d": d, "L": L, "eps": eps, "degree_for_Gamma2": g,
-                    "max_logit_paper": paper_logit, "max_logit_corrected": ours_logit,
-                    "ratio_paper": paper_ratio, "ratio_corrected": ours_ratio,
-                    "degree_needed_at_dGamma2": g_needed, "rank_needed_at_dGamma2": rank_needed,
-                    "rank_over_L": None if rank_needed is None else rank_needed / L},
+        "paper_fails": hyp and paper_ratio > 1,
+        "ours_holds": ours_ratio <= 1,
+        "numeric": {
+            "Gamma": gamma,
+            "d": d,
+            "L": L,
+            "eps": eps,
+            "degree_for_Gamma2": g,
+            "max_logit_paper": paper_logit,
+            "max_logit_corrected": ours_logit,
+            "ratio_paper": paper_ratio,
+            "ratio_corrected": ours_ratio,
+            "degree_needed_at_dGamma2": g_needed,
+            "rank_needed_at_dGamma2": rank_needed,
+            "rank_over_L": None if rank_needed is None else rank_needed / L,
+        },
         "symbolic": sym,
-        "summary": (f"Γ = {gamma:.3g} (= {gamma / math.sqrt(math.log(L)):.2f}·√ln L), d = {d}: logits reach "
-                    f"{paper_logit:.3g} = dΓ², not Γ² = {gamma**2:.3g}; the degree-{g} polynomial certified for Γ² "
-                    f"misses the F error target by {paper_ratio:.3g}x; with β = 1/d it meets it "
-                    f"({ours_ratio:.2f}x). Certified degree needed at dΓ²: {g_needed}, rank {rank_needed} = "
-                    f"{rank_needed / L:.3g}·L (the low-rank path costs ~L·k·d vs L²·d exact)"),
+        "summary": (
+            f"Γ = {gamma:.3g} (= {gamma / math.sqrt(math.log(L)):.2f}·√ln L), d = {d}: logits reach "
+            f"{paper_logit:.3g} = dΓ², not Γ² = {gamma**2:.3g}; the degree-{g} polynomial certified for Γ² "
+            f"misses the F error target by {paper_ratio:.3g}x; with β = 1/d it meets it "
+            f"({ours_ratio:.2f}x). Certified degree needed at dΓ²: {g_needed}, rank {rank_needed} = "
+            f"{rank_needed / L:.3g}·L (the low-rank path costs ~L·k·d vs L²·d exact)"
+        ),
     }
 
 
@@ -259,30 +314,54 @@ def evaluate_e7(record, symbolic=True):
         target = (U1 @ V1.T) * (U2 @ V2.T)
         try:
             prod = khatri_rao(U1, U2) @ khatri_rao(V1, V2).T
-            col = f"shape {prod.shape} ≠ {target.shape}" if prod.shape != target.shape else \
-                f"max diff {maxnorm(prod - target):.3g}"
+            col = (
+                f"shape {prod.shape} ≠ {target.shape}"
+                if prod.shape != target.shape
+                else f"max diff {maxnorm(prod - target):.3g}"
+            )
             fails = prod.shape != target.shape or maxnorm(prod - target) > FAIL_REL
         except ValueError as exc:
             col, fails = f"undefined ({str(exc).splitlines()[0]})", True
         row_diff = maxnorm(chain.face_split(U1, U2) @ chain.face_split(V1, V2).T - target)
         R = lambda M: sp.Matrix(M.shape[0], M.shape[1], [sp.Rational(x) for x in M.flat])  # noqa: E731
-        fs = lambda A, B: sp.Matrix(A.rows, A.cols * B.cols,  # noqa: E731
-                                    lambda i, j: A[i, j // B.cols] * B[i, j % B.cols])
+        fs = lambda A, B: sp.Matrix(
+            A.rows,
+            A.cols * B.cols,  # noqa: E731
+            lambda i, j: A[i, j // B.cols] * B[i, j % B.cols],
+        )
         U1s, V1s, U2s, V2s = R(U1), R(V1), R(U2), R(V2)
         exact_ok = fs(U1s, U2s) * fs(V1s, V2s).T == (U1s * V1s.T).multiply_elementwise(U2s * V2s.T)
-        results[case] = {"column_wise": col, "row_wise_max_diff": row_diff, "row_wise_exact": bool(exact_ok),
-                         "k1": U1.shape[1], "k2": U2.shape[1]}
+        results[case] = {
+            "column_wise": col,
+            "row_wise_max_diff": row_diff,
+            "row_wise_exact": bool(exact_ok),
+            "k1": U1.shape[1],
+            "k2": U2.shape[1],
+        }
         sym_ok &= bool(exact_ok)
         paper_fails &= fails
     ours = all(r["row_wise_max_diff"] <= HOLD_REL * 10 for r in results.values()) and sym_ok
     return {
-        "paper_fails": paper_fails, "ours_holds": ours, "numeric": results,
-        "symbolic": {"paper_fails": paper_fails and sym_ok,
-                     "detail": "row-wise ⊘ satisfies (U1V1^T)∘(U2V2^T) = (U1⊘U2)(V1⊘V2)^T exactly (rationals)"},
-        "summary": (f"column-wise (Khatri-Rao) ⊘: k1≠k2 {results['unequal']['column_wise']}; k1=k2 "
-                    f"{results['equal']['column_wise']}; row-wise ⊘ exact"),
+        "paper_fails": paper_fails,
+        "ours_holds": ours,
+        "numeric": results,
+        "symbolic": {
+            "paper_fails": paper_fails and sym_ok,
+            "detail": "row-wise ⊘ satisfies (U1V1^T)∘(U2V2^T) = (U1⊘U2)(V1⊘V2)^T exactly (rationals)",
+        },
+        "summary": (
+            f"column-wise (Khatri-Rao) ⊘: k1≠k2 {results['unequal']['column_wise']}; k1=k2 "
+            f"{results['equal']['column_wise']}; row-wise ⊘ exact"
+        ),
     }
 
 
-EVALUATORS = {"E1": evaluate_e1, "E2": evaluate_e2, "E3": evaluate_e3, "E4": evaluate_e4,
-              "E5": evaluate_e5, "E6": evaluate_e6, "E7": evaluate_e7}
+EVALUATORS = {
+    "E1": evaluate_e1,
+    "E2": evaluate_e2,
+    "E3": evaluate_e3,
+    "E4": evaluate_e4,
+    "E5": evaluate_e5,
+    "E6": evaluate_e6,
+    "E7": evaluate_e7,
+}

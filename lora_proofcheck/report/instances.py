@@ -23,8 +23,13 @@ def problem_to_json(problem: LoRAProblem) -> dict:
     f = lambda a: np.asarray(a, dtype=np.float64).tolist()  # noqa: E731
     first = (lambda a: a[0]) if problem.batched else (lambda a: a)
     return {
-        "L": problem.L, "d": problem.d, "r": problem.r, "alpha": problem.alpha, "beta": problem.beta,
-        "X": f(first(problem.X)), "X_kv": None if problem.X_kv is None else f(first(problem.X_kv)),
+        "L": problem.L,
+        "d": problem.d,
+        "r": problem.r,
+        "alpha": problem.alpha,
+        "beta": problem.beta,
+        "X": f(first(problem.X)),
+        "X_kv": None if problem.X_kv is None else f(first(problem.X_kv)),
         "Y": f(first(problem.Y)),
         "W": {m: f(problem.W[m]) for m in MODULES},
         "A": {m: f(problem.A[m]) for m in problem.adapted},
@@ -35,18 +40,30 @@ def problem_to_json(problem: LoRAProblem) -> dict:
 def problem_from_json(data: dict) -> LoRAProblem:
     a = lambda v: np.asarray(v, dtype=np.float64)  # noqa: E731
     return LoRAProblem(
-        a(data["X"]), a(data["Y"]), {m: a(w) for m, w in data["W"].items()},
-        {m: a(v) for m, v in data["A"].items()}, {m: a(v) for m, v in data["B"].items()},
-        alpha=data["alpha"], beta=data["beta"], X_kv=None if data["X_kv"] is None else a(data["X_kv"]),
+        a(data["X"]),
+        a(data["Y"]),
+        {m: a(w) for m, w in data["W"].items()},
+        {m: a(v) for m, v in data["A"].items()},
+        {m: a(v) for m, v in data["B"].items()},
+        alpha=data["alpha"],
+        beta=data["beta"],
+        X_kv=None if data["X_kv"] is None else a(data["X_kv"]),
     )
 
 
-def dyadic_problem(rng, L, d, r, *, adapt="QV", alpha=2.0, beta=1.0, levels=(-1.0, -0.5, -0.25, 0.0, 0.25, 0.5, 1.0)):
+def dyadic_problem(
+    rng, L, d, r, *, adapt="QV", alpha=2.0, beta=1.0, levels=(-1.0, -0.5, -0.25, 0.0, 0.25, 0.5, 1.0)
+):
     """An instance whose entries are small dyadic rationals (exact in float64, JSON and SymPy)."""
     pick = lambda *shape: rng.choice(levels, size=shape)  # noqa: E731
     return LoRAProblem(
-        pick(L, d), pick(L, d), {m: pick(d, d) for m in MODULES},
-        {m: pick(r, d) for m in adapt}, {m: pick(d, r) for m in adapt}, alpha=alpha, beta=beta,
+        pick(L, d),
+        pick(L, d),
+        {m: pick(d, d) for m in MODULES},
+        {m: pick(r, d) for m in adapt},
+        {m: pick(d, r) for m in adapt},
+        alpha=alpha,
+        beta=beta,
     )
 
 

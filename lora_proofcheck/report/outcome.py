@@ -25,9 +25,16 @@ class Outcome:
     required: bool = True
 
     def as_dict(self) -> dict:
-        return {"name": self.name, "role": self.role, "holds": self.holds, "status": self.status,
-                "required": self.required, "measured": self.measured, "data": self.data,
-                "seconds": round(self.seconds, 3)}
+        return {
+            "name": self.name,
+            "role": self.role,
+            "holds": self.holds,
+            "status": self.status,
+            "required": self.required,
+            "measured": self.measured,
+            "data": self.data,
+            "seconds": round(self.seconds, 3),
+        }
 
 
 class Skip(Exception):

@@ -18,11 +18,11 @@ import numpy as np  # noqa: E402
 
 PLOTS = {
     "error_vs_bound.png": "Measured max-abs error of the approximate gradients against the certified bound "
-                          "(property grid; points below the diagonal keep the promise).",
+    "(property grid; points below the diagonal keep the promise).",
     "bound_tightness.png": "Tightness of the certificate: error / bound against the logit bound R, per case.",
     "phase_diagram.png": "Analytic frontier: (a) crossing t* = Γ*/√ln L where the certified low-rank cost "
-                         "meets the exact cost; (b) log10 cost ratio over (L, t) for d = ⌈c·log2 L⌉, eps = 1/L "
-                         "(× = no degree cheaper than the exact path certifies eps).",
+    "meets the exact cost; (b) log10 cost ratio over (L, t) for d = ⌈c·log2 L⌉, eps = 1/L "
+    "(× = no degree cheaper than the exact path certifies eps).",
     "sweep.png": "Measured relative error at a fixed rank budget against x = √(R / ln L), several L.",
     "time_vs_L.png": "Time against L (log-log) with fitted slopes.",
 }
@@ -42,16 +42,26 @@ def _png(fig) -> bytes:
 
 
 def _unavailable(ax, section: dict):
-    ax.text(0.5, 0.5, f"not available:\n{section.get('reason', section.get('status'))}"[:200],
-            ha="center", va="center", wrap=True, transform=ax.transAxes)
+    ax.text(
+        0.5,
+        0.5,
+        f"not available:\n{section.get('reason', section.get('status'))}"[:200],
+        ha="center",
+        va="center",
+        wrap=True,
+        transform=ax.transAxes,
+    )
     ax.set_axis_off()
 
 
 def error_vs_bound(report) -> bytes:
     section = report["measurements"]["properties"]
     fig, ax = plt.subplots(figsize=(6, 5))
-    rows = [r for r in section.get("rows", []) if r["status"] == "ok"
-            and math.isfinite(_num(r["bound"])) and _num(r["error"]) > 0]
+    rows = [
+        r
+        for r in section.get("rows", [])
+        if r["status"] == "ok" and math.isfinite(_num(r["bound"])) and _num(r["error"]) > 0
+    ]
     if not rows:
         _unavailable(ax, section if "rows" not in section else {"reason": "no finite points"})
         return _png(fig)
@@ -61,8 +71,13 @@ def error_vs_bound(report) -> bytes:
     lo = min(min(_num(r["error"]), _num(r["bound"])) for r in rows)
     hi = max(max(_num(r["error"]), _num(r["bound"])) for r in rows)
     ax.plot([lo, hi], [lo, hi], "k--", lw=1, label="error = bound")
-    ax.set(xscale="log", yscale="log", xlabel="certified bound (max-abs)", ylabel="measured max-abs error",
-           title="approximate gradients: error vs certified bound")
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="certified bound (max-abs)",
+        ylabel="measured max-abs error",
+        title="approximate gradients: error vs certified bound",
+    )
     ax.legend(fontsize=8)
     return _png(fig)
 
@@ -76,11 +91,20 @@ def bound_tightness(report) -> bytes:
         return _png(fig)
     cases = list(dict.fromkeys(r["case"] for r in rows))
     for i, case in enumerate(cases):
-        pts = [(_num(r["R"]) * (1 + 0.04 * (i - len(cases) / 2)), _num(r["ratio"])) for r in rows if r["case"] == case]
+        pts = [
+            (_num(r["R"]) * (1 + 0.04 * (i - len(cases) / 2)), _num(r["ratio"]))
+            for r in rows
+            if r["case"] == case
+        ]
         ax.scatter(*zip(*pts), s=14, label=case, alpha=0.8)
     ax.axhline(1.0, color="k", ls="--", lw=1)
-    ax.set(xscale="log", yscale="log", xlabel="logit bound R", ylabel="error / (bound + reference floor)",
-           title="tightness of the certified bound")
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="logit bound R",
+        ylabel="error / (bound + reference floor)",
+        title="tightness of the certified bound",
+    )
     ax.legend(fontsize=8)
     return _png(fig)
 
@@ -95,9 +119,18 @@ def phase_diagram(report) -> bytes:
     for c in section["curves"]:
         pts = [(p["log2L"], _num(p["t_star"])) for p in c["points"] if p["t_star"] is not None]
         if pts:
-            a.plot(*zip(*pts), marker="o", ms=3, ls="-" if c["eps"] == "1/L" else ":",
-                   label=f"{c['rule']}, eps={c['eps']}")
-    a.set(xlabel="log2 L", ylabel="t* = Γ*/√ln L (cost crossing)", title="(a) where low-rank stops beating exact")
+            a.plot(
+                *zip(*pts),
+                marker="o",
+                ms=3,
+                ls="-" if c["eps"] == "1/L" else ":",
+                label=f"{c['rule']}, eps={c['eps']}",
+            )
+    a.set(
+        xlabel="log2 L",
+        ylabel="t* = Γ*/√ln L (cost crossing)",
+        title="(a) where low-rank stops beating exact",
+    )
     a.legend(fontsize=7)
     rule = next((c["rule"] for c in section["curves"] if c["kind"] == "log"), section["curves"][0]["rule"])
     cells = [c for c in section["cells"] if c["rule"] == rule and c["eps"] == "1/L"]
@@ -108,16 +141,26 @@ def phase_diagram(report) -> bytes:
         ratio = _num(c["cost_ratio"])
         grid[ts.index(c["t"]), Ls.index(c["log2L"])] = math.log10(ratio) if ratio > 0 else np.nan
     shown = np.where(np.isnan(grid), 3.0, grid)
-    im = b.imshow(shown, origin="lower", aspect="auto", cmap="coolwarm", vmin=-3, vmax=3,
-                  extent=(Ls[0] - 1, Ls[-1] + 1, -0.5, len(ts) - 0.5))
+    im = b.imshow(
+        shown,
+        origin="lower",
+        aspect="auto",
+        cmap="coolwarm",
+        vmin=-3,
+        vmax=3,
+        extent=(Ls[0] - 1, Ls[-1] + 1, -0.5, len(ts) - 0.5),
+    )
     b.set_yticks(range(len(ts)), [f"{t:g}" for t in ts])
-    for i, t in enumerate(ts):
+    for i in range(len(ts)):
         for j, L2 in enumerate(Ls):
             if np.isnan(grid[i, j]):
                 b.text(L2, i, "×", ha="center", va="center", fontsize=7)
     curve = next(c for c in section["curves"] if c["rule"] == rule and c["eps"] == "1/L")
-    star = [(p["log2L"], np.interp(_num(p["t_star"]), ts, range(len(ts)))) for p in curve["points"]
-            if p["t_star"] is not None]
+    star = [
+        (p["log2L"], np.interp(_num(p["t_star"]), ts, range(len(ts))))
+        for p in curve["points"]
+        if p["t_star"] is not None
+    ]
     if star:
         b.plot(*zip(*star), "k-", lw=2, label="t*(L)")
         b.legend(fontsize=8, loc="upper left")
@@ -138,8 +181,12 @@ def sweep(report) -> bytes:
         ax.plot(*zip(*pts), marker="o", ms=4, label=f"L = {L}")
     ax.axvline(1.0, color="k", ls="--", lw=1)
     ax.axhline(1e-2, color="gray", ls=":", lw=1)
-    ax.set(yscale="log", xlabel="x = √(R / ln L)", ylabel="relative max error of the gradients",
-           title=f"fixed rank k = {section['rank']} (degree {section['degree']}, d = {section['d']})")
+    ax.set(
+        yscale="log",
+        xlabel="x = √(R / ln L)",
+        ylabel="relative max error of the gradients",
+        title=f"fixed rank k = {section['rank']} (degree {section['degree']}, d = {section['d']})",
+    )
     ax.legend(fontsize=8)
     return _png(fig)
 
@@ -157,7 +204,7 @@ def time_vs_L(report) -> bytes:
     fig, ax = plt.subplots(figsize=(6, 4.5))
     series = {}
     for r in timing.get("rows", []):
-        series.setdefault(f"{r['method']} (in-process)", []).append((r["L"], r["median_s"]))
+        series.setdefault(f"{r['method']} (in-process, best of 3)", []).append((r["L"], r["best_s"]))
     for r in bench.get("results", []):
         if r.get("status") == "ok":
             series.setdefault(f"bench: {r['method']}", []).append((r["L"], r["median_s"]))
@@ -169,13 +216,20 @@ def time_vs_L(report) -> bytes:
         Ls, ts = zip(*pts)
         slope = _fit(Ls, ts)
         ax.plot(Ls, ts, marker="o", ms=4, label=name + ("" if slope is None else f", slope {slope:.2f}"))
-    ax.set(xscale="log", yscale="log", xlabel="L", ylabel="seconds (median)", title="time vs L")
+    ax.set(
+        xscale="log", yscale="log", xlabel="L", ylabel="seconds", title="time vs L (fitted log-log slopes)"
+    )
     ax.legend(fontsize=7)
     return _png(fig)
 
 
 def make_plots(report) -> dict:
     """{file name: (PNG bytes, caption)} for every figure in PLOTS."""
-    makers = {"error_vs_bound.png": error_vs_bound, "bound_tightness.png": bound_tightness,
-              "phase_diagram.png": phase_diagram, "sweep.png": sweep, "time_vs_L.png": time_vs_L}
+    makers = {
+        "error_vs_bound.png": error_vs_bound,
+        "bound_tightness.png": bound_tightness,
+        "phase_diagram.png": phase_diagram,
+        "sweep.png": sweep,
+        "time_vs_L.png": time_vs_L,
+    }
     return {name: (makers[name](report), caption) for name, caption in PLOTS.items()}

@@ -42,8 +42,17 @@ def property_grid(ctx, progress=None) -> dict:
         for L in sizes["property_L"]:
             for R in sizes["property_R"]:
                 seed = ctx.config.seed_for(f"property/{case}/{L}/{R}")
-                p = LoRAProblem.random(L, 4, 2, adapt=adapt, logit_bound=R, cross=cross,
-                                       L_kv=(3 * L) // 4 if cross else None, seed=seed, xp=xp)
+                p = LoRAProblem.random(
+                    L,
+                    4,
+                    2,
+                    adapt=adapt,
+                    logit_bound=R,
+                    cross=cross,
+                    L_kv=(3 * L) // 4 if cross else None,
+                    seed=seed,
+                    xp=xp,
+                )
                 ref = {k: _host(v) for k, v in exact_gradients(p).items()}
                 allowance = cert_mod.certify(p).exact_bound()
                 scale = max(float(np.max(np.abs(v))) for v in ref.values())
@@ -55,10 +64,14 @@ def property_grid(ctx, progress=None) -> dict:
         if progress is not None:
             progress.step(f"properties {case}")
     ran = [r for r in rows if r["status"] == "ok"]
-    return {"rows": rows, "count": len(rows), "ran": len(ran),
-            "violations": sum(1 for r in ran if not r["holds"]),
-            "worst_ratio": max((r["ratio"] for r in ran), default=None),
-            "eps_met": all(r["bound"] <= r["eps"] for r in ran if r["eps"] is not None)}
+    return {
+        "rows": rows,
+        "count": len(rows),
+        "ran": len(ran),
+        "violations": sum(1 for r in ran if not r["holds"]),
+        "worst_ratio": max((r["ratio"] for r in ran), default=None),
+        "eps_met": all(r["bound"] <= r["eps"] for r in ran if r["eps"] is not None),
+    }
 
 
 def _one(approx, p, ref, allowance, base, *, eps_rel=None, degree=None, scale=1.0) -> dict:
@@ -73,6 +86,17 @@ def _one(approx, p, ref, allowance, base, *, eps_rel=None, degree=None, scale=1.
     errs = {k: float(np.max(np.abs(_host(res.grads[k]) - ref[k]))) for k in ref}
     ratios = {k: errs[k] / (res.bound[k] + allowance[k]) for k in ref}
     worst = max(ratios, key=ratios.get)
-    return dict(row, status="ok", path=res.path, degree=res.degree, rank=res.rank, delta=res.delta,
-                error=max(errs.values()), bound=max(res.bound.values()), ratio=ratios[worst],
-                holds=ratios[worst] <= 1.0, scale=scale, cost_ratio=res.cost.get("ratio"))
+    return dict(
+        row,
+        status="ok",
+        path=res.path,
+        degree=res.degree,
+        rank=res.rank,
+        delta=res.delta,
+        error=max(errs.values()),
+        bound=max(res.bound.values()),
+        ratio=ratios[worst],
+        holds=ratios[worst] <= 1.0,
+        scale=scale,
+        cost_ratio=res.cost.get("ratio"),
+    )

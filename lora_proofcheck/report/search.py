@@ -29,9 +29,16 @@ def _first(erratum, candidates, accept, criterion, seed):
     for tried, record in enumerate(candidates, start=1):
         result = evaluate(record, symbolic=False)
         if result["paper_fails"] and result["ours_holds"] and accept(result["numeric"]):
-            record = {"erratum": erratum, **record,
-                      "search": {"function": f"lora_proofcheck.report.search.search_{erratum.lower()}", "seed": seed,
-                                 "candidates_tried": tried, "criterion": criterion}}
+            record = {
+                "erratum": erratum,
+                **record,
+                "search": {
+                    "function": f"lora_proofcheck.report.search.search_{erratum.lower()}",
+                    "seed": seed,
+                    "candidates_tried": tried,
+                    "criterion": criterion,
+                },
+            }
             record["found"] = {"numeric": evaluate(record, symbolic=False)["numeric"]}
             return record
     raise RuntimeError(f"no counterexample for {erratum} among the candidates")
@@ -44,15 +51,23 @@ def _dyadic_candidates(seed, L, d, r, count=500):
 
 
 def search_e1(seed=1):
-    return _first("E1", _dyadic_candidates(seed, 3, 2, 1),
-                  lambda n: n["paper_rel_error"] >= 0.5 and n["grad_scale"] >= 0.05,
-                  "gradient with q = C3 c^T off by >= 50% of max|grad|, max|grad| >= 0.05; dyadic entries", seed)
+    return _first(
+        "E1",
+        _dyadic_candidates(seed, 3, 2, 1),
+        lambda n: n["paper_rel_error"] >= 0.5 and n["grad_scale"] >= 0.05,
+        "gradient with q = C3 c^T off by >= 50% of max|grad|, max|grad| >= 0.05; dyadic entries",
+        seed,
+    )
 
 
 def search_e2(seed=2):
-    return _first("E2", _dyadic_candidates(seed, 3, 2, 1),
-                  lambda n: n["paper_rel_error"] >= 0.25 and n["grad_scale"] >= 0.05,
-                  "gradient with p2 = F diag(r) off by >= 25% of max|grad|, max|grad| >= 0.05; dyadic entries", seed)
+    return _first(
+        "E2",
+        _dyadic_candidates(seed, 3, 2, 1),
+        lambda n: n["paper_rel_error"] >= 0.25 and n["grad_scale"] >= 0.05,
+        "gradient with p2 = F diag(r) off by >= 25% of max|grad|, max|grad| >= 0.05; dyadic entries",
+        seed,
+    )
 
 
 def search_e3(seed=3):
@@ -62,8 +77,14 @@ def search_e3(seed=3):
             for d in range(2, 4):
                 for r in range(1, d):  # the paper's r < d
                     yield {"instance": problem_to_json(dyadic_problem(rng, L, d, r))}
-    return _first("E3", candidates(), lambda n: True,
-                  "smallest (L, d, r) with r < d in lexicographic order (every one is ill-typed)", seed)
+
+    return _first(
+        "E3",
+        candidates(),
+        lambda n: True,
+        "smallest (L, d, r) with r < d in lexicographic order (every one is ill-typed)",
+        seed,
+    )
 
 
 def search_e4(seed=4):
@@ -75,8 +96,14 @@ def search_e4(seed=4):
             g = int(rng.choice([1, 2]))
             p = LoRAProblem.random(L, 3, 2, adapt="QV", logit_bound=R, seed=int(rng.integers(2**31)))
             yield {"instance": problem_to_json(p), "radius": R, "degree": g, "method": "auto"}
-    return _first("E4", candidates(), lambda n: n["ratio_paper_A"] >= 1.5,
-                  "actual ||ΔG_A|| >= 1.5 x the paper's composed bound; L in {6, 8, 10}, d=3, r=2", seed)
+
+    return _first(
+        "E4",
+        candidates(),
+        lambda n: n["ratio_paper_A"] >= 1.5,
+        "actual ||ΔG_A|| >= 1.5 x the paper's composed bound; L in {6, 8, 10}, d=3, r=2",
+        seed,
+    )
 
 
 def search_e6(seed=6):
@@ -89,17 +116,33 @@ def search_e6(seed=6):
             Q = gamma * rng.choice([-1.0, 1.0], size=(L, d))
             K = gamma * rng.choice([-1.0, 1.0], size=(L, d))
             K[0] = Q[0]  # one aligned pair: the logit d Γ² is attained
-            yield {"C1W": Q.tolist(), "C2": K.tolist(), "C3": rng.standard_normal((L, d)).tolist(),
-                   "Y": rng.standard_normal((L, d)).tolist(), "Gamma": gamma, "eps": 1.0 / L}
-    return _first("E6", candidates(), lambda n: n["ratio_paper"] >= 10.0,
-                  "||C1 W||, ||C2|| <= Γ = c·√ln L (c <= 1/2), d = ⌈log2 L⌉, eps = 1/L; the degree certified "
-                  "for logits <= Γ² misses the F target by >= 10x on the unnormalized logits", seed)
+            yield {
+                "C1W": Q.tolist(),
+                "C2": K.tolist(),
+                "C3": rng.standard_normal((L, d)).tolist(),
+                "Y": rng.standard_normal((L, d)).tolist(),
+                "Gamma": gamma,
+                "eps": 1.0 / L,
+            }
+
+    return _first(
+        "E6",
+        candidates(),
+        lambda n: n["ratio_paper"] >= 10.0,
+        "||C1 W||, ||C2|| <= Γ = c·√ln L (c <= 1/2), d = ⌈log2 L⌉, eps = 1/L; the degree certified "
+        "for logits <= Γ² misses the F target by >= 10x on the unnormalized logits",
+        seed,
+    )
 
 
 def search_e5(seed=5):
-    return _first("E5", _dyadic_candidates(seed, 3, 2, 1),
-                  lambda n: n["rel_diff_3_2"] >= 0.1 and n["rel_diff_1_1"] >= 0.1,
-                  "losses from (3.2) and (1.1) both off by >= 10%; dyadic entries", seed)
+    return _first(
+        "E5",
+        _dyadic_candidates(seed, 3, 2, 1),
+        lambda n: n["rel_diff_3_2"] >= 0.1 and n["rel_diff_1_1"] >= 0.1,
+        "losses from (3.2) and (1.1) both off by >= 10%; dyadic entries",
+        seed,
+    )
 
 
 def search_e7(seed=7):
@@ -108,19 +151,31 @@ def search_e7(seed=7):
         levels = (-1.0, -0.5, 0.5, 1.0, 2.0)
         for _ in range(50):
             pick = lambda *s: rng.choice(levels, size=s).tolist()  # noqa: E731
-            yield {"unequal": {"U1": pick(3, 2), "V1": pick(3, 2), "U2": pick(3, 3), "V2": pick(3, 3)},
-                   "equal": {"U1": pick(3, 2), "V1": pick(3, 2), "U2": pick(3, 2), "V2": pick(3, 2)}}
-    return _first("E7", candidates(), lambda n: True,
-                  "n = 3, k1 = 2, k2 in {3, 2}; dyadic entries", seed)
+            yield {
+                "unequal": {"U1": pick(3, 2), "V1": pick(3, 2), "U2": pick(3, 3), "V2": pick(3, 3)},
+                "equal": {"U1": pick(3, 2), "V1": pick(3, 2), "U2": pick(3, 2), "V2": pick(3, 2)},
+            }
+
+    return _first("E7", candidates(), lambda n: True, "n = 3, k1 = 2, k2 in {3, 2}; dyadic entries", seed)
 
 
-SEARCHES = {"E1": search_e1, "E2": search_e2, "E3": search_e3, "E4": search_e4, "E5": search_e5,
-            "E6": search_e6, "E7": search_e7}
+SEARCHES = {
+    "E1": search_e1,
+    "E2": search_e2,
+    "E3": search_e3,
+    "E4": search_e4,
+    "E5": search_e5,
+    "E6": search_e6,
+    "E7": search_e7,
+}
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lora_proofcheck.report.search", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m lora_proofcheck.report.search",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("errata", nargs="*", default=sorted(SEARCHES), help="which (default: all)")
     parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if a stored file differs")
     args = parser.parse_args(argv)

@@ -7,12 +7,21 @@ import html
 import json
 from pathlib import Path
 
-VERDICT_MARK = {"verified": "✅", "verified-with-correction": "✅✎", "supported": "☑️",
-                "supported-with-correction": "☑️✎", "refuted": "❌", "not supported": "❌", "inconclusive": "❔"}
+VERDICT_MARK = {
+    "verified": "✅",
+    "verified-with-correction": "✅✎",
+    "supported": "☑️",
+    "supported-with-correction": "☑️✎",
+    "refuted": "❌",
+    "not supported": "❌",
+    "inconclusive": "❔",
+}
 
 
 def write_json(report: dict, path: Path) -> None:
-    path.write_text(json.dumps(report, indent=1, ensure_ascii=False, allow_nan=False) + "\n", encoding="utf-8")
+    path.write_text(
+        json.dumps(report, indent=1, ensure_ascii=False, allow_nan=False) + "\n", encoding="utf-8"
+    )
 
 
 def write_plots(plots: dict, folder: Path) -> None:
@@ -33,51 +42,107 @@ def _fmt(x, spec=".3g"):
 
 
 def _check_line(c: dict) -> str:
-    state = {True: "PASS" if c["role"] == "claim" else "paper's form holds",
-             False: "FAIL" if c["role"] == "claim" else "paper's form fails",
-             None: c["status"].upper()}[c["holds"]]
+    state = {
+        True: "PASS" if c["role"] == "claim" else "paper's form holds",
+        False: "FAIL" if c["role"] == "claim" else "paper's form fails",
+        None: c["status"].upper(),
+    }[c["holds"]]
     return f"[{c['role']}] {c['name']}: {state} — {c['measured']}"
 
 
 def tables(report: dict) -> list:
     """[(title, header, rows, note)] in report order."""
     s = report["summary"]
-    out = [("Summary", ("item", "value"), [
-        ("claims", str(s["claims"])),
-        *[(f"verdict: {v}", str(n)) for v, n in s["verdict_counts"].items() if n],
-        ("errata confirmed", f"{s['errata_confirmed']} / {s['errata_total']}"),
-        ("derivation proofs holding", f"{s['proofs_holding']} / {s['proofs_total']}"),
-        ("property-grid points (violations)", f"{_fmt(s['property_points'])} ({_fmt(s['property_violations'])})"),
-    ], "")]
-    out.append(("Claim ledger", ("id", "claim", "kind", "verdict", "checks"), [
-        (c["id"], c["title"], c["kind"], f"{VERDICT_MARK.get(c['verdict'], '')} {c['verdict']}",
-         "; ".join(f"{k['name']}: {'✓' if k['holds'] else '✗' if k['holds'] is False else k['status']}"
-                   for k in c["checks"]))
-        for c in report["claims"]], "Verdicts come from the checks' outcomes (see the rules in the JSON schema "
-                                     "description); ✎ marks a claim that holds only in corrected form.")
+    out = [
+        (
+            "Summary",
+            ("item", "value"),
+            [
+                ("claims", str(s["claims"])),
+                *[(f"verdict: {v}", str(n)) for v, n in s["verdict_counts"].items() if n],
+                ("errata confirmed", f"{s['errata_confirmed']} / {s['errata_total']}"),
+                ("derivation proofs holding", f"{s['proofs_holding']} / {s['proofs_total']}"),
+                (
+                    "property-grid points (violations)",
+                    f"{_fmt(s['property_points'])} ({_fmt(s['property_violations'])})",
+                ),
+            ],
+            "",
+        )
+    ]
+    out.append(
+        (
+            "Claim ledger",
+            ("id", "claim", "kind", "verdict", "checks"),
+            [
+                (
+                    c["id"],
+                    c["title"],
+                    c["kind"],
+                    f"{VERDICT_MARK.get(c['verdict'], '')} {c['verdict']}",
+                    "; ".join(
+                        f"{k['name']}: {'✓' if k['holds'] else '✗' if k['holds'] is False else k['status']}"
+                        for k in c["checks"]
+                    ),
                 )
+                for c in report["claims"]
+            ],
+            "Verdicts come from the checks' outcomes (see the rules in the JSON schema "
+            "description); ✎ marks a claim that holds only in corrected form.",
+        )
+    )
     errata = report["errata"] if isinstance(report["errata"], list) else []
-    out.append(("Errata", ("id", "title", "where", "status", "counterexample re-check"), [
-        (e["id"], e["title"], e["where"], e["status"], e["summary"]) for e in errata], ""))
+    out.append(
+        (
+            "Errata",
+            ("id", "title", "where", "status", "counterexample re-check"),
+            [(e["id"], e["title"], e["where"], e["status"], e["summary"]) for e in errata],
+            "",
+        )
+    )
     proofs = report["proofs"] if isinstance(report["proofs"], list) else []
-    out.append(("Derivation proofs (exact, SymPy)", ("proof", "paper", "size", "holds", "s"), [
-        (p["name"], p["paper"], p["size"], "yes" if p["holds"] else "NO", _fmt(p["seconds"], ".1f"))
-        for p in proofs], ""))
+    out.append(
+        (
+            "Derivation proofs (exact, SymPy)",
+            ("proof", "paper", "size", "holds", "s"),
+            [
+                (p["name"], p["paper"], p["size"], "yes" if p["holds"] else "NO", _fmt(p["seconds"], ".1f"))
+                for p in proofs
+            ],
+            "",
+        )
+    )
     out.extend(_measurement_tables(report["measurements"]))
     env = report["environment"]
     versions = env.get("versions", {})
-    out.append(("Environment", ("item", "value"), [
-        *[(k, str(v)) for k, v in versions.items()],
-        *[("BLAS", f"{b.get('internal_api')} {b.get('version')} ({b.get('num_threads')} threads)")
-          for b in env.get("blas", [])],
-        ("CPU", f"{env.get('cpu', {}).get('model')} ({env.get('cpu', {}).get('cores')} cores)"),
-        ("GPU", ", ".join(g["name"] for g in env.get("gpu", [])) or "none"),
-        ("commit", f"{env.get('commit', {}).get('id')}{' (dirty)' if env.get('commit', {}).get('dirty') else ''}"),
-        ("mode / seed / backend", f"{report['config']['mode']} / {report['config']['seed']} / "
-                                  f"{report['config']['backend']}"),
-        ("total seconds", _fmt(report["timings"].get("total_seconds"), ".1f")),
-    ], ""))
+    out.append(
+        (
+            "Environment",
+            ("item", "value"),
+            [
+                *[(k, str(v)) for k, v in versions.items()],
+                *[
+                    ("BLAS", f"{b.get('internal_api')} {b.get('version')} ({b.get('num_threads')} threads)")
+                    for b in env.get("blas", [])
+                ],
+                ("CPU", f"{env.get('cpu', {}).get('model')} ({env.get('cpu', {}).get('cores')} cores)"),
+                ("GPU", ", ".join(g["name"] for g in env.get("gpu", [])) or "none"),
+                ("commit", _commit(env.get("commit", {}))),
+                (
+                    "mode / seed / backend",
+                    f"{report['config']['mode']} / {report['config']['seed']} / "
+                    f"{report['config']['backend']}",
+                ),
+                ("total seconds", _fmt(report["timings"].get("total_seconds"), ".1f")),
+            ],
+            "",
+        )
+    )
     return out
+
+
+def _commit(commit: dict) -> str:
+    return f"{commit.get('id')}{' (dirty)' if commit.get('dirty') else ''}"
 
 
 def _measurement_tables(m: dict) -> list:
@@ -88,46 +153,112 @@ def _measurement_tables(m: dict) -> list:
         rows = []
         for case in cases:
             rs = [r for r in props["rows"] if r["case"] == case and r["status"] == "ok"]
-            rows.append((case, str(len(rs)), str(sum(1 for r in rs if not r["holds"])),
-                         _fmt(max((r["ratio"] for r in rs), default=None)),
-                         str(sum(1 for r in props["rows"] if r["case"] == case and r["status"] != "ok"))))
-        out.append(("Property grid: error vs certified bound", ("case", "points", "violations",
-                                                                 "worst error/bound", "no certified degree"),
-                    rows, "Each point: LoRAProblem.random at (L, R), eps relative to max|grad| or a forced degree."))
+            rows.append(
+                (
+                    case,
+                    str(len(rs)),
+                    str(sum(1 for r in rs if not r["holds"])),
+                    _fmt(max((r["ratio"] for r in rs), default=None)),
+                    str(sum(1 for r in props["rows"] if r["case"] == case and r["status"] != "ok")),
+                )
+            )
+        out.append(
+            (
+                "Property grid: error vs certified bound",
+                ("case", "points", "violations", "worst error/bound", "no certified degree"),
+                rows,
+                "Each point: LoRAProblem.random at (L, R), eps relative to max|grad| or a forced degree.",
+            )
+        )
     else:
         out.append(("Property grid", ("status", "reason"), [(props.get("status"), props.get("reason"))], ""))
     fr = m["frontier"]
     if "curves" in fr:
         rows = [(c["rule"], c["eps"], *(_fmt(p["t_star"]) for p in c["points"])) for c in fr["curves"]]
         L = [f"2^{p['log2L']}" for p in fr["curves"][0]["points"]]
-        out.append(("Phase frontier t* = Γ*/√ln L (cost crossing)", ("d rule", "eps", *L), rows, fr["definition"]))
+        out.append(
+            ("Phase frontier t* = Γ*/√ln L (cost crossing)", ("d rule", "eps", *L), rows, fr["definition"])
+        )
     else:
         out.append(("Phase frontier", ("status", "reason"), [(fr.get("status"), fr.get("reason"))], ""))
     sw = m["sweep"]
     if "rows" in sw:
         xs = sorted({r["x"] for r in sw["rows"]})
-        rows = [(str(L), *(_fmt(next(r["rel_error"] for r in sw["rows"] if r["L"] == L and r["x"] == x), ".2e")
-                           for x in xs)) for L in sorted({r["L"] for r in sw["rows"]})]
-        out.append((f"Measured sweep at fixed rank k = {sw['rank']} (relative max error)",
-                    ("L \\ x", *(f"{x:g}" for x in xs)), rows, sw["definition"]))
+        rows = [
+            (
+                str(L),
+                *(
+                    _fmt(next(r["rel_error"] for r in sw["rows"] if r["L"] == L and r["x"] == x), ".2e")
+                    for x in xs
+                ),
+            )
+            for L in sorted({r["L"] for r in sw["rows"]})
+        ]
+        out.append(
+            (
+                f"Measured sweep at fixed rank k = {sw['rank']} (relative max error)",
+                ("L \\ x", *(f"{x:g}" for x in xs)),
+                rows,
+                sw["definition"],
+            )
+        )
     tm = m["timing"]
     if "rows" in tm:
-        out.append(("Timing (in-process)", ("method", "fitted slope"),
-                    [(k, _fmt(v, ".2f")) for k, v in tm["slopes"].items()], tm["source"]))
+        out.append(
+            (
+                "Timing (in-process)",
+                ("method", "fitted slope"),
+                [(k, _fmt(v, ".2f")) for k, v in tm["slopes"].items()],
+                tm["source"],
+            )
+        )
     bench = m["benchmark"]
     if bench.get("status") == "ok":
         methods = bench["summary"]["methods"]
-        rows = [(name, *(("–",) * 4 if s is None else
-                         (str(s["largest_L"]), _fmt(s["median_s"], ".3g"), _fmt(s["exponent"], ".2f"),
-                          _fmt(s["max_abs_error"], ".1e")))) for name, s in methods.items()]
-        rows += [(f"target: {t['name']}", t["target"], _fmt(t["value"]),
-                  {True: "met", False: "NOT met", None: "not measured"}[t["met"]], t["note"])
-                 for t in bench["summary"]["targets"]]
-        out.append(("Benchmark summary (lora_proofcheck.bench)", ("method / target", "largest L / target",
-                                                                   "median s / value", "exponent / met",
-                                                                   "max|err| / note"), rows, ""))
+        rows = [
+            (
+                name,
+                *(
+                    ("–",) * 4
+                    if s is None
+                    else (
+                        str(s["largest_L"]),
+                        _fmt(s["median_s"], ".3g"),
+                        _fmt(s["exponent"], ".2f"),
+                        _fmt(s["max_abs_error"], ".1e"),
+                    )
+                ),
+            )
+            for name, s in methods.items()
+        ]
+        rows += [
+            (
+                f"target: {t['name']}",
+                t["target"],
+                _fmt(t["value"]),
+                {True: "met", False: "NOT met", None: "not measured"}[t["met"]],
+                t["note"],
+            )
+            for t in bench["summary"]["targets"]
+        ]
+        out.append(
+            (
+                "Benchmark summary (lora_proofcheck.bench)",
+                (
+                    "method / target",
+                    "largest L / target",
+                    "median s / value",
+                    "exponent / met",
+                    "max|err| / note",
+                ),
+                rows,
+                "",
+            )
+        )
     else:
-        out.append(("Benchmark summary", ("status", "reason"), [(bench.get("status"), bench.get("reason"))], ""))
+        out.append(
+            ("Benchmark summary", ("status", "reason"), [(bench.get("status"), bench.get("reason"))], "")
+        )
     return out
 
 
@@ -147,10 +278,12 @@ def _md_table(header, rows) -> str:
 
 def markdown(report: dict) -> str:
     p = report["paper"]
-    parts = [f"# Verification report: *{p['title']}*",
-             f"{p['authors']} — arXiv {p['arxiv']}, {p['venue']}. Generated by lora-proofcheck "
-             f"{report['tool']['version']} ({report['config']['mode']} mode, seed {report['config']['seed']}, "
-             f"backend {report['config']['backend']}) on {report['created']}."]
+    parts = [
+        f"# Verification report: *{p['title']}*",
+        f"{p['authors']} — arXiv {p['arxiv']}, {p['venue']}. Generated by lora-proofcheck "
+        f"{report['tool']['version']} ({report['config']['mode']} mode, seed {report['config']['seed']}, "
+        f"backend {report['config']['backend']}) on {report['created']}.",
+    ]
     for title, header, rows, note in tables(report):
         parts.append(f"## {title}")
         if note:
@@ -181,10 +314,12 @@ def _md_errata_details(errata) -> str:
     out = []
     for e in errata:
         ce = e.get("counterexample", {})
-        out.append(f"**{e['id']} — {e['title']}** ({e['where']}; {e['status']})\n\n"
-                   f"- paper: {e['paper_form']}\n- correction: {e['correction']}\n"
-                   f"- counterexample: `{ce.get('file')}` (search: {ce.get('search', {}).get('criterion', '–')})\n"
-                   + "\n".join(f"- {_check_line(o)}" for o in e["outcomes"]))
+        out.append(
+            f"**{e['id']} — {e['title']}** ({e['where']}; {e['status']})\n\n"
+            f"- paper: {e['paper_form']}\n- correction: {e['correction']}\n"
+            f"- counterexample: `{ce.get('file')}` (search: {ce.get('search', {}).get('criterion', '–')})\n"
+            + "\n".join(f"- {_check_line(o)}" for o in e["outcomes"])
+        )
     return "\n\n".join(out)
 
 
@@ -196,8 +331,9 @@ def write_markdown(report: dict, path: Path) -> None:
 # HTML (self-contained)
 
 CSS = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:0.5em 0 1.5em;font-size:0.9em}td,th{border:1px solid #ccc;padding:3px 6px;
-vertical-align:top}th{background:#f2f2f2}figure{margin:1em 0}img{max-width:100%}.note{color:#555;font-style:italic}
+table{border-collapse:collapse;margin:0.5em 0 1.5em;font-size:0.9em}
+td,th{border:1px solid #ccc;padding:3px 6px;vertical-align:top}th{background:#f2f2f2}
+figure{margin:1em 0}img{max-width:100%}.note{color:#555;font-style:italic}
 details{margin:0.3em 0}code{background:#f6f6f6}"""
 
 
@@ -213,10 +349,13 @@ def _html_table(header, rows) -> str:
 
 def to_html(report: dict, plots: dict) -> str:
     p = report["paper"]
-    parts = [f"<h1>Verification report: <i>{_h(p['title'])}</i></h1>",
-             f"<p>{_h(p['authors'])} — arXiv {_h(p['arxiv'])}, {_h(p['venue'])}. lora-proofcheck "
-             f"{_h(report['tool']['version'])}, {_h(report['config']['mode'])} mode, seed "
-             f"{_h(report['config']['seed'])}, backend {_h(report['config']['backend'])}, {_h(report['created'])}.</p>"]
+    parts = [
+        f"<h1>Verification report: <i>{_h(p['title'])}</i></h1>",
+        f"<p>{_h(p['authors'])} — arXiv {_h(p['arxiv'])}, {_h(p['venue'])}. lora-proofcheck "
+        f"{_h(report['tool']['version'])}, {_h(report['config']['mode'])} mode, seed "
+        f"{_h(report['config']['seed'])}, backend {_h(report['config']['backend'])}, "
+        f"{_h(report['created'])}.</p>",
+    ]
     for title, header, rows, note in tables(report):
         parts.append(f"<h2>{_h(title)}</h2>")
         if note:
@@ -225,23 +364,32 @@ def to_html(report: dict, plots: dict) -> str:
         if title == "Claim ledger":
             for c in report["claims"]:
                 items = "".join(f"<li>{_h(_check_line(k))}</li>" for k in c["checks"])
-                parts.append(f"<details><summary>{_h(c['id'])} — {_h(c['title'])}: {_h(c['verdict'])}</summary>"
-                             f"<p>{_h(c['statement'])}</p><ul>{items}</ul>"
-                             + (f"<p class=\"note\">{_h(c['notes'])}</p>" if c["notes"] else "") + "</details>")
+                parts.append(
+                    f"<details><summary>{_h(c['id'])} — {_h(c['title'])}: {_h(c['verdict'])}</summary>"
+                    f"<p>{_h(c['statement'])}</p><ul>{items}</ul>"
+                    + (f'<p class="note">{_h(c["notes"])}</p>' if c["notes"] else "")
+                    + "</details>"
+                )
         if title == "Errata":
             for e in report["errata"] if isinstance(report["errata"], list) else []:
                 items = "".join(f"<li>{_h(_check_line(o))}</li>" for o in e["outcomes"])
-                parts.append(f"<details><summary>{_h(e['id'])} — {_h(e['title'])}: {_h(e['status'])}</summary>"
-                             f"<p><b>paper:</b> {_h(e['paper_form'])}<br><b>correction:</b> {_h(e['correction'])}"
-                             f"<br><b>counterexample:</b> <code>{_h(e['counterexample'].get('file'))}</code></p>"
-                             f"<ul>{items}</ul></details>")
+                parts.append(
+                    f"<details><summary>{_h(e['id'])} — {_h(e['title'])}: {_h(e['status'])}</summary>"
+                    f"<p><b>paper:</b> {_h(e['paper_form'])}<br><b>correction:</b> {_h(e['correction'])}"
+                    f"<br><b>counterexample:</b> <code>{_h(e['counterexample'].get('file'))}</code></p>"
+                    f"<ul>{items}</ul></details>"
+                )
     parts.append("<h2>Plots</h2>")
     for plot in report["plots"]:
         data = base64.b64encode(plots[plot["name"]][0]).decode("ascii")
-        parts.append(f'<figure data-plot="{_h(plot["name"])}"><img alt="{_h(plot["name"])}" '
-                     f'src="data:image/png;base64,{data}"><figcaption>{_h(plot["caption"])}</figcaption></figure>')
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>lora-proofcheck report</title>"
-            f"<style>{CSS}</style></head><body>\n" + "\n".join(parts) + "\n</body></html>\n")
+        parts.append(
+            f'<figure data-plot="{_h(plot["name"])}"><img alt="{_h(plot["name"])}" '
+            f'src="data:image/png;base64,{data}"><figcaption>{_h(plot["caption"])}</figcaption></figure>'
+        )
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>lora-proofcheck report</title>'
+        f"<style>{CSS}</style></head><body>\n" + "\n".join(parts) + "\n</body></html>\n"
+    )
 
 
 def write_html(report: dict, plots: dict, path: Path) -> None:
