@@ -63,6 +63,16 @@ def _eps(text: str) -> float:
     return value
 
 
+def _degree(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
 def add_commands(sub) -> None:
     p = sub.add_parser(
         "bench", help="time exact, blocked, approximate and PyTorch gradients against L",
@@ -80,13 +90,17 @@ def add_commands(sub) -> None:
                                                          "(default 3; 1 with --quick)")
     p.add_argument("--eps", type=_eps, nargs="+", default=[1e-3, 1e-6],
                    help="accuracies of the approximate path (default 1e-3 1e-6)")
+    p.add_argument("--degrees", type=_degree, nargs="+", default=[], metavar="G",
+                   help="also run the approximate path at these forced polynomial degrees (method "
+                        "approx-g<G>, on_threshold='force'): the kernel's cost at rank C(d+G, G) even "
+                        "where the certificate declines eps; its bound is that degree's")
     p.add_argument("--threads", type=_positive_int,
                    help="BLAS / torch / blocked-path threads (default: the libraries' own)")
     p.add_argument("--backend", choices=("numpy", "cupy"), default="numpy",
                    help="array library of the exact and approximate paths (PyTorch always runs on CPU)")
     p.add_argument("--quick", action="store_true", help="small sizes, one repeat, short budgets")
     p.add_argument("--methods", nargs="+", metavar="METHOD",
-                   help="subset of: exact-dense exact-blocked approx-eps<EPS> torch-autograd")
+                   help="subset of: exact-dense exact-blocked approx-eps<EPS> approx-g<G> torch-autograd")
     p.add_argument("--max-seconds", type=_positive_float,
                    help="skip a measurement whose single call is predicted longer (default 300)")
     p.add_argument("--budget-seconds", type=_positive_float, help="budget of the whole run (default 1200)")
@@ -121,7 +135,8 @@ def config_from_args(args) -> BenchConfig:
     eps = tuple(dict.fromkeys(args.eps))
     config = dict(
         L_min=L_min, L_max=L_max, L_list=None if args.sizes is None else tuple(args.sizes),
-        repeats=pick(args.repeats, "repeats"), eps=eps, threads=args.threads, backend=args.backend,
+        repeats=pick(args.repeats, "repeats"), eps=eps, degrees=tuple(dict.fromkeys(args.degrees)),
+        threads=args.threads, backend=args.backend,
         seed=args.seed, max_seconds=pick(args.max_seconds, "max_seconds"),
         budget_seconds=pick(args.budget_seconds, "budget_seconds"), gemm_square=preset["gemm_square"],
         max_memory_bytes=None if args.max_memory_gb is None else int(args.max_memory_gb * 2**30),

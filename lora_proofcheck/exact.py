@@ -6,8 +6,8 @@ O(workers * N * block_rows * L_kv + L * d) instead of O(N * L * L_kv).
 
 Why blocks are also *faster*: with d ~ 8 every kernel step is a memory-bound pass over an
 L x L_kv array, and every fresh large temporary costs page faults (dense at L = 4096: ~70 ns of
-system time per logit against ~25 ns of arithmetic). Blocks of about 1 MiB per array are recycled
-by the allocator and stay in cache. Independent blocks run on several threads (NumPy's ufuncs are
+system time per logit against ~25 ns of arithmetic). Blocks of about 2 MiB per array are recycled
+by the allocator (`_recycle_block_memory`) and stay in cache. Independent blocks run on several threads (NumPy's ufuncs are
 single-threaded but release the GIL) while the BLAS is pinned to one thread, so the total thread
 count stays the BLAS's own (threadpoolctl limits are respected).
 """
@@ -24,13 +24,14 @@ from .kernels import _generated_exact as gen
 from .kernels import _generated_lora as gen_lora
 from .problem import LoRAProblem
 
-# Bytes of one L x L_kv-shaped array of a block. Measured on the dev machine (Zen 3, glibc): up to
-# ~1 MiB the allocator recycles the ~12 temporaries of a block without page faults; from ~4 MiB on
-# every block pays fresh page faults (10-35 ns per logit of system time, more than the arithmetic).
-BLOCK_BYTES = 1 << 20
+# Bytes of one L x L_kv-shaped array of a block. Measured on the dev machine (Zen 3, 1 thread,
+# d = 8, allocator thresholds raised as below): 18-23 ns per logit from 0.5 to 4 MiB, best near
+# 2 MiB; past ~16 MiB the temporaries are mmap-ed afresh per block (page faults) again.
+BLOCK_BYTES = 2 << 20
 # Rows per block at least: each block also pays O(N L_kv d^2) for C2, C3 and the two X_kv^T
-# products (GEMMs with k = d, ~140 ns per key per block), which 4 rows already cut to ~35 ns/logit.
-MIN_BLOCK_ROWS = 4
+# products (GEMMs with inner dimension d, ~140 ns per key per block). At L_kv = 2^17: 4 rows
+# 41 ns/logit, 8 rows 30, 16 rows 30 (then page faults creep in).
+MIN_BLOCK_ROWS = 8
 # Size of the one allocation that raises glibc's mmap/trim thresholds (`_recycle_block_memory`):
 # below glibc's 32 MiB cap, and 2x it bounds the free heap kept per malloc arena.
 MALLOC_THRESHOLD_BYTES = 24 << 20
@@ -93,7 +94,7 @@ def _recycle_block_memory(xp) -> None:
     """Let glibc malloc keep the blocks' temporaries instead of returning them to the OS.
 
     glibc hands a freed heap top back to the OS once it exceeds the trim threshold (twice the
-    mmap threshold, initially 128 KiB), so every block would page-fault its ~1 MiB temporaries in
+    mmap threshold, initially 128 KiB), so every block would page-fault its ~2 MiB temporaries in
     again: measured, as much system time as the arithmetic. Freeing one mmap-ed chunk raises both
     thresholds to its size ("dynamic mmap threshold", mallopt(3); at most 32 MiB), after which the
     temporaries are recycled in the heap. One untouched allocation does it; elsewhere it is a no-op.

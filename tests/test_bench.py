@@ -27,7 +27,7 @@ def tiny_run(tmp_path_factory):
     """One real run: every method at L = 64 and 128, one repeat (about 15 s, mostly imports)."""
     d = tmp_path_factory.mktemp("bench")
     out, png = d / "bench.json", d / "bench.png"
-    rc = main(["bench", "--quick", "--L-min", "2^6", "--L-max", "2^7", "--repeats", "1",
+    rc = main(["bench", "--quick", "--L-min", "2^6", "--L-max", "2^7", "--repeats", "1", "--degrees", "2",
                "--out", str(out), "--plot", str(png)])
     return rc, json.loads(out.read_text()), png
 
@@ -37,7 +37,7 @@ def test_end_to_end_writes_valid_json_and_png(tiny_run, capsys):
     assert rc == 0
     jsonschema.validate(result, RESULT_SCHEMA)
     assert png.read_bytes()[:8] == PNG_MAGIC
-    config = BenchConfig(L_min=64, L_max=128, eps=(1e-3, 1e-6))
+    config = BenchConfig(L_min=64, L_max=128, eps=(1e-3, 1e-6), degrees=(2,))
     seen = {(e["method"], e["L"]) for e in result["results"]}
     assert seen == {(m, L) for m in config.all_methods() for L in (64, 128)}  # nothing silently missing
     for e in result["results"]:
@@ -69,6 +69,13 @@ def test_end_to_end_errors_against_the_exact_path(tiny_run):
                 assert e["error_reference"] == "exact-blocked" and e["bound_holds"] is True
                 assert e["max_abs_error"] <= e["bound"] and e["path"] == "approx"
                 assert e["rank"] >= 1 and e["degree"] >= 0
+            else:
+                assert e["status"] == "skipped" and e["reason"].startswith("AboveThresholdError")
+        forced = by[("approx-g2", L)]  # always runs; its bound is degree 2's, however loose
+        assert forced["status"] == "ok" and forced["path"] == "approx"
+        assert forced["degree"] == 2 and forced["rank"] == 45  # C(8 + 2, 2)
+        assert forced["bound_holds"] is True and 0 < forced["max_abs_error"] <= forced["bound"]
+        assert forced["flops"] > 0 and forced["gflops"] > 0
 
 
 def test_plot_is_deterministic(tiny_run, tmp_path):
@@ -171,9 +178,15 @@ def test_planner_skips_with_reasons_and_keeps_skipping():
     reason = plan.verdict("exact-blocked", 128, elapsed=0.0)  # quadratic: 4 s predicted > 2 s
     assert "time budget" in reason and "4 s" in reason
     assert plan.verdict("exact-blocked", 256, elapsed=0.0) == reason
-    # the dense kernel's a-priori working set: 48 bytes per logit, 48 * 8192^2 > 1e9
+    # the dense kernel's a-priori working set: >= 32 bytes per logit, 32 * 8192^2 > 1e9
     assert "memory budget" in plan.verdict("exact-dense", 8192, elapsed=0.0)
     assert "run budget" in _Planner(BenchConfig(budget_seconds=5.0), None).verdict("torch-autograd", 64, 6.0)
+
+
+def test_planner_budgets_gpu_memory_for_cupy_runs_only():
+    plan = _Planner(BenchConfig(backend="cupy"), memory_budget=10**12, device_budget=10**9)
+    assert "GPU memory budget" in plan.verdict("exact-dense", 8192, elapsed=0.0)
+    assert plan.verdict("torch-autograd", 8192, elapsed=0.0) is None  # PyTorch runs on the host
 
 
 @pytest.mark.parametrize("argv, match", [
@@ -190,6 +203,8 @@ def test_planner_skips_with_reasons_and_keeps_skipping():
     (["--out", "/no/such/dir/r.json"], "--out: directory '/no/such/dir' does not exist"),
     (["--methods", "exact-sparse"], "--methods: .*exact-sparse"),
     (["--max-seconds", "0"], "argument --max-seconds"),
+    (["--degrees", "-1"], "argument --degrees"),
+    (["--sizes", "1"], "argument --sizes"),
 ])
 def test_bad_flags_are_clear_errors(argv, match, capsys):
     try:
@@ -209,7 +224,7 @@ def test_cupy_backend_without_cupy_is_a_clear_error(capsys):
 @pytest.mark.parametrize("field, value, match", [
     ("L_min", 0, "L_min"), ("repeats", 1.5, "repeats"), ("eps", (0.5, 1.0), "eps"), ("eps", [1e-3], "eps"),
     ("backend", "jax", "backend"), ("threads", 0, "threads"), ("L_list", (1,), "L_list"),
-    ("budget_seconds", math.inf, "budget_seconds"),
+    ("budget_seconds", math.inf, "budget_seconds"), ("degrees", (-1,), "degrees"), ("degrees", [2], "degrees"),
 ])
 def test_config_validation(field, value, match):
     with pytest.raises((InvalidInputError, InvalidTypeError), match=match):

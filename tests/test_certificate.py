@@ -15,7 +15,7 @@ import array_api_strict
 import numpy as np
 import pytest
 import sympy as sp
-from hypothesis import example, given, note, settings, target
+from hypothesis import assume, example, given, note, settings, target
 from hypothesis import strategies as st
 
 from lora_proofcheck import testing
@@ -467,3 +467,46 @@ def test_tight_coefficients_are_below_the_general_ones_and_switch_at_the_cap():
     eps = 0.5 * k_cap * max(float(np.max(K)) for K in tight.values())
     k = cert.required_kappa(eps)
     assert k <= k_cap and max(cert.approximation_bound(cm.delta_of(k)).values()) <= eps * (1 + 1e-12)
+
+
+def _as_float64(p):
+    """The same problem with its (float32) entries held exactly in float64."""
+    f = lambda a: np.asarray(a, dtype=np.float64)  # noqa: E731
+    sq = (lambda a: a) if p.batched else (lambda a: a[0])
+    return LoRAProblem(f(sq(p.X3)), f(sq(p.Y3)), {m: f(w) for m, w in p.W.items()},
+                       {m: f(a) for m, a in p.A.items()}, {m: f(b) for m, b in p.B.items()},
+                       alpha=p.alpha, beta=p.beta, X_kv=None if p.Xkv3 is p.X3 else f(sq(p.Xkv3)))
+
+
+@settings(deadline=None, max_examples=15)
+@given(problems(max_L=80), st.integers(0, 4))
+@example(make_problem("residual", 80, 4, 2, R=1.0, adapt="QKV", N=2, seed=3), 4)
+def test_float32_rounding_of_the_low_rank_path_within_its_floor(problem, extra):
+    """Same polynomial, same exact-arithmetic result: the float32 low-rank path differs from the
+    float64 one by rounding alone, which the two a-posteriori floors must cover."""
+    from lora_proofcheck.exact import lora_factor_gradients  # noqa: PLC0415
+    from lora_proofcheck.lowrank import lowrank_weight_gradients  # noqa: PLC0415
+
+    p32 = _as_float32(problem)
+    p64 = _as_float64(p32)
+    c32, c64 = cm.certify(p32), cm.certify(p64)
+    R = max(c32.logit_bound, c64.logit_bound)  # float32's enclosure covers its coarser logits
+    poly = exp_polynomial(R, degree=min_degree(R, 0.5) + extra)
+    f32, f64 = c32.rounding_floor(poly), c64.rounding_floor(poly)
+    got = {}
+    for p in (p32, p64):
+        _, dW = lowrank_weight_gradients(p, poly, "".join(p.adapted))
+        got[p.dtype_name] = {k: np.asarray(v, dtype=np.float64) for k, v in lora_factor_gradients(p, dW).items()}
+    bound = {k: float(np.max(f32[k] + f64[k])) for k in f32}
+    assume(math.isfinite(max(bound.values())))  # float32 rounding uncontrolled (A(R) e^R too large): no claim
+    ratio = max_ratio(got["float32"], got["float64"], bound)
+    note(f"degree={poly.degree} ratio={ratio:.3g} floor32={max(bound.values()):.3g}")
+    assert ratio <= 1.0
+
+
+def _as_float32(p):
+    f = lambda a: np.asarray(a, dtype=np.float32)  # noqa: E731
+    sq = (lambda a: a) if p.batched else (lambda a: a[0])
+    return LoRAProblem(f(sq(p.X3)), f(sq(p.Y3)), {m: f(w) for m, w in p.W.items()},
+                       {m: f(a) for m, a in p.A.items()}, {m: f(b) for m, b in p.B.items()},
+                       alpha=p.alpha, beta=p.beta, X_kv=None if p.Xkv3 is p.X3 else f(sq(p.Xkv3)))

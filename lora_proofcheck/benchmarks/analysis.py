@@ -85,6 +85,24 @@ def _speedup(result, fast, slow, L):
     return None if a is None or b is None else b["median_s"] / a["median_s"]
 
 
+def _approx_targets(result, a, gemm, speedups, issue) -> list:
+    note = "" if issue else "(for comparison)"
+    last = _ok(result, a)
+    frac = None
+    if last is not None and last.get("gflops") is not None and gemm.get("square"):
+        frac = last["gflops"] / gemm["square"]
+    where = "" if last is None else f"at L={last['L']}"
+    out = [_target(f"{a} FLOP rate / square GEMM rate", ">= 0.5", frac, None if frac is None else frac >= 0.5,
+                   f"{where} {note}".strip())]
+    e = result["fits"].get(a, {}).get("exponent")
+    out.append(_target(f"{a} time exponent (L >= {result['config']['fit_min_L']})", "<= 1.1", e,
+                       None if e is None else e <= 1.1, note))
+    s = speedups.get(f"{a} over {TORCH}")
+    out.append(_target(f"{a} speedup over {TORCH} at L={SPEEDUP_L}", ">= 50", s, None if s is None else s >= 50,
+                       note))
+    return out
+
+
 def summarize(result: dict) -> dict:
     """Headline figures and the issue-5 targets (met: True / False / None when not measured)."""
     methods = list(dict.fromkeys(e["method"] for e in result["results"]))
@@ -101,24 +119,16 @@ def summarize(result: dict) -> dict:
             "bound_holds": all(e["bound_holds"] for e in errs) if errs and "bound_holds" in errs[0] else None,
             "rank": last.get("rank"), "degree": last.get("degree"),
         }
-    a3 = approx_name(result["config"]["eps"][0])
+    approx = [m for m in methods if m.startswith("approx-")]
     speedups = {f"{fast} over {slow}": _speedup(result, fast, slow, SPEEDUP_L)
-                for fast, slow in ((a3, TORCH), (a3, "exact-blocked"), ("exact-blocked", TORCH))}
+                for fast, slow in [*((a, TORCH) for a in approx), *((a, "exact-blocked") for a in approx),
+                                   ("exact-blocked", TORCH)]}
     targets = []
-    last = _ok(result, a3)
-    frac = None
-    if last is not None and last.get("gflops") is not None and gemm.get("square"):
-        frac = last["gflops"] / gemm["square"]
-    targets.append(_target(f"{a3} FLOP rate / square GEMM rate", ">= 0.5", frac,
-                           None if frac is None else frac >= 0.5,
-                           "" if last is None else f"at L={last['L']}"))
-    fit = result["fits"].get(a3, {})
-    e = fit.get("exponent")
-    targets.append(_target(f"{a3} time exponent (L >= {result['config']['fit_min_L']})", "<= 1.1", e,
-                           None if e is None else e <= 1.1))
-    s = speedups[f"{a3} over {TORCH}"]
-    targets.append(_target(f"{a3} speedup over {TORCH} at L={SPEEDUP_L}", ">= 50", s,
-                           None if s is None else s >= 50))
+    # issue 5 sets the targets for eps = 1e-3; every other approximate method gets the same rows
+    # for comparison (a forced degree measures the kernel whatever the certificate says)
+    a3 = approx_name(1e-3)
+    for a in [a3, *(m for m in approx if m != a3)]:  # the issue's rows even when not measured
+        targets += _approx_targets(result, a, gemm, speedups, issue=a == a3)
     s = speedups[f"exact-blocked over {TORCH}"]
     targets.append(_target(f"exact-blocked speed vs {TORCH} at L={SPEEDUP_L} (t_torch / t_blocked)", ">= 1",
                            s, None if s is None else s >= 1))

@@ -23,8 +23,8 @@ def plot(result: dict, path) -> None:
         L = [e["L"] for e in ok]
         fit = result["fits"].get(method, {})
         slope = f" (slope {fit['exponent']:.2f})" if fit.get("exponent") is not None else ""
-        ax_t.loglog(L, [e["median_s"] for e in ok], "o-", label=method + slope, base=2)
-        ax_m.loglog(L, [e["peak_rss_bytes"] / 2**20 for e in ok], "o-", label=method, base=2)
+        ax_t.plot(L, [e["median_s"] for e in ok], "o-", label=method + slope)
+        ax_m.plot(L, [e["peak_rss_bytes"] / 2**20 for e in ok], "o-", label=method)
     machine = result.get("machine", {}).get("cpu", {})
     threads = result["config"].get("threads") or "default"
     ax_t.set(xlabel="sequence length L", ylabel="median seconds per gradient",
@@ -33,6 +33,8 @@ def plot(result: dict, path) -> None:
     ax_m.set(xlabel="sequence length L", ylabel="peak RSS of the process (MiB)",
              title=f"{machine.get('model', '')} ({machine.get('cores', '?')} cores)")
     for ax in (ax_t, ax_m):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()

@@ -23,12 +23,13 @@ import numpy as np
 
 from ..errors import InvalidInputError, InvalidTypeError
 from . import analysis
-from .worker import EXACT_METHODS, TORCH, approx_name
+from .worker import EXACT_METHODS, TORCH, approx_name, degree_name
 
 SCHEMA_VERSION = 1
 BACKENDS = ("numpy", "cupy")
-# A priori working sets (bytes per logit, float64) before any size has been measured: the dense
-# kernel keeps ~6 L x L_kv arrays alive, PyTorch autograd ~5 (saved softmax, grads, temporaries).
+# A priori working sets (bytes per logit, float64) before a size is measured: the dense kernel's
+# comes from the cost model when installed (4 live L x L_kv arrays), else this; PyTorch autograd
+# measured ~4 (saved softmax, its gradient, temporaries), budgeted as 5.
 PRIOR_BYTES_PER_LOGIT = {"exact-dense": 6 * 8, TORCH: 5 * 8}
 QUADRATIC = (*EXACT_METHODS, TORCH)
 
@@ -53,6 +54,7 @@ class BenchConfig:
     L_list: tuple | None = None           # explicit sizes instead of the doubling sweep
     repeats: int = 3
     eps: tuple = (1e-3, 1e-6)
+    degrees: tuple = ()                   # forced-degree runs of the approximate path (kernel cost)
     threads: int | None = None
     backend: str = "numpy"
     d: int = 8
@@ -96,6 +98,11 @@ class BenchConfig:
         for e in self.eps:
             if isinstance(e, bool) or not isinstance(e, (int, float)) or not 0 < e < 1:
                 raise InvalidInputError(f"eps values must lie in (0, 1), got {e!r}")
+        if not isinstance(self.degrees, tuple):
+            raise InvalidTypeError("degrees must be a tuple of ints")
+        for g in self.degrees:
+            if isinstance(g, bool) or not isinstance(g, int) or g < 0:
+                raise InvalidInputError(f"degrees must be integers >= 0, got {g!r}")
         for name in ("max_seconds", "budget_seconds", "logit_bound"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0 or not math.isfinite(v):
@@ -117,7 +124,8 @@ class BenchConfig:
         return out
 
     def all_methods(self) -> tuple:
-        return (*EXACT_METHODS, *(approx_name(e) for e in self.eps), TORCH)
+        return (*EXACT_METHODS, *(approx_name(e) for e in self.eps), *(degree_name(g) for g in self.degrees),
+                TORCH)
 
     def chosen_methods(self) -> tuple:
         return self.all_methods() if self.methods is None else tuple(self.methods)
@@ -158,12 +166,34 @@ def _method_available(method: str) -> str | None:
     return None
 
 
+def _device_memory_budget(config: BenchConfig) -> int | None:
+    """80 % of the GPU's free memory for CuPy runs (None otherwise)."""
+    if config.backend != "cupy":
+        return None
+    import cupy  # noqa: PLC0415 - only for --backend cupy
+
+    free, _total = cupy.cuda.runtime.memGetInfo()
+    return int(0.8 * free)
+
+
+def _prior_bytes(method: str, L: int, config: BenchConfig) -> int:
+    if method == "exact-dense":
+        try:
+            from .. import costs  # noqa: PLC0415 - the approximate-path stage's cost model
+
+            return costs.exact_bytes(L, L, config.d, config.adapt)
+        except ImportError:
+            pass
+    return PRIOR_BYTES_PER_LOGIT.get(method, 0) * L * L
+
+
 class _Planner:
     """Predicts a measurement's time and memory from the same method's smaller sizes."""
 
-    def __init__(self, config: BenchConfig, memory_budget: int | None):
+    def __init__(self, config: BenchConfig, memory_budget: int | None, device_budget: int | None = None):
         self.config = config
         self.memory_budget = memory_budget
+        self.device_budget = device_budget  # CuPy runs: the GPU's, for every method but PyTorch (CPU)
         self.done: dict = {}      # method -> [(L, seconds, extra bytes)]
         self.blocked: dict = {}   # method -> reason it stopped
 
@@ -190,11 +220,13 @@ class _Planner:
         if method in self.blocked:
             return self.blocked[method]
         seconds, extra = self._predict(method, L)
-        prior = PRIOR_BYTES_PER_LOGIT.get(method, 0) * L * L
-        need = max(extra or 0, prior)
-        if self.memory_budget is not None and need > self.memory_budget:
-            self.blocked[method] = f"memory budget: needs ~{need / 2**30:.1f} GiB > {self.memory_budget / 2**30:.1f} " \
-                                   f"GiB at L={L} (and larger L)"
+        need = max(extra or 0, _prior_bytes(method, L, c))
+        on_device = c.backend == "cupy" and method != TORCH
+        budget = self.device_budget if on_device else self.memory_budget
+        if budget is not None and need > budget:
+            where = "GPU memory" if on_device else "memory"
+            self.blocked[method] = (f"{where} budget: needs ~{need / 2**30:.1f} GiB > {budget / 2**30:.1f} GiB "
+                                    f"at L={L} (and larger L)")
             return self.blocked[method]
         if seconds is not None and seconds > c.max_seconds:
             self.blocked[method] = (f"time budget: one call predicted {seconds:.0f} s > {c.max_seconds:g} s "
@@ -208,17 +240,27 @@ class _Planner:
         return None
 
     def record(self, method, L, entry):
-        self.done.setdefault(method, []).append(
-            (L, entry["median_s"], max(0, entry["peak_rss_bytes"] - entry["baseline_rss_bytes"])))
+        extra = entry.get("device_peak_bytes", max(0, entry["peak_rss_bytes"] - entry["baseline_rss_bytes"]))
+        self.done.setdefault(method, []).append((L, entry["median_s"], extra))
 
 
 def _spec(config, kind, **kw) -> dict:
     base = {"kind": kind, "threads": config.threads, "backend": config.backend}
     if kind == "method":
         base.update(d=config.d, r=config.r, adapt=config.adapt, logit_bound=config.logit_bound,
-                    seed=config.seed, repeats=config.repeats, max_seconds=config.max_seconds, eps=None)
+                    seed=config.seed, repeats=config.repeats, max_seconds=config.max_seconds, eps=None,
+                    degree=None)
     base.update(kw)
     return base
+
+
+def _approx_args(method: str, config: BenchConfig) -> dict:
+    """eps (and a forced degree) of an approximate-path method; forced degrees take the first eps."""
+    if method.startswith("approx-eps"):
+        return {"eps": float(method[len("approx-eps"):]), "degree": None}
+    if method.startswith("approx-g"):
+        return {"eps": config.eps[0], "degree": int(method[len("approx-g"):])}
+    return {}
 
 
 def _finish(entry: dict, config: BenchConfig, L: int) -> dict:
@@ -280,7 +322,8 @@ def run_benchmark(config: BenchConfig) -> dict:
     start = time.perf_counter()
     available = _memory_available()
     budget = config.max_memory_bytes or (int(0.8 * available) if available else None)
-    planner = _Planner(config, budget)
+    device_budget = _device_memory_budget(config)
+    planner = _Planner(config, budget, device_budget)
     n = config.gemm_square
     gemms = [_gemm(config, (n, n, n), max(3, config.repeats), "square")]
     entries = []
@@ -292,8 +335,7 @@ def run_benchmark(config: BenchConfig) -> dict:
                 entries.append({**base, "status": "skipped", "reason": reason})
                 _log(config, f"L={L} {method}: skipped ({reason})")
                 continue
-            eps = float(method.split("eps")[1]) if method.startswith("approx-") else None
-            spec = _spec(config, "method", method=method, L=L, eps=eps)
+            spec = _spec(config, "method", method=method, L=L, **_approx_args(method, config))
             left = config.budget_seconds - (time.perf_counter() - start)
             timeout = max(30.0, min(left, config.max_seconds * 1.5) + 60.0)
             _log(config, f"L={L} {method}: running")
@@ -319,6 +361,7 @@ def run_benchmark(config: BenchConfig) -> dict:
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()},
         "memory_budget_bytes": budget,
+        "device_memory_budget_bytes": device_budget,
         "machine": collect(),
         "memory_method": next((e["memory_method"] for e in entries if "memory_method" in e), None),
         "gemm": gemms,
@@ -330,8 +373,14 @@ def run_benchmark(config: BenchConfig) -> dict:
 
 
 def _dominant_gemms(config, entries) -> list:
-    """The approximate path's dominant GEMM shapes at the largest L it ran, first eps's rank."""
-    runs = [e for e in entries if e["status"] == "ok" and e["method"] == approx_name(config.eps[0])]
+    """The approximate path's dominant GEMM shapes at the largest L it ran, at the rank of the
+    first eps (else of the first forced degree)."""
+    names = [approx_name(config.eps[0]), *(degree_name(g) for g in config.degrees)]
+    runs = []
+    for name in names:
+        runs = [e for e in entries if e["status"] == "ok" and e["method"] == name]
+        if runs:
+            break
     if not runs:
         return []
     last = max(runs, key=lambda e: e["L"])

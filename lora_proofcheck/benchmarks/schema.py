@@ -81,6 +81,7 @@ RESULT_SCHEMA = {
         "machine": {"type": "object"},
         "memory_method": {"type": ["string", "null"]},
         "memory_budget_bytes": {"type": ["integer", "null"]},
+        "device_memory_budget_bytes": {"type": ["integer", "null"]},
         "gemm": {"type": "array", "items": GEMM, "minItems": 1},
         "results": {"type": "array", "items": ENTRY, "minItems": 1},
         "fits": {"type": "object", "additionalProperties": FIT},

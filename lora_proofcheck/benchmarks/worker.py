@@ -28,7 +28,14 @@ TORCH = "torch-autograd"
 
 
 def approx_name(eps: float) -> str:
+    """The approximate path asked for a certified max-abs error eps (it picks the degree)."""
     return f"approx-eps{eps:.0e}"
+
+
+def degree_name(degree: int) -> str:
+    """The approximate path run at a forced polynomial degree (on_threshold="force"): what its
+    kernel costs at that rank, whatever the certificate concludes; its bound is that degree's."""
+    return f"approx-g{degree}"
 
 
 def _rss_now() -> int:
@@ -53,7 +60,7 @@ def _peak_rss() -> int:
 
 
 def _limit_threads(threads):
-    """Hold BLAS (and torch) to `threads` for the life of this process; report what is in force."""
+    """Hold the BLAS to `threads` for the life of this process; report the thread counts in force."""
     from threadpoolctl import threadpool_info, threadpool_limits  # noqa: PLC0415
 
     keep = threadpool_limits(limits=threads, user_api="blas") if threads else None
@@ -94,8 +101,13 @@ def _prepare(spec):
     if method.startswith("approx-"):
         from lora_proofcheck.approx import approx_gradients  # noqa: PLC0415
 
-        def call():  # on_threshold="raise": above the threshold the method declines (recorded)
-            res = approx_gradients(p, eps=spec["eps"])
+        if spec.get("degree") is None:  # on_threshold="raise": above the threshold it declines (recorded)
+            kwargs = {"eps": spec["eps"]}
+        else:
+            kwargs = {"eps": spec["eps"], "degree": spec["degree"], "on_threshold": "force"}
+
+        def call():
+            res = approx_gradients(p, **kwargs)
             bounds = {k: float(v) for k, v in res.bound.items()}
             return res.grads, {"bounds": bounds, "bound": max(bounds.values()), "degree": res.degree,
                                "rank": res.rank, "path": res.path}

@@ -59,14 +59,18 @@ Rounding floor (float64: u = 2^-53, float32: u = 2^-24; gamma_n := n u/(1 - n u)
       kappa(delta') - kappa(delta) covers it (the exact path: delta'_e from sigma, the rounding of S,
       the shift and exp, the latter assumed accurate to 4 ulp);
   (b) every F~-weighted sum the low-rank path forms from the features, sum_j E~_ij w_j (and the
-      column sums sum_i E~_ij w_i / Z_i), is a sum of <= n := max(L, L_kv) + k(d+1) + 3g + 8 rounded
-      products whose absolute values add up to at most A(R_i) sum |w| with A(x) := sum_t |a_t| x^t
-      (`ExpPolynomial.abs_coefficient_sum` at x = R; multinomial expansion with |q_l k_l|) and
-      R_i := |beta| ||C1_i|| max_j ||C2_j|| >= |S_ij|, while the row sum Z~_i >= (1-delta) L_kv e^M_i
-      (Jensen, M_i <= the mean logit of row i, and M_i >= -R_i): each average of row i is off by
-      <= eps_A,i max|w|, eps_A,i := 2 gamma_n Lambda_i /(1 - gamma_n Lambda_i) + 2u, Lambda_i :=
-      A(R_i) e^-M_i/(1-delta) (exact path: Lambda = 1, n = 2 max(L, L_kv) + d + 8: the normalisation
-      and the products with F);
+      column sums sum_i E~_ij w_i / Z_i), is a nested sum (`kernels/_ops.py`: a GEMM over the keys,
+      one over the k features, one over d for the face split) of depth <= n := max(L, L_kv) + k + d
+      + 8, so its rounding is <= gamma_n sum_j |U1_i||U2_j| |w_j| <= gamma_n A(R_i) sum_j |w_j| with
+      A(x) := sum_t |a_t| x^t (`ExpPolynomial.abs_coefficient_sum`; multinomial expansion) and
+      R_i := |beta| ||C1_i|| max_j ||C2_j|| >= |S_ij|, while Z~_i >= (1-delta) L_kv e^M_i (Jensen,
+      M_i <= the mean logit of row i, M_i >= -R_i). With Lambda_i := A(R_i) e^-M_i/(1-delta),
+      t_i := gamma_n Lambda_i (the normaliser's relative error) and F~_ij <= lam~_i/L_kv,
+      lam~_i := PHI(delta') e^(R_i - M_i), each average of row i is off by <= a_i mean_j|w_j| +
+      b_i Avg_i(w), a_i = t_i/(1-t_i), b_i = (t_i + 2u)/(1-t_i), Avg_i(w) := min(max|w|, lam~_i
+      mean|w|) >= F~_i |w| (A POSTERIORI: the means of |C3|, |C2|, |X'| and the pair means
+      mean_j |C3_jb||C2_jb'|, mean_j |C3_jb||X'_ja| come from the data, O(L d^2)). Exact path:
+      a = 0, b = gamma_{2 max(L, L_kv) + d + 8} (F formed explicitly);
   (c) the remaining products, sums and the chain rule are propagated stage by stage (c~, r~, the two
       parts of P~ C2, the sums over rows, the batch mean) with their own gamma's and the magnitudes
       above (`_staged_floor`). The certificate's own float64 arithmetic is covered by a final
@@ -280,7 +284,9 @@ class Certificate:
             return self._infinite()
         R = poly.radius
         k = math.comb(self.d + poly.degree, poly.degree)
-        n = max(self.L, self.L_kv) + k * (self.d + 1) + 3 * poly.degree + 8
+        # nesting depth of every kernel-weighted sum (`kernels/_ops.py`): a GEMM over the keys (or
+        # queries), one over the k features, one over d (the face split), and <= 8 products/divisions
+        n = max(self.L, self.L_kv) + k + self.d + 8
         xp = self._rows["xp"]
         Ri = self._rows["Ri"]
         # A(R_i) = sum_t |a_t| R_i^t by Horner on nonnegative terms, coefficients rounded up
@@ -289,28 +295,31 @@ class Certificate:
         for a in reversed(poly.coefficients):
             absum = absum * Ri + math.nextafter(abs(float(a)), math.inf)
         log_lam = xp.log(absum * _MARGIN) - self._rows["Mi"] - math.log1p(-dlt)
-        g_lam = gamma(n, u) * xp.exp(xp.minimum(log_lam, 700.0))
+        g_lam = gamma(n, u) * xp.exp(xp.minimum(log_lam, 700.0))     # gamma_n Lambda_i
         if not float(xp.max(g_lam)) < 0.5:
             return self._infinite()
-        eps_a = 2 * g_lam / (1 - g_lam) + 2 * u            # (N, L): per row
         dprime = (1 + dlt) * math.exp(self.sigma + 4 * u * R) - 1
-        return self._floor(eps_a, kappa_of(dprime) - kappa_of(dlt), u, dprime)
+        # row i of any average F~_i w: |error| <= a_i mean_j|w_j| + b_i Avg_i(w) (module docstring (b))
+        a_row = g_lam / (1 - g_lam)
+        b_row = (g_lam + 2 * u) / (1 - g_lam)
+        return self._floor(a_row, b_row, kappa_of(dprime) - kappa_of(dlt), u, dprime)
 
     def exact_floor(self) -> dict:
         """Per-entry rounding floor (key -> array) of the exact O(L^2 d) path in this dtype."""
         u = unit_roundoff(self.dtype)
         R = self.logit_bound
         dprime = math.exp(self.sigma + gamma(self.d + 1, u) * R + 2 * u * R) * (1 + 8 * u) - 1
-        eps_a = gamma(2 * max(self.L, self.L_kv) + self.d + 8, u)
-        return self._floor(eps_a, kappa_of(dprime), u, dprime)
+        # F is formed explicitly: every average's error is <= gamma_n sum_j F_ij |w_j| <= gamma_n Avg_i(w)
+        b_row = gamma(2 * max(self.L, self.L_kv) + self.d + 8, u)
+        return self._floor(0.0, b_row, kappa_of(dprime), u, dprime)
 
     def _infinite(self) -> dict:
         return {key: np.full_like(K, np.inf) for key, K in self.coefficients.items()}
 
-    def _floor(self, eps_a, extra_kappa: float, u: float, dprime: float) -> dict:
+    def _floor(self, a_row, b_row, extra_kappa: float, u: float, dprime: float) -> dict:
         if not math.isfinite(extra_kappa):
             return self._infinite()
-        err, mag = _staged_floor(self._rows, eps_a, u, self.N, self.L, self.L_kv, self.d)
+        err, mag = _staged_floor(self._rows, a_row, b_row, u, self.N, self.L, self.L_kv, self.d, dprime)
         weights = self.weight_coefficients_for(dprime)  # K must hold at the consistent delta'
         out = {}
         for m in self.adapted:
@@ -522,8 +531,18 @@ def certify(problem, proj: dict | None = None) -> Certificate:
         tight[f"A_{m}"] = bt @ tight_weight[m]
         tight[f"B_{m}"] = tight_weight[m] @ at
 
-    # -- what the floors need (magnitudes of computed quantities and input errors)
+    # -- what the floors need (magnitudes of computed quantities and input errors, a posteriori)
+    a3 = xp.abs(C["V"]) + 2 * E["V"]                        # >= |C3| computed and exact
+    a2 = xp.abs(C["K"]) + 2 * E["K"]
+    m3c = xp.mean(C["V"], axis=1, keepdims=True)
+    s3 = xp.sqrt(xp.mean((xp.abs(C["V"] - m3c) + E["V"]) ** 2, axis=1, keepdims=True))
+    lam = xp.exp(Ri - Mi)                                   # (N, L): F_ij <= lam_i / L_kv
+    pair_mean = lambda a, b: (xp.permute_dims(a, (0, 2, 1)) @ b) / problem.L_kv  # noqa: E731
     rows = {
+        "lam": lam, "m3": xp.mean(a3, axis=1), "m2": xp.mean(a2, axis=1), "mx": xp.mean(aXkv, axis=1),
+        "S32": pair_mean(a3, a2), "S3X": pair_mean(a3, aXkv),
+        # |c~_ib| <= sd_{F~_i}(C3_b) + |m3_b - Y_ib| when F~ <= PHI_CAP F (delta <= DELTA_CAP)
+        "ctight": xp.minimum(chat, xp.sqrt(PHI_CAP * lam)[:, :, None] * s3 + xp.abs(m3c - Y)),
         "xp": xp, "beta": beta, "aX": aX, "chat": chat, "mux": mux[:, 0, :], "Ri": Ri, "Mi": Mi,
         "e1": E["Q"], "aC1": aC1 + E["Q"],
         "e2": xp.max(E["K"], axis=1), "mu2": xp.max(xp.abs(C["K"]), axis=1) + 2 * xp.max(E["K"], axis=1),
@@ -584,61 +603,107 @@ def _second_moment_coefficients(xp, proj, psi, w2, wx, w3, lo3, hi3, chat, Ri, M
     }
 
 
-def _staged_floor(rows: dict, eps_a: float, u: float, N: int, L: int, L_kv: int, d: int):
+def _staged_floor(rows: dict, a_row, b_row, u: float, N: int, L: int, L_kv: int, d: int, dprime: float):
     """Stage-by-stage rounding bound (module docstring, floor (b) and (c)) for each dW_mu.
 
-    Per row i and value column b, with mu3/mu2 bounds on the computed |C3|, |C2| columns,
-    e1/e2/e3 bounds on their rounding errors and eps_a the error of every F~-weighted average:
-      ec  = (1+u)(eps_a mu3 + e3) + u c^              computed c~ = O~ - Y
-      c'  = c^ + ec,  eO = eps_a mu3 + e3              its magnitude; the error of O~
-      rmag_i = sum_b c'_ib mu3_b                      |r~_i|, |(F~∘(c~ C3^T)) C2|_ib / mu2_b
-      zeta_i = sum_b (c'_ib eO_b + ec_ib mu3_b)       first-order error of the c~ x C3 products
-      er_i = zeta_i + gamma_{d+2} rmag_i              error of r~
-      P~C2:  e_ib = mu2_b (2 zeta_i + (gamma_{d+3} + gamma_{d+2} + eps_a + 3u) rmag_i) + 2 e2_b rmag_i,
-             |P~C2|_ib <= 2 rmag_i mu2_b
-      dW_Q = beta X^T (P~C2): + gamma_{L+2} on the magnitudes; dW_K = beta X'^T (P~^T C1) with column
-      sums sum_j |X'_ja| |error of (F~^T w)_j| <= eps_a max|X'_a| sum_i |w_i|; dW_V = X'^T F~^T c~.
-      The batch mean adds gamma_{N+1} of the magnitudes.
+    Every F~-weighted sum of the chain is an average over the keys j of row i (or, for the column
+    sums F~^T w, a sum over rows i of F~_ij w_i, bounded row by row the same way). For w >= 0 per
+    key, mean(w) := mean_j w_j and Avg_i(w) := min(max_j w_j, lam~_i mean(w)) >= F~_i w
+    (F~_ij <= lam~_i / L_kv, lam~_i = PHI(delta') e^{R_i - M_i}, and F~ is a convex combination);
+    the rounding of an average is <= a_i mean(w) + b_i Avg_i(w) (a = gamma_n Lambda_i/(1-t_i) from
+    the signed feature products, b = (t_i + 2u)/(1-t_i) from the normalisation, t_i = gamma_n
+    Lambda_i; exact path: a = 0, b = gamma_{2L+d+8}). The pair means S32 = mean_j |C3_jb||C2_jb'|,
+    S3X = mean_j |C3_jb||X'_ja| are computed from the data (O(L d^2)). With c'_i >= |c~_i| (the
+    second-moment bound when delta' <= DELTA_CAP, else c^) plus its rounding:
+      O~:   eO = err_avg(|C3|) + e3,  |O~| <= Avg(|C3|)          c~ = O~ - Y: ec = (eO + u c')/(1-u)
+      r~:   er = sum_b (cp eO + ec |O~|) + gamma_{d+1} rmag,  rmag = sum_b cp (|O~| + eO)
+      P~C2 = (F~∘(c~ C3^T)) C2 - r~ F~C2, each part its rounding, propagated errors of c~, r~, C2,
+            C3 and the subtraction; dW_Q = beta X^T P~C2 adds gamma_{L+2} of the magnitudes;
+      dW_K = beta X'^T ((F~∘(c~ C3^T))^T C1 - F~^T (r~ C1)), column sums bounded row by row;
+      dW_V = X'^T F~^T c~;  the batch mean adds gamma_{N+1} of the magnitudes.
     Returns ({mu: d x d error}, {mu: d x d magnitude}) on the host.
     """
     xp = rows["xp"]
     g = lambda n: gamma(n, u)  # noqa: E731
-    if isinstance(eps_a, (int, float)):
-        eps_a = float(eps_a)
-    else:
-        eps_a = eps_a[:, :, None]                                   # per row -> (N, L, 1)
-    chat, mu3, e3 = rows["chat"], rows["mu3"][:, None, :], rows["e3"][:, None, :]
-    mu2, e2 = rows["mu2"], rows["e2"]
-    ec = (1 + u) * (eps_a * mu3 + e3) + u * chat
-    cp = chat + ec
-    eO = eps_a * mu3 + e3
-    rmag = xp.sum(cp * mu3, axis=-1)                               # (N, L)
-    zeta = xp.sum(cp * eO + ec * mu3, axis=-1)
-    er = zeta + g(d + 2) * rmag
-    eps_r = eps_a if isinstance(eps_a, float) else eps_a[:, :, 0]   # (N, L) for row terms
-    beta, aX, mux = rows["beta"], rows["aX"], rows["mux"]
-    outer = lambda a, b: xp.sum(a[:, :, None] * b[:, None, :], axis=0) / N  # noqa: E731
-    rows_w = rows.get("row_weight", 1)  # plan: one representative row standing for L
-    rsum = lambda a, w: rows_w * xp.sum(a * w[:, :, None], axis=1)  # noqa: E731  (N, d)
+    col = lambda a: float(a) if isinstance(a, (int, float)) else a[:, :, None]  # noqa: E731  (N, L) -> (N, L, 1)
+    a_i, b_i = col(a_row), col(b_row)
+    phi = (1 + dprime) / (1 - dprime)
+    lam_t = phi * rows["lam"][:, :, None] * (1 + 2.0**-20)          # (N, L, 1)
+    use_tight = dprime <= DELTA_CAP
+    cmag = rows["ctight"] if use_tight else rows["chat"]            # (N, L, d) >= |c~|, exact arithmetic
+    mu3, e3, mu2, e2, mux = (rows[k][:, None, :] for k in ("mu3", "e3", "mu2", "e2", "mux"))
+    m3, m2, mx = (rows[k][:, None, :] for k in ("m3", "m2", "mx"))
+    S32, S3X = rows["S32"], rows["S3X"]                              # (N, d, d): [b'', b'] and [b'', a]
 
-    # dW_Q
-    c_pc = g(d + 3) + g(d + 2) + eps_r + 3 * u
-    err_pc = outer(rsum(aX, 2 * zeta + c_pc * rmag), mu2) + outer(rsum(aX, 2 * rmag), e2)
-    mag_pc = outer(rsum(aX, 2 * rmag), mu2)
-    err_q = beta * (err_pc + g(L + 2) * (mag_pc + err_pc))
-    mag_q = beta * mag_pc
-    # dW_K
+    def avg(mean, mxv):
+        return xp.minimum(mxv, lam_t * mean)
+
+    def err_avg(mean, mxv):
+        return a_i * mean + b_i * avg(mean, mxv)
+
+    def pair(cvec, mean2, max2):
+        """sum_b'' cvec_ib'' F(mean2[b'', :], max2[b'', :]) for F = Avg and err_avg: (N, L, d)."""
+        m4, x4 = mean2[:, None, :, :], max2[:, None, :, :]           # (N, 1, d'', d)
+        lt = lam_t[..., None]
+        ai, bi = (x if isinstance(x, float) else x[..., None] for x in (a_i, b_i))
+        av = xp.minimum(x4, lt * m4)                                 # (N, L, d'', d)
+        return (xp.sum(cvec[:, :, :, None] * av, axis=2),
+                xp.sum(cvec[:, :, :, None] * (ai * m4 + bi * av), axis=2))
+
+    # O~, c~, r~
+    Omag = avg(m3, mu3)
+    eO = err_avg(m3, mu3) + e3
+    ec = (eO + u * cmag) / (1 - u)
+    cp = cmag + ec
+    rmag = xp.sum(cp * (Omag + eO), axis=-1, keepdims=True)         # (N, L, 1)
+    er = xp.sum(cp * eO + ec * Omag, axis=-1, keepdims=True) + g(d + 1) * rmag
+    beta, aX = rows["beta"], rows["aX"]
+    rows_w = rows.get("row_weight", 1)  # plan: one representative row standing for L
+    tr = lambda a: xp.permute_dims(a, (0, 2, 1))  # noqa: E731
+    rsum = lambda a, b: rows_w * (tr(a) @ b)  # noqa: E731  sum_i a_i^T b_i: (N, d, d)
+    batch = lambda a: xp.sum(a, axis=0) / N  # noqa: E731
+
+    # dW_Q: P~C2 = p1 - p2 per row, then beta X^T
+    max32 = rows["mu3"][:, :, None] * rows["mu2"][:, None, :]        # (N, d'', d)
+    mag_p1, rnd_p1 = pair(cp, S32, max32)
+    ec_p1, _ = pair(ec, S32, max32)
+    in_p1 = xp.sum(cmag[:, :, :, None] * (rows["e3"][:, None, :, None] * mu2[:, :, None, :]
+                                          + rows["mu3"][:, None, :, None] * e2[:, :, None, :]), axis=2)
+    err_p1 = rnd_p1 + ec_p1 + in_p1
+    F2 = avg(m2, mu2)
+    eF2 = err_avg(m2, mu2) + e2
+    mag_p2 = rmag * (F2 + eF2)
+    err_p2 = er * (F2 + eF2) + rmag * eF2 + u * mag_p2
+    err_pc = err_p1 + err_p2 + u * (mag_p1 + err_p1 + mag_p2 + err_p2)
+    mag_pc = mag_p1 + mag_p2
+    err_q = beta * (rsum(aX, err_pc) + g(L + 2) * rsum(aX, mag_pc + err_pc))
+    mag_q = beta * rsum(aX, mag_pc)
+
+    # dW_K: per row i the weights over the keys are |X'_a| (|c~_i| . |C3_j|); C1_ib is a row factor
     aC1, e1 = rows["aC1"], rows["e1"]
-    c_k = 2 * eps_r + g(L_kv + d + 4) + g(L_kv + 2) + 2 * u + 2 * g(1)
-    err_k = beta * outer(mux, rsum(aC1, c_k * rmag + zeta + er) + rsum(e1, 2 * rmag))
-    mag_k = beta * outer(mux, rsum(aC1, 2 * rmag))
-    # dW_V
-    err_v = outer(mux, rows_w * xp.sum((eps_a + g(L_kv + 1)) * cp + ec, axis=1))
-    mag_v = outer(mux, rows_w * xp.sum(cp, axis=1))
+    max3x = rows["mu3"][:, :, None] * rows["mux"][:, None, :]
+    q1, rq1 = pair(cp, S3X, max3x)                                   # (N, L, d_a)
+    qc, _ = pair(ec, S3X, max3x)
+    Ax = avg(mx, mux)
+    eAx = err_avg(mx, mux)
+    q3 = xp.sum(cmag * rows["e3"][:, None, :], axis=-1, keepdims=True) * Ax
+    mag_k1 = rsum(q1, aC1)
+    err_k1 = rsum(rq1 + qc + q3, aC1) + rsum(q1, e1)
+    mag_k2 = rsum(rmag * Ax, aC1)
+    err_k2 = rsum(rmag * eAx + er * Ax + u * rmag * Ax, aC1) + rsum(rmag * Ax, e1)
+    err_pk = err_k1 + err_k2 + u * (mag_k1 + err_k1 + mag_k2 + err_k2)
+    mag_pk = mag_k1 + mag_k2
+    err_k = beta * (err_pk + g(L_kv + 2) * (mag_pk + err_pk))
+    mag_k = beta * mag_pk
+
+    # dW_V = X'^T F~^T c~
+    mag_v = rsum(Ax, cp)
+    e_v = rsum(eAx, cp) + rsum(Ax, ec)
+    err_v = e_v + g(L_kv + 1) * (mag_v + e_v)
 
     err, mag = {}, {}
     for m, e, a in (("Q", err_q, mag_q), ("K", err_k, mag_k), ("V", err_v, mag_v)):
-        e, a = _host(e), _host(a)
+        e, a = _host(batch(e)), _host(batch(a))
         err[m] = e + g(N + 1) * (a + e)
         mag[m] = a
     return err, mag
@@ -688,6 +753,11 @@ def magnitude_certificate(*, L, L_kv, d, r, N, adapt, beta, scale, input_bound, 
         "e1": e1, "aC1": aC1 + e1,
         "e2": full((1, d), e_in * kb), "mu2": full((1, d), kb * (1 + 2 * e_in)),
         "e3": full((1, d), e_in * v), "mu3": full((1, d), v * (1 + 2 * e_in)),
+        # means at their maxima (every row attains the bounds), F~_ij <= e^{2R} / L_kv
+        "lam": full((1, 1), math.exp(2 * logit_bound)), "ctight": chat, "mx": full((1, d), x),
+        "m3": full((1, d), v * (1 + 2 * e_in)), "m2": full((1, d), kb * (1 + 2 * e_in)),
+        "S32": full((1, d, d), v * (1 + 2 * e_in) * kb * (1 + 2 * e_in)),
+        "S3X": full((1, d, d), v * (1 + 2 * e_in) * x),
     }
     sigma = 3 * beta * math.sqrt(d) * e_in * q * math.sqrt(d) * kb
     return Certificate(

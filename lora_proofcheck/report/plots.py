@@ -15,6 +15,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import NullFormatter  # noqa: E402
 
 PLOTS = {
     "error_vs_bound.png": "Measured max-abs error of the approximate gradients against the certified bound "
@@ -35,6 +36,8 @@ def _num(x):
 
 
 def _png(fig) -> bytes:
+    for ax in fig.axes:  # minor tick labels of log axes overlap the major ones
+        ax.xaxis.set_minor_formatter(NullFormatter())
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
     plt.close(fig)
@@ -105,6 +108,8 @@ def bound_tightness(report) -> bytes:
         ylabel="error / (bound + reference floor)",
         title="tightness of the certified bound",
     )
+    Rs = sorted({_num(r["R"]) for r in rows})
+    ax.set_xticks(Rs, [f"{R:g}" for R in Rs])
     ax.legend(fontsize=8)
     return _png(fig)
 
