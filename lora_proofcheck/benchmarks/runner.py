@@ -17,7 +17,7 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -32,6 +32,7 @@ BACKENDS = ("numpy", "cupy")
 # measured ~4 (saved softmax, its gradient, temporaries), budgeted as 5.
 PRIOR_BYTES_PER_LOGIT = {"exact-dense": 6 * 8, TORCH: 5 * 8}
 QUADRATIC = (*EXACT_METHODS, TORCH)
+GEMM_MAX_L = 65536
 
 
 def _memory_available() -> int | None:
@@ -69,7 +70,6 @@ class BenchConfig:
     fit_min_L: int = 4096                 # exponents are fitted over L >= this
     gemm_square: int = 2048               # n of the square reference GEMM
     progress: bool = True
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
         def positive_int(name, value):
@@ -245,7 +245,7 @@ class _Planner:
 
 
 def _spec(config, kind, **kw) -> dict:
-    base = {"kind": kind, "threads": config.threads, "backend": config.backend}
+    base = {"kind": kind, "threads": config.threads, "backend": config.backend, "progress": config.progress}
     if kind == "method":
         base.update(d=config.d, r=config.r, adapt=config.adapt, logit_bound=config.logit_bound,
                     seed=config.seed, repeats=config.repeats, max_seconds=config.max_seconds, eps=None,
@@ -313,7 +313,7 @@ def _gemm(config, shape, repeats, name) -> dict:
 
 
 def run_benchmark(config: BenchConfig) -> dict:
-    """Run the sweep; returns the JSON-ready result (see `analysis.RESULT_SCHEMA`)."""
+    """Run the sweep; returns the JSON-ready result (schema: `schema.RESULT_SCHEMA`)."""
     from .. import __version__  # noqa: PLC0415
     from ..envinfo import collect  # noqa: PLC0415
 
@@ -347,11 +347,12 @@ def run_benchmark(config: BenchConfig) -> dict:
                 planner.record(method, L, entry)
                 _log(config, f"L={L} {method}: median {entry['median_s']:.4g} s of {entry['repeats_done']}, "
                              f"peak RSS {entry['peak_rss_bytes'] / 2**20:.0f} MiB")
-            elif entry["status"] == "failed" or not entry["reason"].startswith("AboveThresholdError"):
-                # out of time or memory, or broken: larger sizes would fare no better. (A method that
-                # declines an instance, e.g. above the threshold, is asked again at the next L.)
-                planner.blocked.setdefault(method, f"{entry['reason']} (at L={L})")
+            else:
                 _log(config, f"L={L} {method}: {entry['status']} ({entry['reason']})")
+                if entry["status"] == "failed" or not entry["reason"].startswith("AboveThresholdError"):
+                    # out of time or memory, or broken: larger sizes would fare no better. (A method
+                    # declining an instance, e.g. above the threshold, is asked again at the next L.)
+                    planner.blocked.setdefault(method, f"{entry['reason']} (at L={L})")
             entries.append(entry)
     _errors(entries)
     gemms += _dominant_gemms(config, entries)
@@ -373,8 +374,8 @@ def run_benchmark(config: BenchConfig) -> dict:
 
 
 def _dominant_gemms(config, entries) -> list:
-    """The approximate path's dominant GEMM shapes at the largest L it ran, at the rank of the
-    first eps (else of the first forced degree)."""
+    """The approximate path's dominant GEMM shapes at the largest L it ran (capped at GEMM_MAX_L:
+    the rate no longer depends on L there), at the rank of the first eps (else first forced degree)."""
     names = [approx_name(config.eps[0]), *(degree_name(g) for g in config.degrees)]
     runs = []
     for name in names:
@@ -384,5 +385,6 @@ def _dominant_gemms(config, entries) -> list:
     if not runs:
         return []
     last = max(runs, key=lambda e: e["L"])
+    L = min(last["L"], GEMM_MAX_L)
     return [_gemm(config, shape, max(3, config.repeats), name)
-            for name, shape in analysis.approx_gemm_shapes(last["L"], last["rank"], config.d).items()]
+            for name, shape in analysis.approx_gemm_shapes(L, last["rank"], config.d).items()]

@@ -146,8 +146,9 @@ def measure_method(spec) -> dict:
         grads, extra = call()
         _sync(grads)
         times.append(time.perf_counter() - t0)
-        print(f"[bench]   {spec['method']} L={spec['L']} run {i + 1}/{spec['repeats']}: {times[-1]:.4g} s",
-              file=sys.stderr, flush=True)
+        if spec.get("progress", True):
+            print(f"[bench]   {spec['method']} L={spec['L']} run {i + 1}/{spec['repeats']}: {times[-1]:.4g} s",
+                  file=sys.stderr, flush=True)
         if time.perf_counter() - start + times[-1] > spec["max_seconds"]:
             break  # one more run would overrun the measurement's budget
     out = {

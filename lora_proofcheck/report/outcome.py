@@ -7,8 +7,10 @@ import traceback
 from dataclasses import dataclass, field
 
 # roles: a "claim" check tests the statement (corrected where an erratum applies); a "literal"
-# check tests the paper's printed form, so its failure is an erratum, not a refutation.
-ROLES = ("claim", "literal")
+# check tests the paper's printed form, so its failure is an erratum, not a refutation; a "timing"
+# check reports wall-clock evidence next to the claim but never decides its verdict (timings vary
+# between runs, verdicts must not).
+ROLES = ("claim", "literal", "timing")
 
 
 @dataclass

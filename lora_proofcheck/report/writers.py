@@ -42,6 +42,11 @@ def _fmt(x, spec=".3g"):
 
 
 def _check_line(c: dict) -> str:
+    if c["role"] == "timing":
+        state = {None: c["status"].upper()}.get(
+            c["holds"], "within criterion" if c["holds"] else "outside criterion"
+        )
+        return f"[timing, not used for the verdict] {c['name']}: {state} — {c['measured']}"
     state = {
         True: "PASS" if c["role"] == "claim" else "paper's form holds",
         False: "FAIL" if c["role"] == "claim" else "paper's form fails",
@@ -81,7 +86,8 @@ def tables(report: dict) -> list:
                     c["kind"],
                     f"{VERDICT_MARK.get(c['verdict'], '')} {c['verdict']}",
                     "; ".join(
-                        f"{k['name']}: {'✓' if k['holds'] else '✗' if k['holds'] is False else k['status']}"
+                        f"{k['name']}{' (timing)' if k['role'] == 'timing' else ''}: "
+                        f"{'✓' if k['holds'] else '✗' if k['holds'] is False else k['status']}"
                         for k in c["checks"]
                     ),
                 )
