@@ -15,7 +15,7 @@ from . import _xp
 from .checks import CheckResult, _timed
 from .derivations import certificate as cert_mod
 from .errors import AboveThresholdError
-from .problem import LoRAProblem
+from .problem import LoRAProblem, rescale_to_logit_bound
 
 
 def upcast(problem: LoRAProblem) -> LoRAProblem:
@@ -38,14 +38,7 @@ def aligned_problem(L, d, r, R, *, seed=0, adapt="QKV") -> LoRAProblem:
     A = {m: 0.01 * rng.standard_normal((r, d)) for m in adapt}
     B = {m: 0.01 * rng.standard_normal((d, r)) for m in adapt}
     alpha, beta = 2.0 * r, 1.0 / math.sqrt(d)
-    eff = {m: W[m] + (alpha / r) * B[m] @ A[m] if m in A else W[m] for m in "QK"}
-    q = np.linalg.norm(X @ eff["Q"], axis=-1).max()
-    k = np.linalg.norm(X @ eff["K"], axis=-1).max()
-    s = math.sqrt(R / (beta * q * k))
-    for m in "QK":
-        W[m] = W[m] * s
-        if m in B:
-            B[m] = B[m] * s
+    rescale_to_logit_bound(X, X, W, A, B, alpha=alpha, beta=beta, logit_bound=R)
     return LoRAProblem(X, rng.standard_normal((L, d)), W, A, B, alpha=alpha, beta=beta)
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import functools
 import math
-import operator
 
 import sympy as sp
 from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
@@ -25,7 +24,7 @@ from sympy.matrices.expressions.diagonal import DiagMatrix
 
 from .derivations import exact, lowrank
 from .derivations.nodes import FaceSplit, RowDot, RowMax
-from .errors import InvalidInputError, InvalidTypeError
+from ._validate import check_int
 from .lowrank import check_modules
 
 SIZES = (exact.L, exact.L_kv, exact.d, lowrank.k)
@@ -147,20 +146,8 @@ def peak_entries_formula(derivation, outputs, *, inputs: bool = True):
     return out
 
 
-def _check_size(name, value, minimum=1) -> int:
-    if isinstance(value, bool):
-        raise InvalidTypeError(f"{name} must be an integer, got bool")
-    try:
-        value = operator.index(value)
-    except TypeError:
-        raise InvalidTypeError(f"{name} must be an integer, got {type(value).__name__}") from None
-    if value < minimum:
-        raise InvalidInputError(f"{name} must be >= {minimum}, got {value}")
-    return value
-
-
 def _check_sizes(**sizes) -> list:
-    return [_check_size(name, value) for name, value in sizes.items()]
+    return [check_int(name, value, 1) for name, value in sizes.items()]
 
 
 def _outputs(modules):
@@ -199,7 +186,7 @@ def feature_flops(L, L_kv, d, degree, N=1) -> int:
     (2 L d^2 + L d, 2 L_kv d^2) and the monomial features (a product and a scaling per entry of
     U1 and U2 past degree 0, one scaling at degree 0)."""
     L, L_kv, d, N = _check_sizes(L=L, L_kv=L_kv, d=d, N=N)
-    degree = _check_size("degree", degree, 0)
+    degree = check_int("degree", degree, 0)
     k = math.comb(d + degree, degree)
     return N * (2 * (L + L_kv) * d * d + L * d + (L + L_kv) * (2 * k - 1))
 
@@ -208,7 +195,7 @@ def lowrank_bytes(L, L_kv, d, k, modules, N=1, *, itemsize=8, inputs=True) -> in
     """Peak bytes of `lowrank_gradients_<modules>`: largest live set of arrays during the call,
     with (`inputs=True`) or without its input arrays U1, U2, X, X', W, Y."""
     L, L_kv, d, k, N = _check_sizes(L=L, L_kv=L_kv, d=d, k=k, N=N)
-    itemsize = _check_size("itemsize", itemsize)
+    itemsize = check_int("itemsize", itemsize, 1)
     peaks = _peaks("lowrank", _outputs(modules), bool(inputs))
     return N * itemsize * max(int(p(L, L_kv, d, k)) for p in peaks)
 
@@ -216,6 +203,6 @@ def lowrank_bytes(L, L_kv, d, k, modules, N=1, *, itemsize=8, inputs=True) -> in
 def exact_bytes(L, L_kv, d, modules, N=1, *, itemsize=8, inputs=True) -> int:
     """Peak bytes of the dense `exact_gradients_<modules>` (no row blocking), same convention."""
     L, L_kv, d, N = _check_sizes(L=L, L_kv=L_kv, d=d, N=N)
-    itemsize = _check_size("itemsize", itemsize)
+    itemsize = check_int("itemsize", itemsize, 1)
     peaks = _peaks("exact", _outputs(modules), bool(inputs))
     return N * itemsize * max(int(p(L, L_kv, d, 1)) for p in peaks)

@@ -9,24 +9,15 @@ Everything is checked once here so the kernels never see bad input.
 from __future__ import annotations
 
 import math
-from numbers import Real
 
 import array_api_compat
 import numpy as np
 
 from . import _xp
+from ._validate import check_real
 from .errors import InvalidInputError, InvalidTypeError
 
 MODULES = ("Q", "K", "V")
-
-
-def _check_scalar(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise InvalidTypeError(f"{name} must be a real number, got {type(value).__name__}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise InvalidInputError(f"{name} must be finite, got {value}")
-    return value
 
 
 def _check_modules(name: str, mapping) -> dict:
@@ -130,8 +121,8 @@ class LoRAProblem:
             if not bool(xp.all(xp.isfinite(value))):
                 raise InvalidInputError(f"{name} contains NaN or infinite entries")
 
-        self.alpha = _check_scalar("alpha", alpha)
-        self.beta = 1.0 / math.sqrt(d) if beta is None else _check_scalar("beta", beta)
+        self.alpha = check_real("alpha", alpha)
+        self.beta = 1.0 / math.sqrt(d) if beta is None else check_real("beta", beta)
         self.N, self.L, self.d, self.r = N, L, d, r
         self.L_kv = Xkv3.shape[1]
         self.cross = X_kv is not None
@@ -212,7 +203,7 @@ class LoRAProblem:
         if dtype not in _xp.SUPPORTED_DTYPES:
             raise InvalidTypeError(f"dtype must be one of {_xp.SUPPORTED_DTYPES}, got {dtype!r}")
         if logit_bound is not None:
-            logit_bound = _check_scalar("logit_bound", logit_bound)
+            logit_bound = check_real("logit_bound", logit_bound)
             if logit_bound <= 0:
                 raise InvalidInputError(f"logit_bound must be positive, got {logit_bound}")
         xp = _xp.resolve_namespace(xp)
@@ -228,15 +219,8 @@ class LoRAProblem:
         B = {m: rng.standard_normal((d, r)) / math.sqrt(d) for m in adapt}
         alpha, beta = 2.0 * r, 1.0 / math.sqrt(d)
         if logit_bound is not None:
-            Xk = X if X_kv is None else X_kv
-            eff = {m: W[m] + (alpha / r) * (B[m] @ A[m]) if m in A else W[m] for m in "QK"}
-            q = np.linalg.norm(X @ eff["Q"], axis=-1).max()
-            k = np.linalg.norm(Xk @ eff["K"], axis=-1).max()
-            s = math.sqrt(logit_bound / (beta * q * k))
-            for m in "QK":
-                W[m] = W[m] * s
-                if m in B:
-                    B[m] = B[m] * s
+            rescale_to_logit_bound(X, X if X_kv is None else X_kv, W, A, B, alpha=alpha, beta=beta,
+                                   logit_bound=logit_bound)
         squeeze = (lambda a: a) if N > 1 else (lambda a: a[0])
         cast = lambda a: _xp.from_numpy(np.asarray(a, dtype=dtype), xp)  # noqa: E731
         return cls(
@@ -247,3 +231,17 @@ class LoRAProblem:
             alpha=alpha, beta=beta,
             X_kv=None if X_kv is None else cast(squeeze(X_kv)),
         )
+
+
+def rescale_to_logit_bound(X_q, X_kv, W, A, B, *, alpha, beta, logit_bound) -> None:
+    """Scale W_Q and W_K (frozen part and adapter B alike; host NumPy dicts, in place) so that
+    R = beta * max_i ||(X W_Q)_i|| * max_j ||(X' W_K)_j|| equals `logit_bound`."""
+    r = next(iter(A.values())).shape[0] if A else 1
+    eff = {m: W[m] + (alpha / r) * (B[m] @ A[m]) if m in A else W[m] for m in "QK"}
+    q = np.linalg.norm(X_q @ eff["Q"], axis=-1).max()
+    k = np.linalg.norm(X_kv @ eff["K"], axis=-1).max()
+    s = math.sqrt(logit_bound / (beta * q * k))
+    for m in "QK":
+        W[m] = W[m] * s
+        if m in B:
+            B[m] = B[m] * s

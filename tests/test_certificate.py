@@ -22,7 +22,7 @@ from lora_proofcheck import testing
 from lora_proofcheck.derivations import certificate as cm
 from lora_proofcheck.derivations.polynomial import exp_polynomial, min_degree
 from lora_proofcheck.errors import InvalidInputError, InvalidTypeError
-from lora_proofcheck.problem import LoRAProblem
+from lora_proofcheck.problem import LoRAProblem, rescale_to_logit_bound
 
 FAMILIES = ("gaussian", "aligned", "concentrated", "residual")
 
@@ -65,14 +65,7 @@ def make_problem(family, L, d, r, *, R, adapt="QKV", N=1, cross=False, L_kv=None
     B = {m: small * rng.standard_normal((d, r)) for m in adapt}
     alpha, beta = 2.0 * r, 1.0 / math.sqrt(d)
     W = {"Q": WQ, "K": WK, "V": WV}
-    eff = {m: W[m] + (alpha / r) * B[m] @ A[m] if m in A else W[m] for m in "QK"}
-    q = np.linalg.norm(X @ eff["Q"], axis=-1).max()
-    k = np.linalg.norm(keys @ eff["K"], axis=-1).max()
-    s = math.sqrt(R / (beta * q * k))
-    for m in "QK":
-        W[m] = W[m] * s
-        if m in B:
-            B[m] = B[m] * s
+    rescale_to_logit_bound(X, keys, W, A, B, alpha=alpha, beta=beta, logit_bound=R)
     from lora_proofcheck import _xp  # noqa: PLC0415
 
     ns = _xp.resolve_namespace(xp)

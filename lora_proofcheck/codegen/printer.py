@@ -11,11 +11,10 @@ array). Every array may carry leading batch dimensions.
 from __future__ import annotations
 
 import sympy as sp
-from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 from sympy.matrices.expressions.diagonal import DiagMatrix
 from sympy.printing.numpy import NumPyPrinter
 
-from ..derivations.nodes import FaceSplit, RowDot, RowMax
+from ..derivations.nodes import FaceSplit
 
 
 def _is_ones(e, rows=None, cols=None) -> bool:
@@ -91,7 +90,6 @@ class XPPrinter(NumPyPrinter):
         coeff, factors = e.as_coeff_matrices()
         scalars = [a for a in e.args if not a.is_Matrix]
         factors = list(factors)
-        pieces = []
         acc = None  # printed array accumulated left to right
         i = 0
         while i < len(factors):

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import functools
 import math
-import operator
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -36,6 +35,7 @@ import sympy as sp
 from mpmath.ctx_iv import MPIntervalContext
 
 from ..errors import InvalidInputError, InvalidTypeError, ProofcheckError
+from .._validate import check_int
 
 METHODS = ("taylor", "chebyshev")
 
@@ -112,18 +112,6 @@ def _check_radius(radius, *, certify: bool = True) -> float:
     if certify and value > MAX_RADIUS:
         raise InvalidInputError(f"radius={radius!r} exceeds {MAX_RADIUS}: {_TOO_WIDE}")
     return value + 0.0  # -0.0 -> 0.0, one cache key
-
-
-def _check_int(name: str, value, minimum: int = 0) -> int:
-    if isinstance(value, bool):
-        raise InvalidTypeError(f"{name} must be an integer, got bool")
-    try:
-        value = operator.index(value)
-    except TypeError:
-        raise InvalidTypeError(f"{name} must be an integer, got {type(value).__name__}") from None
-    if value < minimum:
-        raise InvalidInputError(f"{name} must be >= {minimum}, got {value}")
-    return value
 
 
 def _check_rel_error(rel_error) -> float:
@@ -358,7 +346,7 @@ def min_degree(radius, rel_error, *, method="auto", max_degree=60) -> int | None
     radius = _check_radius(radius, certify=False)
     rel_error = _check_rel_error(rel_error)
     method = _check_method(method)
-    max_degree = _check_int("max_degree", max_degree)
+    max_degree = check_int("max_degree", max_degree)
     _check_wide(radius, rel_error, max_degree)
     return _min_degree(radius, rel_error, method, max_degree)
 
@@ -401,13 +389,13 @@ def exp_polynomial(radius, *, degree=None, rel_error=None, method="auto", max_de
         raise InvalidInputError("give exactly one of degree / rel_error")
     radius = _check_radius(radius, certify=degree is not None)
     if degree is not None:
-        degree = _check_int("degree", degree)
+        degree = check_int("degree", degree)
         if method != "auto":
             return _certify(radius, degree, method)
         taylor, cheb = _certify(radius, degree, "taylor"), _certify(radius, degree, "chebyshev")
         return taylor if taylor.rel_error <= cheb.rel_error else cheb
     rel_error = _check_rel_error(rel_error)
-    max_degree = _check_int("max_degree", max_degree)
+    max_degree = check_int("max_degree", max_degree)
     _check_wide(radius, rel_error, max_degree)
     if method == "auto":
         cheb = _min_degree(radius, rel_error, "chebyshev", max_degree)
@@ -434,7 +422,7 @@ def closed_form_rel_bound(radius, degree, method) -> float:
     Taylor (Lagrange, relative): R^{g+1} e^R/(g+1)!   (x < 0 is the bad side: e^{xi - x} <= e^R);
     Chebyshev (interpolation remainder / e^{-R}): R^{g+1} e^{2R} / (2^g (g+1)!)."""
     radius = _check_radius(radius, certify=False)
-    degree = _check_int("degree", degree)
+    degree = check_int("degree", degree)
     method = _check_method(method, METHODS)
     if radius == 0:
         return 0.0

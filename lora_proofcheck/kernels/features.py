@@ -14,7 +14,6 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-import operator
 from fractions import Fraction
 
 import array_api_compat
@@ -22,18 +21,7 @@ import array_api_compat
 from .. import _xp
 from ..derivations.polynomial import ExpPolynomial
 from ..errors import InvalidInputError, InvalidTypeError
-
-
-def _check_int(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool):
-        raise InvalidTypeError(f"{name} must be an integer, got bool")
-    try:
-        value = operator.index(value)
-    except TypeError:
-        raise InvalidTypeError(f"{name} must be an integer, got {type(value).__name__}") from None
-    if value < minimum:
-        raise InvalidInputError(f"{name} must be >= {minimum}, got {value}")
-    return value
+from .._validate import check_int
 
 
 @functools.lru_cache(maxsize=256)
@@ -53,8 +41,8 @@ def _plan(d: int, degree: int):
 def monomial_exponents(d: int, degree: int) -> list[tuple[int, ...]]:
     """All multi-indices m in N^d with |m| <= degree: graded, lexicographic in the sorted index
     tuples within a degree.  This is the column order of `feature_maps`."""
-    d = _check_int("d", d, 1)
-    degree = _check_int("degree", degree, 0)
+    d = check_int("d", d, 1)
+    degree = check_int("degree", degree, 0)
     levels, _ = _plan(d, degree)
     out = []
     for level in levels:
@@ -68,15 +56,15 @@ def monomial_exponents(d: int, degree: int) -> list[tuple[int, ...]]:
 
 def feature_rank(d: int, degree: int) -> int:
     """Number of monomials of degree <= g in d variables: C(d+g, g)."""
-    d = _check_int("d", d, 1)
-    degree = _check_int("degree", degree, 0)
+    d = check_int("d", d, 1)
+    degree = check_int("degree", degree, 0)
     return math.comb(d + degree, degree)
 
 
 def paper_rank_bound(d: int, degree: int) -> int:
     """The rank bound C(2(g+d), 2g) of Alman-Song's low-rank lemma, as quoted by the paper."""
-    d = _check_int("d", d, 1)
-    degree = _check_int("degree", degree, 0)
+    d = check_int("d", d, 1)
+    degree = check_int("degree", degree, 0)
     return math.comb(2 * (degree + d), 2 * degree)
 
 
@@ -106,7 +94,7 @@ def _counts(combo):
 
 def feature_scales(d: int, poly: ExpPolynomial) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """(left, right) column scales: sqrt(|a_t| t!/m!) and sign(a_t) sqrt(|a_t| t!/m!)."""
-    d = _check_int("d", d, 1)
+    d = check_int("d", d, 1)
     if not isinstance(poly, ExpPolynomial):
         raise InvalidTypeError(f"poly must be an ExpPolynomial, got {type(poly).__name__}")
     per_degree = _scales(d, poly)
