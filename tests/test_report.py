@@ -8,6 +8,7 @@ report on 2 cores; the module builds two (the second checks determinism).
 import base64
 import copy
 import json
+from pathlib import Path
 from html.parser import HTMLParser
 
 import jsonschema
@@ -184,3 +185,20 @@ def test_bad_seed_is_a_usage_error(seed, tmp_path, capsys):
         main(["report", "--tiny", "--out", str(tmp_path / "r"), "--seed", seed])
     assert exc.value.code == 2
     assert "--seed" in capsys.readouterr().err
+
+
+def test_recorded_benchmark_is_summarized(tmp_path):
+    """--bench FILE.json: a recorded `bench` result is validated and carried into the report."""
+    import json as _json
+
+    from lora_proofcheck.cli import main
+    from lora_proofcheck.report.build import recorded_benchmark
+
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"no": "results"}')
+    assert main(["report", "--tiny", "--no-progress", "--out", str(tmp_path / "r"), "--bench", str(bad)]) == 2
+    assert not (tmp_path / "r").exists()
+    recorded = Path(__file__).resolve().parent.parent / "reports" / "benchmarks" / "bench_cpu_full.json"
+    section = recorded_benchmark(recorded)
+    assert section["status"] == "ok" and section["summary"]["methods"]
+    assert _json.loads(recorded.read_text())["results"] == section["results"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import math
 import time
+from pathlib import Path
 
 from .. import __version__
 from ..envinfo import collect
@@ -86,6 +87,8 @@ BENCH = {
 
 def benchmark(config: ReportConfig) -> dict:
     """The benchmark stage's run and summary (D's `bench`), or why it is not available."""
+    if config.bench_file is not None:
+        return recorded_benchmark(config.bench_file)
     if config.sizes["bench"] is None:
         return {
             "status": "not run",
@@ -105,6 +108,27 @@ def benchmark(config: ReportConfig) -> dict:
     return {
         "status": "ok",
         "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()},
+        "summary": summarize(result),
+        "results": result["results"],
+    }
+
+
+def recorded_benchmark(path) -> dict:
+    """A result written by `lora-proofcheck bench --out`, validated and summarized."""
+    import json  # noqa: PLC0415
+
+    from ..benchmarks import summarize  # noqa: PLC0415
+    from ..errors import InvalidInputError  # noqa: PLC0415
+
+    try:
+        result = json.loads(Path(path).read_text(encoding="utf-8"))
+        result["results"], result["config"]  # noqa: B018 - the keys summarize needs
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InvalidInputError(f"--bench {str(path)!r} is not a readable bench result ({exc})") from None
+    return {
+        "status": "ok",
+        "source": f"recorded: {Path(path).name} ({result.get('created', 'unknown date')})",
+        "settings": result["config"],
         "summary": summarize(result),
         "results": result["results"],
     }

@@ -65,6 +65,9 @@ def add_commands(sub) -> None:
     )
     p.add_argument("--seed", type=_seed, default=0, help="base seed of every random instance (default 0)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.add_argument("--bench", metavar="FILE.json", default=None,
+                   help="summarize this recorded `lora-proofcheck bench --out` result instead of running "
+                        "the mode's own (small) benchmark")
     p.set_defaults(func=_report, mode="full")
 
 
@@ -141,7 +144,11 @@ def write_report(config: ReportConfig, out: Path, *, stream=sys.stderr) -> dict:
 
 def _report(args) -> int:
     check_backend(args.backend)
-    config = ReportConfig(mode=args.mode, seed=args.seed, backend=args.backend)
+    if args.bench is not None:
+        from .build import recorded_benchmark  # noqa: PLC0415
+
+        recorded_benchmark(args.bench)  # fail fast, naming --bench, before any work
+    config = ReportConfig(mode=args.mode, seed=args.seed, backend=args.backend, bench_file=args.bench)
     report = write_report(config, args.out, stream=None if args.no_progress else sys.stderr)
     s = report["summary"]
     counts = ", ".join(f"{n} {v}" for v, n in s["verdict_counts"].items() if n)

@@ -111,6 +111,7 @@ class ReportConfig:
     mode: str = "quick"
     seed: int = 0
     backend: str = "numpy"
+    bench_file: str | None = None  # a recorded `lora-proofcheck bench` result to summarize instead
     sizes: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self):

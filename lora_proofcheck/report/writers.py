@@ -258,7 +258,7 @@ def _measurement_tables(m: dict) -> list:
                     "max|err| / note",
                 ),
                 rows,
-                "",
+                bench.get("source", "run by this report"),
             )
         )
     else:
