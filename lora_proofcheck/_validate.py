@@ -30,3 +30,11 @@ def check_real(name: str, value) -> float:
     if not math.isfinite(value):
         raise InvalidInputError(f"{name} must be finite, got {value}")
     return value
+
+
+def check_positive(name: str, value) -> float:
+    """A finite real number > 0."""
+    value = check_real(name, value)
+    if not value > 0:
+        raise InvalidInputError(f"{name} must be a finite number > 0, got {value!r}")
+    return value

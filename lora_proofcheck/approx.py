@@ -23,6 +23,7 @@ from .derivations import certificate as cert_mod
 from .derivations.certificate import DegreeChoice as Choice
 from .derivations import polynomial
 from .errors import AboveThresholdError, InvalidInputError, InvalidTypeError
+from ._validate import check_int, check_positive
 from .kernels.features import feature_rank, paper_rank_bound
 from .problem import MODULES, LoRAProblem
 
@@ -93,26 +94,6 @@ def _check_degree(degree):
 def _check_choice(name, value, allowed):
     if not isinstance(value, str) or value not in allowed:
         raise InvalidInputError(f"{name} must be one of {allowed}, got {value!r}")
-    return value
-
-
-def _check_positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidTypeError(f"{name} must be a positive int, got {type(value).__name__}")
-    if value < 1:
-        raise InvalidInputError(f"{name} must be a positive int, got {value}")
-    return value
-
-
-def _check_positive(name, value):
-    if isinstance(value, bool):
-        raise InvalidTypeError(f"{name} must be a real number, got bool")
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise InvalidTypeError(f"{name} must be a real number, got {type(value).__name__}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise InvalidInputError(f"{name} must be a finite number > 0, got {value!r}")
     return value
 
 
@@ -380,30 +361,30 @@ def plan(L, d, logit_bound, eps, *, adapt="QV", r=4, N=1, L_kv=None, method="aut
     Cauchy-Schwarz bound R = beta d q k), adapter_bound = 1/sqrt(d). These are assumptions; a real
     problem's certificate (`approx_gradients`) can be tighter or looser.
     """
-    L = _check_positive_int("L", L)
-    d = _check_positive_int("d", d)
-    r = _check_positive_int("r", r)
-    N = _check_positive_int("N", N)
-    L_kv = L if L_kv is None else _check_positive_int("L_kv", L_kv)
-    R = _check_positive("logit_bound", logit_bound)
+    L = check_int("L", L, 1)
+    d = check_int("d", d, 1)
+    r = check_int("r", r, 1)
+    N = check_int("N", N, 1)
+    L_kv = L if L_kv is None else check_int("L_kv", L_kv, 1)
+    R = check_positive("logit_bound", logit_bound)
     eps = cert_mod.check_eps(eps)
     method = _check_choice("method", method, METHODS)
     dtype = _check_choice("dtype", dtype, ("float64", "float32"))
     if not isinstance(adapt, str) or not adapt or any(m not in MODULES for m in adapt) \
             or len(set(adapt)) != len(adapt):
         raise InvalidInputError(f"adapt must be a non-empty string of distinct 'Q', 'K', 'V', got {adapt!r}")
-    beta = 1.0 / math.sqrt(d) if beta is None else _check_positive("beta", beta)
-    alpha = 2.0 * r if alpha is None else _check_positive("alpha", alpha)
+    beta = 1.0 / math.sqrt(d) if beta is None else check_positive("beta", beta)
+    alpha = 2.0 * r if alpha is None else check_positive("alpha", alpha)
     entry = math.sqrt(R / (beta * d))
     assumptions = {
         "beta": beta, "alpha": alpha,
-        "input_bound": _check_positive("input_bound", input_bound),
-        "value_bound": _check_positive("value_bound", value_bound),
-        "target_bound": _check_positive("target_bound", target_bound),
-        "query_bound": entry if query_bound is None else _check_positive("query_bound", query_bound),
-        "key_bound": entry if key_bound is None else _check_positive("key_bound", key_bound),
+        "input_bound": check_positive("input_bound", input_bound),
+        "value_bound": check_positive("value_bound", value_bound),
+        "target_bound": check_positive("target_bound", target_bound),
+        "query_bound": entry if query_bound is None else check_positive("query_bound", query_bound),
+        "key_bound": entry if key_bound is None else check_positive("key_bound", key_bound),
         "adapter_bound": (1.0 / math.sqrt(d) if adapter_bound is None
-                          else _check_positive("adapter_bound", adapter_bound)),
+                          else check_positive("adapter_bound", adapter_bound)),
     }
     cert = cert_mod.magnitude_certificate(
         L=L, L_kv=L_kv, d=d, r=r, N=N, adapt="".join(m for m in MODULES if m in adapt), beta=beta,

@@ -89,6 +89,7 @@ import sympy as sp
 
 from .. import _xp
 from ..errors import InvalidInputError, InvalidTypeError
+from .._validate import check_positive
 from .polynomial import ExpPolynomial
 
 # ----------------------------------------------------------------------------------------------
@@ -769,12 +770,4 @@ def magnitude_certificate(*, L, L_kv, d, r, N, adapt, beta, scale, input_bound, 
 
 def check_eps(eps) -> float:
     """eps must be a finite number > 0."""
-    if isinstance(eps, bool):
-        raise InvalidTypeError("eps must be a real number, got bool")
-    try:
-        value = float(eps)
-    except (TypeError, ValueError):
-        raise InvalidTypeError(f"eps must be a real number, got {type(eps).__name__}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise InvalidInputError(f"eps must be a finite number > 0, got {eps!r}")
-    return value
+    return check_positive("eps", eps)
