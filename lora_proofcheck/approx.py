@@ -223,7 +223,8 @@ def _threshold_message(cert, eps, choice, cost, g_max) -> str:
 # the public entry point
 
 
-def approx_gradients(problem, *, eps=1e-6, degree=None, on_threshold="raise", method="auto") -> ApproxResult:
+def approx_gradients(problem, *, eps=1e-6, degree=None, on_threshold="raise", method="auto",
+                     threads=None) -> ApproxResult:
     """LoRA gradients through the almost-linear chained low-rank path, with a certified error.
 
     eps        requested max-abs error of every returned gradient entry (absolute, in the units of
@@ -237,8 +238,13 @@ def approx_gradients(problem, *, eps=1e-6, degree=None, on_threshold="raise", me
                "force"  the approximate path anyway at the needed (or given) degree; bound is that
                         degree's certified bound, which exceeds eps when the degree was given.
     method     "taylor", "chebyshev" or "auto" (per degree, the one with the smaller certified error).
+    threads    host threads for the row chunks of either path (None: the BLAS's thread count, so
+               threadpoolctl limits apply); see `exact.weight_gradients`.
     """
     problem = _check_problem(problem)
+    from .exact import worker_threads  # noqa: PLC0415
+
+    worker_threads(problem, threads)  # checked before any work
     eps = cert_mod.check_eps(eps)
     degree = _check_degree(degree)
     on_threshold = _check_choice("on_threshold", on_threshold, ON_THRESHOLD)
@@ -263,9 +269,9 @@ def approx_gradients(problem, *, eps=1e-6, degree=None, on_threshold="raise", me
     cheaper = cost["ratio"] is not None and cost["ratio"] < 1.0
 
     if choice.poly is not None and (cheaper or on_threshold == "force"):
-        return _run_approx(problem, cert, choice, cost, norms, eps)
+        return _run_approx(problem, cert, choice, cost, norms, eps, threads)
     if on_threshold == "exact":
-        return _run_exact(problem, cert, cost, norms, eps)
+        return _run_exact(problem, cert, cost, norms, eps, threads)
     if on_threshold == "force" and choice.poly is None:
         raise AboveThresholdError(
             f"on_threshold='force' needs a degree to force: {choice.reason}; pass degree= explicitly")
@@ -278,11 +284,11 @@ def _kernel():
     return lowrank_weight_gradients
 
 
-def _run_approx(problem, cert, choice, cost, norms, eps) -> ApproxResult:
+def _run_approx(problem, cert, choice, cost, norms, eps, threads) -> ApproxResult:
     from .exact import lora_factor_gradients  # noqa: PLC0415
 
     poly = choice.poly
-    loss, dW = _kernel()(problem, poly, "".join(problem.adapted))
+    loss, dW = _kernel()(problem, poly, "".join(problem.adapted), threads=threads)
     return ApproxResult(
         grads=lora_factor_gradients(problem, dW), bound=choice.bound, floor=choice.floor, path="approx",
         degree=poly.degree, rank=feature_rank(problem.d, poly.degree),
@@ -291,10 +297,10 @@ def _run_approx(problem, cert, choice, cost, norms, eps) -> ApproxResult:
     )
 
 
-def _run_exact(problem, cert, cost, norms, eps) -> ApproxResult:
+def _run_exact(problem, cert, cost, norms, eps, threads) -> ApproxResult:
     from .exact import lora_factor_gradients, weight_gradients  # noqa: PLC0415
 
-    loss, dW = weight_gradients(problem, "".join(problem.adapted))
+    loss, dW = weight_gradients(problem, "".join(problem.adapted), threads=threads)
     bound = cert.exact_bound()
     return ApproxResult(
         grads=lora_factor_gradients(problem, dW), bound=bound, floor=dict(bound), path="exact",

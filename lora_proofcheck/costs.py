@@ -6,9 +6,9 @@ polynomial in L, L_kv, d, k (`flops_formula`); the functions below evaluate it.
 
 Convention: a product of (m x n) and (n x p) costs 2 m n p; every elementwise add, subtract,
 multiply, divide, comparison and exp costs 1 per output entry (exp counted as 1); a sum over n
-entries costs n; broadcasting, transposes and reshapes cost 0.  The face-split ops count as they
-run (`kernels/_ops.py`): (A ⊘ B) M is one GEMM 2 L k_A k_B e plus 2 L min(k_A, k_B) e for the
-reduction, (A ⊘ B)^T M is L min(k_A, k_B) e for the narrow face split plus the GEMM.  Counts are
+entries costs n; broadcasting, transposes, reshapes, slices and concatenations cost 0; the runtime
+ops count as they run (`kernels/_ops.py`): a face split one product per entry, FaceContract(c, T)
+2 per entry of T.  Counts are
 per sample, times N.  Peak memory is the largest live set of arrays (inputs, step results until
 their last use, and the temporaries inside the step being evaluated), in entries times itemsize.
 """
@@ -23,7 +23,7 @@ from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 from sympy.matrices.expressions.diagonal import DiagMatrix
 
 from .derivations import exact, lowrank
-from .derivations.nodes import FaceSplit, RowDot, RowMax
+from .derivations.nodes import ColSlice, FaceContract, FaceSplit, HStack, RowDot, RowMax
 from ._validate import check_int
 from .lowrank import check_modules
 
@@ -34,14 +34,6 @@ def _entries(e):
     return e.shape[0] * e.shape[1] if getattr(e, "is_Matrix", False) else sp.S.One
 
 
-def _face_split(f):
-    if isinstance(f, FaceSplit):
-        return f.args, False
-    if isinstance(f, sp.Transpose) and isinstance(f.arg, FaceSplit):
-        return f.arg.args, True
-    return None
-
-
 def _is_ones(f, axis):
     return isinstance(f, sp.OneMatrix) and f.shape[axis] == 1
 
@@ -50,8 +42,7 @@ def _matmul(e):
     """(flops, temporaries) of a product as the printer evaluates it (left to right)."""
     scalars = [a for a in e.args if not a.is_Matrix]
     factors = [a for a in e.args if a.is_Matrix]
-    # a face split consumed by its product is never formed: only its operands count
-    flops = sum((_cost(f)[0] for f in factors if _face_split(f) is None), sp.S.Zero)
+    flops = sum((_cost(f)[0] for f in factors), sp.S.Zero)
     temps = sp.S.Zero
     if scalars and not (len(scalars) == 1 and scalars[0] == -1):  # "beta * A @ B": beta * A first
         flops += _entries(factors[0])
@@ -61,19 +52,10 @@ def _matmul(e):
         rest = factors[i + 1:]
         rest_shape = sp.MatMul(*rest).shape if rest else None
         if isinstance(f, DiagMatrix) or (isinstance(f, sp.Inverse) and isinstance(f.arg, DiagMatrix)):
-            sub = _cost(sp.MatMul(*rest)) if len(rest) > 1 else (sp.S.Zero, sp.S.Zero)
+            sub = _cost(sp.MatMul(*rest)) if len(rest) > 1 else _cost(rest[0])
+            if len(rest) == 1 and not isinstance(rest[0], (sp.MatrixSymbol, ColSlice)):
+                sub = (sub[0], sub[1] + _entries(rest[0]))  # the scaled operand is formed first
             return flops + sub[0] + rest_shape[0] * rest_shape[1], temps + sub[1]
-        split = _face_split(f)
-        if split is not None and rest:
-            (A, B), transposed = split
-            sub = _cost(sp.MatMul(*rest)) if len(rest) > 1 else (sp.S.Zero, sp.S.Zero)
-            rows, e_ = A.shape[0], rest_shape[1]
-            wide, narrow = sp.Max(A.shape[1], B.shape[1]), sp.Min(A.shape[1], B.shape[1])
-            flops += sub[0] + 2 * rows * wide * narrow * e_ + (1 if transposed else 2) * rows * narrow * e_
-            temps += sub[1] + rows * narrow * e_  # the narrow face split, or the GEMM's L x k_n e result
-            if acc is not None:
-                flops += 2 * acc[0] * acc[1] * e_
-            return flops, temps
         if _is_ones(f, 1) and acc is not None:  # M 1: a row sum
             flops += acc[0] * acc[1]
             acc = (acc[0], sp.S.One)
@@ -110,8 +92,18 @@ def _cost(e):
         return f + _entries(e.arg), t
     if isinstance(e, RowDot):
         return 2 * _entries(e.args[0]), _entries(e.args[0])
-    if isinstance(e, FaceSplit):  # materialised (the chain never does this)
+    if isinstance(e, FaceSplit):  # materialised: only narrow (data) factors in the fused chain
         return _entries(e), sp.S.Zero
+    if isinstance(e, HStack):  # a copy (0 flops); blocks computed on the fly are temporaries
+        subs = [_cost(b) for b in e.args]
+        formed = [b for b in e.args if not isinstance(b, (sp.MatrixSymbol, ColSlice))]
+        return (sum((f for f, _ in subs), sp.S.Zero),
+                sum((t for _, t in subs), sp.S.Zero) + sum((_entries(b) for b in formed), sp.S.Zero))
+    if isinstance(e, ColSlice):  # a view
+        return _cost(e.args[0])
+    if isinstance(e, FaceContract):  # row i: (1 x d) @ (d x e)
+        c, T = e.args
+        return 2 * _entries(T) + _cost(T)[0], _cost(T)[1]
     if isinstance(e, sp.Trace):  # printed as sum(c * c)
         return 2 * _entries(e.arg.args[-1]), _entries(e.arg.args[-1])
     if isinstance(e, (sp.Mul, sp.Add)):
@@ -155,15 +147,21 @@ def _outputs(modules):
     return ("loss",) + tuple(exact.WEIGHT_GRADIENTS[m] for m in modules)
 
 
+def _derivation(kind: str, outputs: tuple):
+    if kind == "exact":
+        return exact.build()
+    return lowrank.build("".join(m for m, name in exact.WEIGHT_GRADIENTS.items() if name in outputs))
+
+
 @functools.lru_cache(maxsize=64)
 def _formula(kind: str, outputs: tuple):
-    D = exact.build() if kind == "exact" else lowrank.build()
+    D = _derivation(kind, outputs)
     return sp.lambdify(SIZES, flops_formula(D, outputs), modules=[{"Max": max, "Min": min}])
 
 
 @functools.lru_cache(maxsize=64)
 def _peaks(kind: str, outputs: tuple, inputs: bool):
-    D = exact.build() if kind == "exact" else lowrank.build()
+    D = _derivation(kind, outputs)
     return [sp.lambdify(SIZES, p, modules=[{"Max": max, "Min": min}])
             for p in peak_entries_formula(D, outputs, inputs=inputs)]
 

@@ -15,10 +15,9 @@ count stays the BLAS's own (threadpoolctl limits are respected).
 from __future__ import annotations
 
 import operator
-from concurrent.futures import ThreadPoolExecutor
-
 import array_api_compat
 
+from ._chunks import chunk_sums
 from .errors import InvalidInputError, InvalidTypeError
 from .kernels import _generated_exact as gen
 from .kernels import _generated_lora as gen_lora
@@ -106,28 +105,15 @@ def _recycle_block_memory(xp) -> None:
 
 def _blocked_sums(problem: LoRAProblem, kernel, args, rows, workers) -> dict:
     """Sum over the batch and over row blocks of every output of `kernel`, in a fixed order."""
-    xp, L = problem.xp, problem.L
+    xp = problem.xp
 
-    def block(i):
+    def block(i):  # row blocks add up: every term is a sum over query rows
         out = kernel(problem.X3[:, i:i + rows, :], *args, problem.Y3[:, i:i + rows, :], problem.beta)
         return {k: xp.sum(v, axis=0) for k, v in out.items()}
 
-    def add(parts):  # row blocks add up: every term is a sum over query rows
-        total = None
-        for part in parts:
-            total = part if total is None else {k: total[k] + part[k] for k in total}
-        return total
-
-    starts = range(0, L, rows)
-    if len(starts) > 1:
+    if rows < problem.L:
         _recycle_block_memory(xp)
-    if workers == 1 or len(starts) == 1:
-        return add(map(block, starts))
-    from threadpoolctl import threadpool_limits  # noqa: PLC0415
-
-    # map() yields in submission order, so the sum (and its rounding) is deterministic.
-    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(min(workers, len(starts))) as pool:
-        return add(pool.map(block, starts))
+    return chunk_sums(block, problem.L, rows, workers)
 
 
 def weight_gradients(problem: LoRAProblem, modules: str, *, block_rows="auto", threads=None):

@@ -503,3 +503,226 @@ def _as_float32(p):
     return LoRAProblem(f(sq(p.X3)), f(sq(p.Y3)), {m: f(w) for m, w in p.W.items()},
                        {m: f(a) for m, a in p.A.items()}, {m: f(b) for m, b in p.B.items()},
                        alpha=p.alpha, beta=p.beta, X_kv=None if p.Xkv3 is p.X3 else f(sq(p.Xkv3)))
+
+
+# ----------------------------------------------------------------------------------------------
+# the fast evaluation: every reformulation against a direct evaluation of the docstring formulas
+
+
+def test_closed_forms_of_the_symbolic_layer():
+    """t_ib = T_CLOSED, PSI_TERM's slope and constant in c^_ib, and V_TERM's additivity (which
+    lets certify sum over rows before evaluating it) are identities."""
+    chat2, mu2 = sp.symbols("chat2 mu2", nonnegative=True)
+    assert sp.expand(cm.PSI_SLOPE * cm.chat_ib + cm.PSI_CONST - cm.PSI_TERM.subs(cm.t_ib, cm.T_CLOSED)) == 0
+    split = cm.V_TERM.subs({cm.chat_ib: cm.chat_ib + chat2, cm.mu_xa: cm.mu_xa + mu2})
+    assert sp.expand(split - cm.V_TERM - cm.V_TERM.subs({cm.chat_ib: chat2, cm.mu_xa: mu2})) == 0
+
+
+@given(st.integers(0, 2**32 - 1))
+def test_joint_max_is_the_maximum_over_the_interval(seed):
+    """max_{o in [lo, hi]} |o - y| max(hi - o, o - lo) on a fine grid never exceeds the closed form
+    and reaches it (the maximiser is an end point, which the grid contains)."""
+    rng = np.random.default_rng(seed)
+    lo = rng.normal(size=50) * 3
+    hi = lo + np.abs(rng.normal(size=50)) * rng.choice([1e-6, 1.0, 10.0], size=50)
+    y = rng.normal(size=50) * rng.choice([0.1, 5.0])
+    o = lo[:, None] + (hi - lo)[:, None] * np.linspace(0.0, 1.0, 2001)[None, :]
+    brute = np.max(np.abs(o - y[:, None]) * np.maximum(hi[:, None] - o, o - lo[:, None]), axis=1)
+    closed = cm._joint_max(np, lo, hi, y)
+    np.testing.assert_allclose(brute, closed, rtol=1e-12, atol=0)
+
+
+@st.composite
+def capped_cases(draw):
+    N, d, e = draw(st.integers(1, 3)), draw(st.integers(1, 5)), draw(st.integers(1, 6))
+    n = draw(st.integers(1, 60))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    mean2 = rng.uniform(0, 1, (N, e, d)) * (rng.uniform(size=(N, e, d)) > draw(st.sampled_from([0.0, 0.3])))
+    max2 = mean2 * rng.uniform(1, 30, (N, e, d))
+    tau = np.where(mean2 > 0, max2 / np.where(mean2 > 0, mean2, 1), 1.0)
+    # lam spread over the breakpoints, some exactly on them, some far below and above
+    lam = np.concatenate([rng.uniform(0.5, 1.2, n) * rng.choice(tau.ravel(), n),
+                          rng.choice(tau.ravel(), 3), [0.0, 1e-300, 1e300]])[None, :].repeat(N, 0)
+    lam = np.sort(lam * rng.uniform(0.99, 1.01, lam.shape), axis=1)[:, None, :]
+    c = rng.uniform(0, 2, (2, N, d, lam.shape[-1]))
+    return c, lam, mean2, max2
+
+
+@given(capped_cases())
+def test_capped_products_equal_the_direct_evaluation(case):
+    c, lam, mean2, max2 = case
+    capped = np.minimum(max2[:, :, :, None], lam[:, :, None, :] * mean2[:, :, :, None])    # (N, e, d, n)
+    direct = np.einsum("nebi,snbi->snei", capped, c)
+    got = cm._capped_products(np, c, lam, cm._breakpoints(np, mean2, max2), {})
+    np.testing.assert_allclose(got, direct, rtol=1e-13, atol=1e-300)
+
+
+def _dense_staged_floor(rows, ab, u, N, L, L_kv, d, dprime):
+    """The floor's per-entry formulas (`_staged_floor` docstring), evaluated directly with
+    (N, L, d, d) arrays in row layout from the same per-row inputs: the oracle for the blocked,
+    capped, regrouped evaluation."""
+    g = lambda n: cm.gamma(n, u)  # noqa: E731
+    blocks = rows["chunks"]
+    row = lambda key: np.swapaxes(np.concatenate([np.asarray(ch[key]) for ch in blocks], axis=-1), 1, 2)  # noqa: E731
+    per_row = lambda k: np.swapaxes(np.concatenate(  # noqa: E731
+        [np.broadcast_to(np.asarray(x[k], dtype=float), ch["lam"].shape)
+         for ch, x in zip(blocks, ab, strict=True)], axis=-1), 1, 2)
+    a, b = per_row(0), per_row(1)                                            # (N, L, 1)
+    col = lambda key: np.swapaxes(np.asarray(rows[key]), 1, 2)  # noqa: E731   (N, 1, d)
+    mu3, e3, mu2, e2, mux, m3, m2, mx = (col(k) for k in ("mu3", "e3", "mu2", "e2", "mux", "m3", "m2", "mx"))
+    lam_t = (1 + dprime) / (1 - dprime) * row("lam") * (1 + 2.0**-20)
+    cmag = row("ctight") if dprime <= cm.DELTA_CAP else row("chat")
+    mean2 = np.swapaxes(np.asarray(rows["mean2T"]), 1, 2)                   # (N, d'', 2d)
+    S32, S3X = mean2[..., :d], mean2[..., d:]
+    avg = lambda mean, mxv: np.minimum(mxv, lam_t * mean)  # noqa: E731
+    err_avg = lambda mean, mxv: a * mean + b * avg(mean, mxv)  # noqa: E731
+
+    def pair(cvec, mean, mxv):
+        av = np.minimum(mxv[:, None], lam_t[..., None] * mean[:, None])      # (N, L, d'', d)
+        return ((cvec[..., None] * av).sum(2),
+                (cvec[..., None] * (a[..., None] * mean[:, None] + b[..., None] * av)).sum(2))
+
+    Omag = avg(m3, mu3)
+    eO = err_avg(m3, mu3) + e3
+    ec = (eO + u * cmag) / (1 - u)
+    cp = cmag + ec
+    rmag = (cp * (Omag + eO)).sum(-1, keepdims=True)
+    er = (cp * eO + ec * Omag).sum(-1, keepdims=True) + g(d + 1) * rmag
+    rsum = lambda x, y: rows["row_weight"] * np.swapaxes(x, 1, 2) @ y  # noqa: E731
+    max32 = np.swapaxes(mu3, 1, 2) * mu2
+    mag_p1, rnd_p1 = pair(cp, S32, max32)
+    ec_p1, _ = pair(ec, S32, max32)
+    e3c, mu3c = np.swapaxes(e3, 1, 2)[:, None], np.swapaxes(mu3, 1, 2)[:, None]         # (N, 1, d'', 1)
+    in_p1 = (cmag[..., None] * (e3c * mu2[:, :, None] + mu3c * e2[:, :, None])).sum(2)
+    err_p1 = rnd_p1 + ec_p1 + in_p1
+    F2, eF2 = avg(m2, mu2), err_avg(m2, mu2) + e2
+    mag_p2 = rmag * (F2 + eF2)
+    err_p2 = er * (F2 + eF2) + rmag * eF2 + u * mag_p2
+    err_pc = err_p1 + err_p2 + u * (mag_p1 + err_p1 + mag_p2 + err_p2)
+    mag_pc = mag_p1 + mag_p2
+    beta, aX, aC1, e1 = rows["beta"], row("aX"), row("aC1"), row("e1")
+    err = {"Q": beta * (rsum(aX, err_pc) + g(L + 2) * rsum(aX, mag_pc + err_pc))}
+    mag = {"Q": beta * rsum(aX, mag_pc)}
+    max3x = np.swapaxes(mu3, 1, 2) * mux
+    q1, rq1 = pair(cp, S3X, max3x)
+    qc, _ = pair(ec, S3X, max3x)
+    Ax, eAx = avg(mx, mux), err_avg(mx, mux)
+    q3 = (cmag * e3).sum(-1, keepdims=True) * Ax
+    mag_k1 = rsum(q1, aC1)
+    err_k1 = rsum(rq1 + qc + q3, aC1) + rsum(q1, e1)
+    mag_k2 = rsum(rmag * Ax, aC1)
+    err_k2 = rsum(rmag * eAx + er * Ax + u * rmag * Ax, aC1) + rsum(rmag * Ax, e1)
+    err_pk = err_k1 + err_k2 + u * (mag_k1 + err_k1 + mag_k2 + err_k2)
+    err["K"] = beta * (err_pk + g(L_kv + 2) * (mag_k1 + mag_k2 + err_pk))
+    mag["K"] = beta * (mag_k1 + mag_k2)
+    mag["V"] = rsum(Ax, cp)
+    e_v = rsum(eAx, cp) + rsum(Ax, ec)
+    err["V"] = e_v + g(L_kv + 1) * (mag["V"] + e_v)
+    out_err = {m: e.sum(0) / N + g(N + 1) * (mag[m].sum(0) / N + e.sum(0) / N) for m, e in err.items()}
+    return out_err, {m: v.sum(0) / N for m, v in mag.items()}
+
+
+@settings(deadline=None, max_examples=10)
+@given(problems(max_L=48), st.integers(0, 8), st.booleans())
+def test_staged_floor_equals_the_dense_per_entry_evaluation(problem, extra, exact):
+    """Small row blocks (many blocks, runs of the capped products crossing them) and the dense
+    (N, L, d, d) evaluation of the same formulas agree to float64 rounding."""
+    seen = []
+    fast = cm._staged_floor
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(cm, "_BLOCK", 16)
+        mp.setattr(cm, "_MIN_ROWS", 5)
+        mp.setattr(cm, "_staged_floor", lambda *args: seen.append(args) or fast(*args))
+        cert = cm.certify(problem)
+        if exact:
+            cert.exact_floor()
+        else:
+            R = cert.logit_bound
+            cert.rounding_floor(exp_polynomial(R, degree=min_degree(R, 0.5) + extra))
+    assume(seen)  # the floor was infinite before any stage (float rounding uncontrolled)
+    assert len(cert._rows["chunks"]) == math.ceil(problem.L / max(5, 16 // (problem.N * problem.d)))
+    got, want = fast(*seen[0]), _dense_staged_floor(*seen[0])
+    for m in "QKV":
+        for g_, w_ in zip((got[0][m], got[1][m]), (want[0][m], want[1][m]), strict=True):
+            np.testing.assert_allclose(g_, w_, rtol=1e-12, atol=0)
+
+
+def _permuted(p, perm_q, perm_kv):
+    h = testing.host_inputs(p)
+    sq = (lambda a: a) if p.batched else (lambda a: a[0])
+    cross = p.Xkv3 is not p.X3
+    X, Y = h["X"][:, perm_q], h["Y"][:, perm_q]
+    Xkv = h["X_kv"][:, perm_kv] if cross else None
+    return LoRAProblem(sq(X), sq(Y), h["W"], h["A"], h["B"], alpha=p.alpha, beta=p.beta,
+                       X_kv=None if Xkv is None else sq(Xkv))
+
+
+@pytest.mark.parametrize("block", [16, 64, None])
+def test_certificate_is_invariant_under_row_order_and_blocking(monkeypatch, block):
+    """The certificate sums over rows: reordering the queries (and the keys of a cross problem)
+    and changing the row blocks change nothing beyond float64 rounding."""
+    base = make_problem("gaussian", 90, 4, 2, R=3.0, adapt="QKV", N=2, cross=True, L_kv=70, seed=12)
+    want = cm.certify(base)
+    poly = exp_polynomial(want.logit_bound * (1 + 1e-12), degree=7)
+    if block is not None:
+        monkeypatch.setattr(cm, "_BLOCK", block)
+        monkeypatch.setattr(cm, "_MIN_ROWS", 3)
+    rng = np.random.default_rng(block or 0)
+    got = cm.certify(_permuted(base, rng.permutation(90), rng.permutation(70)))
+    for name in ("coefficients", "tight_coefficients"):
+        for key, K in getattr(want, name).items():
+            np.testing.assert_allclose(getattr(got, name)[key], K, rtol=1e-12)
+    for f in (lambda c: c.rounding_floor(poly), lambda c: c.exact_floor()):
+        a, b = f(got), f(want)
+        for key in b:
+            np.testing.assert_allclose(a[key], b[key], rtol=1e-12)
+
+
+def test_key_statistics_equal_direct_column_statistics():
+    p = make_problem("residual", 70, 3, 2, R=2.0, adapt="QKV", N=2, cross=True, L_kv=53, seed=4)
+    proj = cm.projections(p)
+    ks = cm._key_statistics(np, proj)
+    h = testing.host_inputs(p)
+    W = {m: h["W"][m] + p.scale * h["B"][m] @ h["A"][m] for m in "KV"}
+    M = {m: np.abs(h["W"][m]) + abs(p.scale) * np.abs(h["B"][m]) @ np.abs(h["A"][m]) for m in "KV"}
+    g_in = cm.gamma(p.d + p.r + 4, 2.0**-53)
+    Xkv = h["X_kv"]
+    C2, C3 = Xkv @ W["K"], Xkv @ W["V"]
+    E2, E3 = np.abs(Xkv) @ (g_in * M["K"]), np.abs(Xkv) @ (g_in * M["V"])
+    dev3 = np.abs(C3 - C3.mean(1, keepdims=True)) + E3
+    a2 = (dev3**2).sum(-1, keepdims=True)
+    devK = np.abs(C2 - C2.mean(1, keepdims=True)) + E2
+    col = lambda v: np.swapaxes(v, 1, 2)  # noqa: E731  (N, 1, d) -> (N, d, 1)
+    want = {
+        "lo3": col((C3 - E3).min(1, keepdims=True)), "hi3": col((C3 + E3).max(1, keepdims=True)),
+        "w2": col(((C2 + E2).max(1, keepdims=True) - (C2 - E2).min(1, keepdims=True)) / 2),
+        "mux": col(np.abs(Xkv).max(1, keepdims=True)), "s3sq": col((dev3**2).mean(1, keepdims=True)),
+        "mean_a2": a2.mean(1, keepdims=True), "max_a2": a2.max(1, keepdims=True),
+        "A1K": col(np.sqrt((a2 * devK**2).mean(1, keepdims=True))),
+        "S32": np.swapaxes(np.abs(C3) + 2 * E3, 1, 2) @ (np.abs(C2) + 2 * E2) / 53,
+        "mu2": col(np.abs(C2).max(1, keepdims=True) + 2 * E2.max(1, keepdims=True)),
+    }
+    for key, value in want.items():
+        np.testing.assert_allclose(ks[key], value, rtol=1e-12, atol=1e-300, err_msg=key)
+
+
+def test_kernel_depth_counts_every_rounding_of_a_term():
+    """n = max(L, L_kv) + k + d + 2g + 8 (module docstring (b)): the additions (L - 1, k - 1, d - 1),
+    2 (g + 2) in the two features and 5 products / divisions, with 2 to spare."""
+    for L, L_kv, d, g in ((10, 7, 3, 0), (64, 100, 8, 4), (5, 5, 1, 40)):
+        k = math.comb(d + g, g)
+        per_term = (max(L, L_kv) - 1) + (k - 1) + (d - 1) + 2 * (g + 2) + 5
+        assert cm.kernel_depth(L, L_kv, d, g) == per_term + 2
+
+
+def test_magnitude_certificate_past_float_range():
+    """e^{2R} overflows for R > 354: the data-free certificate still builds (lam = inf makes every
+    capped average its maximum), its exact-path floor is finite, and no polynomial certifies."""
+    kw = {"L": 100, "L_kv": 100, "d": 4, "r": 2, "N": 1, "adapt": "QV", "beta": 0.5, "scale": 2.0,
+          "input_bound": 1.0, "value_bound": 1.0, "target_bound": 1.0, "query_bound": 20.0, "key_bound": 20.0,
+          "adapter_bound": 0.5}
+    far = cm.magnitude_certificate(**kw, logit_bound=400.0)
+    near = cm.magnitude_certificate(**kw, logit_bound=300.0)
+    for key, v in far.exact_bound().items():
+        assert 0 < v < math.inf and v >= near.exact_bound()[key]
+    assert all(math.isinf(v) for v in far.bound(exp_polynomial(256.0, degree=60)).values())

@@ -6,6 +6,7 @@ import itertools
 import math
 from fractions import Fraction
 
+import array_api_compat
 import array_api_strict
 import numpy as np
 import pytest
@@ -13,15 +14,21 @@ import sympy as sp
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from lora_proofcheck import _xp
 from lora_proofcheck.derivations.polynomial import ExpPolynomial, exp_polynomial
 from lora_proofcheck.errors import InvalidInputError, InvalidTypeError
+from lora_proofcheck.kernels import features as features_module
 from lora_proofcheck.kernels.features import (
     feature_maps,
     feature_rank,
     feature_scales,
+    key_features,
     monomial_exponents,
     paper_rank_bound,
+    query_features,
 )
+
+NP = array_api_compat.array_namespace(np.empty(0))
 
 
 def exact_kernel(Q, K, coefficients):
@@ -63,6 +70,37 @@ def test_monomial_exponents_are_all_multi_indices_in_graded_order(d, degree):
     assert set(ms) == expected
     assert [sum(m) for m in ms] == sorted(sum(m) for m in ms)  # graded
     assert monomial_exponents(d, degree) == ms  # deterministic
+
+
+def as_index_tuple(m):
+    """Multi-index (2, 0, 1) -> sorted variable tuple (0, 0, 2)."""
+    return tuple(i for i, count in enumerate(m) for _ in range(count))
+
+
+@pytest.mark.parametrize("d, degree", [(1, 4), (2, 3), (3, 4), (5, 3), (8, 3)])
+def test_order_is_colex(d, degree):
+    """Within a degree, the sorted index tuples come in lexicographic order of their REVERSES
+    (largest variable first): itertools' order, re-sorted, is the independent oracle."""
+    ms = monomial_exponents(d, degree)
+    for t in range(degree + 1):
+        level = [as_index_tuple(m) for m in ms if sum(m) == t]
+        combos = itertools.combinations_with_replacement(range(d), t)
+        assert level == sorted(combos, key=lambda c: c[::-1])
+
+
+@pytest.mark.parametrize("d, degree", [(1, 3), (3, 4), (4, 3), (8, 2)])
+def test_prefix_property(d, degree):
+    """Degree-t group i = (the first C(i+t-1, t-1) degree-(t-1) monomials: exactly those over
+    variables 0..i) times x_i, in the same order; the groups follow each other for i = 0..d-1."""
+    ms = monomial_exponents(d, degree)
+    levels = [[m for m in ms if sum(m) == t] for t in range(degree + 1)]
+    for t in range(1, degree + 1):
+        rebuilt = []
+        for i in range(d):
+            prefix = levels[t - 1][: math.comb(i + t - 1, t - 1)]
+            assert prefix == [m for m in levels[t - 1] if not any(m[i + 1:])]  # support in 0..i
+            rebuilt += [m[:i] + (m[i] + 1,) + m[i + 1:] for m in prefix]
+        assert rebuilt == levels[t]
 
 
 @settings(max_examples=50, deadline=None)
@@ -116,12 +154,13 @@ def test_chebyshev_example_really_has_negative_coefficients():
     assert any(c < 0 for c in p.coefficients) and any(c > 0 for c in p.coefficients)
 
 
-def test_columns_follow_monomial_exponents():
-    d, degree = 3, 3
+@pytest.mark.parametrize("d, degree", [(3, 3), (4, 5), (1, 2), (5, 1)])
+def test_columns_follow_monomial_exponents(d, degree):
     p = signed_polynomial(degree, seed=7)
     rng = np.random.default_rng(1)
     Q, K = rng.standard_normal((4, d)), rng.standard_normal((2, d))
     U1, U2 = feature_maps(Q, K, p)
+    assert np.array_equal(U1, query_features(Q, p)) and np.array_equal(U2, key_features(K, p))
     left, right = feature_scales(d, p)
     for col, m in enumerate(monomial_exponents(d, degree)):
         t = sum(m)
@@ -173,6 +212,78 @@ def test_float32_stays_float32_and_keeps_the_identity():
 
 
 # ----------------------------------------------------------------------------------------------
+# the two implementations of the recurrence, and the unvalidated per-chunk entry point
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    d=st.integers(1, 6),
+    degree=st.integers(0, 5),
+    batch=st.sampled_from([(), (2,), (2, 3)]),
+    length=st.integers(0, 9),
+    dtype=st.sampled_from(["float32", "float64"]),
+    key=st.booleans(),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_fast_and_generic_paths_agree_exactly(d, degree, batch, length, dtype, key, seed):
+    """The out= path (NumPy) and the concat path (standard functions only) perform the same
+    products in the same order, so they agree bit for bit, on NumPy and on array_api_strict."""
+    p = signed_polynomial(degree, seed)
+    X = (np.random.default_rng(seed).standard_normal(batch + (length, d))).astype(dtype)
+    k = feature_rank(d, degree)
+    plan = features_module._plan(d, degree)
+    scale = features_module._scale_column(NP, X, p, key)
+    fast = features_module._fill(NP, X, plan, scale)
+    generic = features_module._stack(NP, X, plan, scale)
+    assert fast.shape == generic.shape == batch + (k, length) and fast.dtype == generic.dtype == X.dtype
+    assert np.array_equal(fast, generic)
+    U = features_module._side_features(NP, X, p, key)
+    S = features_module._side_features(array_api_strict, array_api_strict.asarray(X), p, key)
+    assert U.shape == batch + (length, k)
+    assert np.array_equal(U, np.matrix_transpose(fast)) and np.array_equal(np.asarray(S), U)
+
+
+def test_side_features_match_the_validated_entry_points():
+    p = exp_polynomial(8.0, degree=5, method="chebyshev")  # negative a_1..a_3 (see above)
+    rng = np.random.default_rng(5)
+    Q, K = rng.standard_normal((2, 7, 4)), rng.standard_normal((2, 3, 4))
+    assert np.array_equal(features_module._side_features(NP, Q, p, False), query_features(Q, p))
+    assert np.array_equal(features_module._side_features(NP, K, p, True), key_features(K, p))
+    left, right = feature_scales(4, p)
+    assert left != right  # the Chebyshev coefficients have both signs, so the sides differ
+
+
+def test_reused_buffer_gives_the_same_features_in_place():
+    p = exp_polynomial(2.0, degree=3, method="taylor")
+    rng = np.random.default_rng(6)
+    buffer = np.full((2, feature_rank(5, 3), 8), np.nan)
+    for seed in range(2):  # second call overwrites the first's values entirely
+        X = rng.standard_normal((2, 8, 5))
+        U = features_module._side_features(NP, X, p, True, out=buffer)
+        assert np.shares_memory(U, buffer)
+        assert np.array_equal(U, features_module._side_features(NP, X, p, True))
+
+
+def test_all_namespaces_agree_with_numpy(xp):
+    """Same values on every namespace of the conftest fixture (CuPy under the gpu marker)."""
+    p = exp_polynomial(4.0, degree=3, method="chebyshev")
+    X = np.random.default_rng(8).standard_normal((2, 6, 3))
+    expected = features_module._side_features(NP, X, p, True)
+    Xs = xp.asarray(X)
+    got = features_module._side_features(array_api_compat.array_namespace(Xs), Xs, p, True)
+    assert np.array_equal(_xp.to_numpy(got), expected)
+
+
+def test_scale_columns_are_cached_per_dtype():
+    p = exp_polynomial(1.0, degree=2)
+    X64, X32 = np.ones((2, 3)), np.ones((2, 3), dtype=np.float32)
+    a = features_module._scale_column(NP, X64, p, False)
+    assert features_module._scale_column(NP, X64, p, False) is a  # cached, not rebuilt per chunk
+    b = features_module._scale_column(NP, X32, p, False)
+    assert b.dtype == np.float32 and a.dtype == np.float64 and a.shape == b.shape == (10, 1)
+
+
+# ----------------------------------------------------------------------------------------------
 # bad inputs
 
 
@@ -191,6 +302,18 @@ def _bad_inputs():
         (lambda: feature_maps(ok, array_api_strict.asarray(ok), p), InvalidTypeError, "mixed"),
         (lambda: feature_maps(ok, ok, [1.0, 1.0]), InvalidTypeError, "poly"),
         (lambda: monomial_exponents(0, 2), InvalidInputError, "d"),
+        (lambda: query_features(np.ones(3), p), InvalidInputError, "Q"),
+        (lambda: query_features(np.ones((3, 0)), p), InvalidInputError, "Q must have d >= 1"),
+        (lambda: query_features(np.array([[np.inf, 1.0]]), p), InvalidInputError, "Q has non-finite"),
+        (lambda: query_features(ok.astype(np.int32), p), InvalidTypeError, "Q must have dtype"),
+        (lambda: query_features([[1.0, 2.0]], p), InvalidTypeError, "Q must be an array"),
+        (lambda: query_features(ok, None), InvalidTypeError, "poly"),
+        (lambda: key_features(np.ones((2, 3, 0)), p), InvalidInputError, "K must have d >= 1"),
+        (lambda: key_features(np.ones(()), p), InvalidInputError, "K must have shape"),
+        (lambda: key_features(np.array([[1.0, np.nan]]), p), InvalidInputError, "K has non-finite"),
+        (lambda: key_features(ok.astype(np.float16), p), InvalidTypeError, "K must have dtype"),
+        (lambda: key_features((1.0, 2.0), p), InvalidTypeError, "K must be an array"),
+        (lambda: key_features(ok, "taylor"), InvalidTypeError, "poly"),
         (lambda: feature_rank(2, -1), InvalidInputError, "degree"),
         (lambda: paper_rank_bound(2.5, 1), InvalidTypeError, "d"),
     ]

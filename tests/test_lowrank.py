@@ -1,4 +1,4 @@
-"""The chained low-rank kernel: proofs, runtime face-split ops, generated kernels, costs, memory.
+"""The fused low-rank kernels: proofs, runtime ops, generated kernels, chunked runtime, costs, memory.
 
 Oracles: exact SymPy identities (`lowrank_proofs`), the explicit face split, and the generated
 EXACT kernels (themselves checked against finite differences and PyTorch in test_exact.py), fed
@@ -8,12 +8,13 @@ with exact features U1 = exp(S), U2 = I so that the low-rank chain must reproduc
 from __future__ import annotations
 
 import math
+import re
 import tracemalloc
 
 import numpy as np
 import pytest
 import sympy as sp
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from lora_proofcheck import InvalidInputError, InvalidTypeError, LoRAProblem, _xp, costs
@@ -41,19 +42,30 @@ def host(a):
 
 def test_all_lowrank_proofs_hold():
     proofs = lowrank_proofs.all_lowrank_proofs()
-    assert len(proofs) == 6
+    assert len(proofs) == 8
     assert all(p.holds for p in proofs), [p.name for p in proofs if not p.holds]
 
 
 def test_papers_column_scaled_p2_is_refuted():
     """p~2 = F~ diag(r~) (the paper's V4 = diag(r~) V1, erratum E2) must make the proof fail."""
-    wrong = lowrank.build("columns")
+    wrong = lowrank.build_lemmas("columns")
     assert not lowrank_proofs.prove_chain_exact_features(L=3, derivation=wrong).holds
 
 
-def test_unknown_p2_variant():
+def test_unknown_variants():
     with pytest.raises(ValueError, match="p2"):
-        lowrank.build("diagonal")
+        lowrank.build_lemmas("diagonal")
+    for bad in ("", "VQ", "QX", "QQ"):
+        with pytest.raises(ValueError, match="modules"):
+            lowrank.build(bad)
+
+
+@pytest.mark.parametrize("mods", ["Q", "V", "QK"])
+def test_module_subsets_are_proved_too(mods):
+    """Each subset stacks other blocks (other column offsets): proved like the full chain."""
+    D = lowrank.build(mods)
+    outs = ("loss",) + tuple(lowrank.WEIGHT_GRADIENTS[m] for m in mods)
+    assert lowrank_proofs.prove_chain_exact_features(L=2, d=2, derivation=D, outputs=outs).holds
 
 
 # ----------------------------------------------------------------------------------------------
@@ -61,43 +73,42 @@ def test_unknown_p2_variant():
 
 
 @st.composite
-def face_split_operands(draw):
+def contract_operands(draw):
     lead = draw(st.sampled_from([(), (1,), (3,)]))
-    L, k_a, k_b, e = (draw(st.integers(1, n)) for n in (9, 6, 6, 4))
+    L, k, d, e = (draw(st.integers(1, n)) for n in (9, 6, 4, 4))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    return (rng.standard_normal(lead + (L, k_a)), rng.standard_normal(lead + (L, k_b)),
-            rng.standard_normal(lead + (k_a * k_b, e)), rng.standard_normal(lead + (L, e)))
+    return tuple(rng.standard_normal(lead + shape) for shape in ((L, k), (L, d), (k * d, e)))
 
 
 @settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(face_split_operands())
-def test_face_split_ops_match_the_explicit_product(xp, ops):
-    A, B, M, N = ops
-    explicit = np.einsum("...ia,...ib->...iab", A, B).reshape(A.shape[:-1] + (-1,))
-    assert np.array_equal(host(_ops.face_split(*(xp.asarray(a) for a in (A, B)))), explicit)
-    got = host(_ops.face_split_matmul(xp.asarray(A), xp.asarray(B), xp.asarray(M)))
-    got_t = host(_ops.face_split_t_matmul(xp.asarray(A), xp.asarray(B), xp.asarray(N)))
-    want, want_t = explicit @ M, np.swapaxes(explicit, -1, -2) @ N
-    scale = ((np.abs(explicit) @ np.abs(M)).max(initial=0),
-             (np.abs(explicit).swapaxes(-1, -2) @ np.abs(N)).max(initial=0))
-    n = max(A.shape[-1] * B.shape[-1], A.shape[-2])
-    assert np.max(np.abs(got - want), initial=0) <= 4 * n * EPS64 * scale[0]
-    assert np.max(np.abs(got_t - want_t), initial=0) <= 4 * n * EPS64 * scale[1]
+@given(contract_operands())
+def test_face_contract_undoes_a_face_split(xp, ops):
+    """(U ⊘ c) M = face_contract(c, U M') with M'[a, b e + f] = M[a d + b, f], against the explicit
+    face split (einsum)."""
+    U, c, M = ops
+    explicit = np.einsum("...ia,...ib->...iab", U, c).reshape(U.shape[:-1] + (-1,))
+    assert np.array_equal(host(_ops.face_split(xp.asarray(U), xp.asarray(c))), explicit)
+    k, d = U.shape[-1], c.shape[-1]
+    M2 = M.reshape(M.shape[:-2] + (k, -1))  # rows a d + b -> row a, columns b e + f
+    got = host(_ops.face_contract(xp.asarray(c), xp.asarray(U @ M2)))
+    want = explicit @ M
+    scale = (np.abs(explicit) @ np.abs(M)).max(initial=0)
+    assert np.max(np.abs(got - want), initial=0) <= 4 * (k * d) * EPS64 * scale
 
 
-@pytest.mark.parametrize("k_a, k_b", [(3, 2), (2, 3), (2, 2)])
-def test_face_split_ops_exact_on_symbols(k_a, k_b):
-    """Index bookkeeping proved exactly: the ops on object arrays of SymPy symbols (both routes)."""
-    L, e = 3, 2
-    def sym(name, rows, cols):
-        entries = [[sp.Symbol(f"{name}{i}_{j}") for j in range(cols)] for i in range(rows)]
-        return np.array(entries, dtype=object)
+def test_face_contract_exact_on_symbols():
+    """Index bookkeeping proved exactly: the op on object arrays of SymPy symbols vs the node's
+    definition as the Interpreter evaluates it."""
+    from lora_proofcheck.derivations.explicit import Interpreter, symbol_matrix
+    from lora_proofcheck.derivations.nodes import FaceContract
 
-    A, B, M, N = sym("a", L, k_a), sym("b", L, k_b), sym("m", k_a * k_b, e), sym("n", L, e)
-    F = sp.Matrix(L, k_a * k_b, lambda i, j: A[i, j // k_b] * B[i, j % k_b])
-    diff = sp.Matrix(_ops.face_split_matmul(A, B, M).tolist()) - F * sp.Matrix(M.tolist())
-    diff_t = sp.Matrix(_ops.face_split_t_matmul(A, B, N).tolist()) - F.T * sp.Matrix(N.tolist())
-    assert all(sp.expand(x) == 0 for x in [*diff, *diff_t])
+    L, d, e = 3, 2, 3
+    c, T = symbol_matrix("c", L, d), symbol_matrix("t", L, d * e)
+    got = _ops.face_contract(np.array(c.tolist(), dtype=object), np.array(T.tolist(), dtype=object))
+    cs, Ts = sp.MatrixSymbol("c", L, d), sp.MatrixSymbol("T", L, d * e)
+    want = Interpreter({"c": c, "T": T}, {})(FaceContract(cs, Ts))
+    assert all(sp.expand(x) == 0 for x in sp.Matrix(got.tolist()) - want)
+    assert all(want[i, f] == sum(c[i, b] * T[i, b * e + f] for b in range(d)) for i in range(L) for f in range(e))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -108,23 +119,32 @@ def test_generated_module_is_current_and_never_materialises():
     path = regen.KERNELS / "_generated_lowrank.py"
     assert approx_targets.targets(regen.KERNELS) == {path: path.read_text(encoding="utf-8")}
     text = path.read_text()
-    assert f"derivation lowrank sha256: {lowrank.build().digest()}" in text
+    for mods in SUBSETS:
+        assert f"derivation lowrank_{mods} sha256: {lowrank.build(mods).digest()}" in text
     body = text.split('"""', 2)[2]
-    # a bare face split (L x k d) or diag(r) (L x L) would mean CSE hoisted an operator out of its product
-    assert "face_split(" not in body and "diagflat" not in body and "xp.eye" not in body
+    # diag(r) (L x L) would mean CSE hoisted an operator out of its product; face splits only of
+    # the narrow data factors (L x d^2), never of a feature factor (L x k d)
+    assert "diagflat" not in body and "xp.eye" not in body
+    splits = re.findall(r"face_split\(([^)]*)\)", body)
+    assert splits and all(set(a.split(", ")) <= {"C1", "C2", "C3", "c"} for a in splits), splits
     for mods in SUBSETS:
         assert f"def lowrank_gradients_{mods}(U1, U2, X_q, X_kv, W_Q, W_K, W_V, Y, beta):" in text
 
 
-def test_printer_prints_face_split_products_as_ops():
+def test_printer_prints_the_fused_nodes():
     from lora_proofcheck.codegen.printer import XPPrinter
-    from lora_proofcheck.derivations.nodes import FaceSplit
+    from lora_proofcheck.derivations.nodes import ColSlice, FaceContract, FaceSplit, HStack
 
-    A, B = sp.MatrixSymbol("A", 5, 3), sp.MatrixSymbol("B", 5, 2)
-    M, N = sp.MatrixSymbol("M", 6, 4), sp.MatrixSymbol("N", 5, 4)
+    n, d = sp.symbols("n d", integer=True, positive=True)
+    A, B, T = sp.MatrixSymbol("A", n, d), sp.MatrixSymbol("B", n, d), sp.MatrixSymbol("T", n, d * d + 1)
     p = XPPrinter()
-    assert p.doprint(FaceSplit(A, B) * M) == "face_split_matmul(A, B, M)"
-    assert p.doprint(FaceSplit(A, B).T * N) == "face_split_t_matmul(A, B, N)"
+    assert p.doprint(FaceSplit(A, B)) == "face_split(A, B)"
+    assert p.doprint(HStack(sp.OneMatrix(n, 1), A, FaceSplit(A, B))) == \
+        "xp.concat([xp.ones_like(A[..., :1]), A, face_split(A, B)], axis=-1)"
+    assert p.doprint(HStack(A)) == "A"
+    assert p.doprint(ColSlice(T, 0, 1)) == "T[..., :1]"
+    assert p.doprint(ColSlice(T, 1, d**2 + 1)) == "T[..., 1:d**2 + 1]"
+    assert p.doprint(FaceContract(A, ColSlice(T, 1, d**2 + 1))) == "face_contract(A, T[..., 1:d**2 + 1])"
 
 
 def exact_features(problem, xp):
@@ -193,7 +213,7 @@ def test_terms_kernel_matches_exact_terms(xp):
     t = {k: host(v) for k, v in gen.lowrank_terms(U1, U2, *kernel_args(problem)).items()}
     e = {k: host(v) for k, v in gen_exact.exact_terms(*kernel_args(problem)).items()}
     assert set(t) == set(lowrank.TERMS)
-    pairs = {"U1n": e["F"], "O": e["F"] @ e["C3"], "c": e["c"], "r": e["r"], "loss": e["loss"],
+    pairs = {"O": e["F"] @ e["C3"], "c": e["c"], "r": e["r"], "loss": e["loss"],
              "pC2": e["p"] @ e["C2"], "pTC1": np.swapaxes(e["p"], -1, -2) @ e["C1"],
              "FTc": np.swapaxes(e["F"], -1, -2) @ e["c"], "C1": e["C1"], "C2": e["C2"], "C3": e["C3"]}
     for key, want in pairs.items():
@@ -212,6 +232,83 @@ def test_weight_gradients_batch_mean_and_exact_features():
     assert abs(float(loss) - float(loss_e)) <= 1e-13 * max(1.0, abs(float(loss_e)))
     for m in "QKV":
         assert np.max(np.abs(dW[m] - dW_e[m])) <= 1e-13 * max(1.0, np.max(np.abs(dW_e[m])))
+
+
+@settings(deadline=None, max_examples=25, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_chunked_passes_equal_the_whole_chain(xp, data):
+    """The three row passes over chunks (any chunk size, 1 or 2 threads) add up to the one-call
+    kernel on the same features, to rounding: every module subset, batched, self and cross."""
+    problem = data.draw(small_problems(xp=xp))
+    mods = data.draw(st.sampled_from(SUBSETS))
+    rows = data.draw(st.integers(1, 13))
+    threads = data.draw(st.sampled_from([1, 2]))
+    poly = exp_polynomial(1.0, degree=data.draw(st.integers(0, 4)))
+    features = problem_features(problem, poly)
+    U1, U2 = (host(U) for U in features)
+    alpha = np.sum(U1 @ np.swapaxes(U2, -1, -2), axis=-1)
+    assume(np.all(alpha > 0))  # a polynomial used past its radius may lose positivity
+    # the row sums' condition number: cancellation in alpha~ amplifies every rounding difference
+    cond = np.max(np.sum(np.abs(U1) @ np.abs(np.swapaxes(U2, -1, -2)), axis=-1) / alpha)
+    loss, dW = lowrank_weight_gradients(problem, poly, mods, chunk_rows=rows, threads=threads)
+    loss_w, dW_w = lowrank_weight_gradients(problem, None, mods, features=features)
+    n = problem.L + problem.L_kv + problem.d**2 + 8
+    tol = 4 * n * EPS64 * cond
+    assert abs(float(loss) - float(loss_w)) <= tol * max(1.0, abs(float(loss_w)))
+    for m in mods:
+        a, b = host(dW[m]), host(dW_w[m])
+        assert np.max(np.abs(a - b)) <= tol * max(1.0, np.max(np.abs(b))) * problem.L, m
+
+
+def test_chunk_count_does_not_change_the_result_much_and_threads_not_at_all():
+    problem = LoRAProblem.random(300, 4, 2, adapt="QKV", N=2, cross=True, L_kv=170, logit_bound=1.0, seed=5)
+    poly = exp_polynomial(1.0, degree=3)
+    one = lowrank_weight_gradients(problem, poly, "QKV", chunk_rows=1000)
+    from threadpoolctl import threadpool_limits
+
+    for rows in (1, 37, 64):
+        with threadpool_limits(limits=1, user_api="blas"):  # the BLAS's own blocking stays fixed
+            a = lowrank_weight_gradients(problem, poly, "QKV", chunk_rows=rows, threads=1)
+        b = lowrank_weight_gradients(problem, poly, "QKV", chunk_rows=rows, threads=2)
+        assert all(np.array_equal(a[1][m], b[1][m]) for m in "QKV")  # sums added in chunk order
+        assert all(np.allclose(a[1][m], one[1][m], rtol=1e-12, atol=1e-12) for m in "QKV")
+
+
+def test_chunked_path_memory_is_chunk_sized():
+    """Peak memory of the chunked call: O(chunk k), far below the whole-array features."""
+    from lora_proofcheck.exact import MALLOC_THRESHOLD_BYTES
+
+    L, d, g = 8192, 8, 3
+    problem = LoRAProblem.random(L, d, 2, adapt="QKV", logit_bound=1.0, seed=0)
+    poly = exp_polynomial(1.0, degree=g)
+    k = feature_rank(d, g)
+    rows = 256
+    lowrank_weight_gradients(problem, poly, "QKV", chunk_rows=rows, threads=1)  # warm caches
+    tracemalloc.start()
+    try:
+        lowrank_weight_gradients(problem, poly, "QKV", chunk_rows=rows, threads=1)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    peak -= MALLOC_THRESHOLD_BYTES  # the allocator's untouched ballast (`exact._recycle_block_memory`)
+    whole_features = 2 * L * k * 8
+    chunk = 2 * rows * k * 8 + 4 * rows * (d * d + 2 * d + 1) * 8  # features, Z, T and friends
+    data = 2 * L * d * 8  # Q = beta X W_Q and K = X' W_K, computed once for all chunks
+    assert peak <= chunk + data, (peak, chunk, data)
+    assert peak < whole_features / 4, (peak, whole_features)
+
+
+@pytest.mark.parametrize("kwargs, exc, word", [
+    (dict(chunk_rows=0), InvalidInputError, "chunk_rows"),
+    (dict(chunk_rows="big"), InvalidInputError, "chunk_rows"),
+    (dict(chunk_rows=True), InvalidInputError, "chunk_rows"),
+    (dict(threads=0), InvalidInputError, "threads"),
+    (dict(threads=1.5), InvalidTypeError, "threads"),
+])
+def test_chunking_arguments_checked(kwargs, exc, word):
+    problem = LoRAProblem.random(20, 3, 1, adapt="QV", logit_bound=1.0, seed=1)
+    with pytest.raises(exc, match=word):
+        lowrank_weight_gradients(problem, exp_polynomial(1.0, degree=2), "QV", **kwargs)
 
 
 def test_unbatched_problem_accepts_2d_features():
@@ -285,20 +382,22 @@ def test_flop_formulas_have_the_expected_leading_terms():
     fe = costs.flops_formula(exact.build(), outs)
     # six L x L_kv x d products (S, O, G, pC2, pTC1, FTc) and nine elementwise L x L_kv passes
     assert fe.coeff(L * L_kv * d) == 12 and fe.coeff(L * L_kv).subs(d, 0) == 9
-    fl = costs.flops_formula(lowrank.build(), outs).subs({sp.Max(d, k): k, sp.Min(d, k): d})
-    fl = sp.expand(fl)
-    assert fl.coeff(L * k * d**2) == 4 and fl.coeff(L_kv * k * d**2) == 4  # the four face-split GEMMs
+    fl = sp.expand(costs.flops_formula(lowrank.build(), outs))
+    # four GEMMs with the features, k x (1 + 2d + d^2) and k x (d^2 + 2d) on each side
+    assert fl.coeff(L * k * d**2) == 4 and fl.coeff(L_kv * k * d**2) == 4
+    assert fl.coeff(L * k * d) == 8 and fl.coeff(L_kv * k * d) == 8 and fl.coeff(L * k).subs(d, 0) == 2
     assert sp.Poly(fl, L, L_kv).total_degree() == 1  # linear in the sequence lengths
     assert sp.Poly(fe, L, L_kv).total_degree() == 2
 
 
 def test_flop_formula_matches_a_hand_count():
-    """lowrank_gradients_V, step by step: C3 2 L'd^2, s L'k, alpha 2Lk, U1n Lk, U2^T C3 2kL'd,
-    O 2Lkd, c Ld, loss 2Ld + 1, U1n^T c 2kLd, U2 (.) 2L'kd, X'^T (.) 2dL'd."""
+    """lowrank_gradients_V, step by step: C3 2 L'd^2, Z2 = [1 | C3] 0, Vq = U2^T Z2 2kL'(1 + d),
+    T = U1 Vq 2Lk(1 + d), T[:, 1:]/alpha Ld, c Ld, loss 2Ld + 1, Z1 = c/alpha Ld, Vk = U1^T Z1 2kLd,
+    Tk = U2 Vk 2L'kd, dW_V = X'^T Tk 2dL'd."""
     L, L_kv, d, k = exact.L, exact.L_kv, exact.d, lowrank.k
-    hand = (2 * L_kv * d**2 + L_kv * k + 2 * L * k + L * k + 2 * k * L_kv * d + 2 * L * k * d + L * d
-            + 2 * L * d + 1 + 2 * k * L * d + 2 * L_kv * k * d + 2 * d * L_kv * d)
-    assert sp.expand(costs.flops_formula(lowrank.build(), ("loss", "dW_V")) - hand) == 0
+    hand = (2 * L_kv * d**2 + 2 * k * L_kv * (1 + d) + 2 * L * k * (1 + d) + L * d + L * d + 2 * L * d + 1
+            + L * d + 2 * k * L * d + 2 * L_kv * k * d + 2 * d * L_kv * d)
+    assert sp.expand(costs.flops_formula(lowrank.build("V"), ("loss", "dW_V")) - hand) == 0
 
 
 def test_cost_functions_evaluate_the_formulas():

@@ -102,9 +102,10 @@ def _prepare(spec):
         from lora_proofcheck.approx import approx_gradients  # noqa: PLC0415
 
         if spec.get("degree") is None:  # on_threshold="raise": above the threshold it declines (recorded)
-            kwargs = {"eps": spec["eps"]}
+            kwargs = {"eps": spec["eps"], "threads": spec["threads"]}
         else:
-            kwargs = {"eps": spec["eps"], "degree": spec["degree"], "on_threshold": "force"}
+            kwargs = {"eps": spec["eps"], "degree": spec["degree"], "on_threshold": "force",
+                      "threads": spec["threads"]}
 
         def call():
             res = approx_gradients(p, **kwargs)

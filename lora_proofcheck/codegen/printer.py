@@ -3,9 +3,10 @@
 The stock NumPyPrinter prints `.dot` chains (not array-API), cannot print elementwise exp of a
 matrix (SyntaxError in SymPy 1.14) and knows nothing of row-wise operations; this subclass
 prints `@`, `xp.matrix_transpose`, broadcasting for diag scalings and `xp.sum(..., axis=-1)` for
-products with a ones vector. Products with a face split, (A ⊘ B) M and (A ⊘ B)^T M, print as
-calls of the runtime ops `face_split_matmul` / `face_split_t_matmul` (never the L x k_A k_B
-array). Every array may carry leading batch dimensions.
+products with a ones vector. A face split (of two narrow factors) prints as the runtime op
+`face_split`, FaceContract as `face_contract` (kernels/_ops.py), HStack as `xp.concat(..., axis=-1)` and ColSlice as a slice whose bounds use the
+size names the kernel binds from its inputs' shapes (`render`). Every array may carry leading
+batch dimensions.
 """
 
 from __future__ import annotations
@@ -14,22 +15,12 @@ import sympy as sp
 from sympy.matrices.expressions.diagonal import DiagMatrix
 from sympy.printing.numpy import NumPyPrinter
 
-from ..derivations.nodes import FaceSplit
 
 
 def _is_ones(e, rows=None, cols=None) -> bool:
     if not isinstance(e, sp.OneMatrix):
         return False
     return (rows is None or e.shape[0] == rows) and (cols is None or e.shape[1] == cols)
-
-
-def _face_split_factor(f):
-    """((A, B), runtime op) when f is A ⊘ B or (A ⊘ B)^T, else None (ops in kernels/_ops.py)."""
-    if isinstance(f, FaceSplit):
-        return f.args, "face_split_matmul"
-    if isinstance(f, sp.Transpose) and isinstance(f.arg, FaceSplit):
-        return f.arg.args, "face_split_t_matmul"
-    return None
 
 
 class XPPrinter(NumPyPrinter):
@@ -66,6 +57,22 @@ class XPPrinter(NumPyPrinter):
     def _print_FaceSplit(self, e):
         return f"face_split({self._print(e.args[0])}, {self._print(e.args[1])})"
 
+    def _print_HStack(self, e):
+        if len(e.args) == 1:
+            return self._print(e.args[0])
+        like = next(b for b in e.args if not isinstance(b, sp.OneMatrix))
+        blocks = [f"xp.ones_like({self.parenthesize(like, 60)}[..., :1])" if _is_ones(b, cols=1)
+                  else self._print(b) for b in e.args]
+        return f"xp.concat([{', '.join(blocks)}], axis=-1)"
+
+    def _print_ColSlice(self, e):
+        M, start, stop = e.args
+        lo = "" if start == 0 else self._print(start)
+        return f"{self.parenthesize(M, 60)}[..., {lo}:{self._print(stop)}]"
+
+    def _print_FaceContract(self, e):
+        return f"face_contract({self._print(e.args[0])}, {self._print(e.args[1])})"
+
     def _print_Trace(self, e):
         arg = e.arg
         if isinstance(arg, sp.MatMul) and len(arg.args) == 2 and isinstance(arg.args[0], sp.Transpose):
@@ -100,12 +107,6 @@ class XPPrinter(NumPyPrinter):
             if isinstance(f, DiagMatrix):
                 rest = self._chain(factors[i + 1:])
                 return self._scaled(scalars, f"{self.parenthesize(f.args[0], 50)} * {rest}", acc)
-            if _face_split_factor(f) is not None and i + 1 < len(factors):
-                # (A ⊘ B) M and (A ⊘ B)^T M as one GEMM each, never forming the L x k_A k_B array
-                (A, B), op = _face_split_factor(f)
-                call = f"{op}({self._print(A)}, {self._print(B)}, {self._chain(factors[i + 1:])})"
-                acc = call if acc is None else f"{acc} @ {call}"
-                break
             if _is_ones(f, cols=1) and acc is not None:
                 acc = f"xp.sum({acc}, axis=-1, keepdims=True)"
             elif _is_ones(f, rows=1) and acc is not None:

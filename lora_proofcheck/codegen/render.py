@@ -8,7 +8,7 @@ import sympy as sp
 
 from sympy.matrices.expressions.diagonal import DiagMatrix
 
-from ..derivations.nodes import Derivation, FaceSplit
+from ..derivations.nodes import ColSlice, Derivation, FaceSplit
 from .printer import XPPrinter
 
 
@@ -29,7 +29,9 @@ def _names(expr) -> set:
 
 
 def render_function(kernel: Kernel, printer: XPPrinter) -> str:
-    steps = kernel.derivation.needed(kernel.outputs)
+    step_names = {s.name for s in kernel.derivation.steps}
+    given = tuple(a for a in kernel.args if a in step_names)  # a later pass of a chain: its inputs
+    steps = [s for s in kernel.derivation.needed(kernel.outputs, given) if s.name not in given]
     temps = sp.numbered_symbols("_t")
     shapes = set().union(*(i.free_symbols for i in kernel.derivation.inputs if isinstance(i, sp.MatrixSymbol)
                            for i in i.shape))  # never hoist ones vectors: they print as axis sums
@@ -56,6 +58,7 @@ def render_function(kernel: Kernel, printer: XPPrinter) -> str:
     lines.append(f"    Returns a dict with {', '.join(kernel.outputs)}.")
     lines.append('    """')
     lines.append(f"    xp = array_namespace({', '.join(array_args)})")
+    lines += [f"    {line}" for line in _size_bindings(kernel, [e for _, e in statements])]
     last_use = {}
     for idx, (_, expr) in enumerate(statements):
         for name in _names(expr):
@@ -69,6 +72,20 @@ def render_function(kernel: Kernel, printer: XPPrinter) -> str:
             lines.append(f"    del {', '.join(dead)}")
     lines.append("    return {" + ", ".join(f'"{o}": {o}' for o in kernel.outputs) + "}")
     return "\n".join(lines)
+
+
+def _size_bindings(kernel: Kernel, exprs) -> list:
+    """`d = X_q.shape[-1]` for each size symbol a printed slice bound uses, read off an input."""
+    sizes = set().union(*(b.free_symbols for e in exprs for s in e.atoms(ColSlice) for b in s.args[1:]))
+    lines = []
+    for size in sorted(sizes, key=str):
+        for arg in kernel.derivation.inputs:
+            if isinstance(arg, sp.MatrixSymbol) and str(arg) in kernel.args and size in arg.shape:
+                lines.append(f"{size} = {arg}.shape[{-2 if arg.shape[0] == size else -1}]")
+                break
+        else:
+            raise ValueError(f"kernel {kernel.name}: no input gives the size {size}")
+    return lines
 
 
 def _is_operator(expr) -> bool:

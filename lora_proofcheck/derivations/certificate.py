@@ -20,7 +20,7 @@ c   |Dc_ib| = |DF_i . (C3_b - m)| <= kappa omega(C3_b)   (rows of DF sum to 0: s
     max(|lo_b - Y_ib|, |hi_b - Y_ib|), [lo_b, hi_b] the range of column b of C3.
 G,r,p1,p2  r_i = c_i . O_i, hence P_ij = F_ij T_ij with T_ij := c_i . (C3_j - O_i) (and P~ likewise):
     P 1 = P~ 1 = 0, and |T_ij| <= tau_i := sum_b t_ib, t_ib := max_{o in [lo_b, hi_b]} |o - Y_ib| *
-    max(hi_b - o, o - lo_b) (<= 2 c^_ib omega_b).
+    max(hi_b - o, o - lo_b) = 2 c^_ib omega_b (both factors peak at the end farther from Y_ib).
 P   (row contraction) for every column v: |(DP v)_i| <= omega(v) psi_i with
     psi_i := kappa sum_b [t_ib + omega_b (omega_b + c^_ib)]:
     DP = DF∘T + F~∘DT, DT_ij = Dc_i . (C3_j - O~_i) - c_i . Dc_i; the first part is <= kappa tau_i
@@ -59,9 +59,18 @@ Rounding floor (float64: u = 2^-53, float32: u = 2^-24; gamma_n := n u/(1 - n u)
       kappa(delta') - kappa(delta) covers it (the exact path: delta'_e from sigma, the rounding of S,
       the shift and exp, the latter assumed accurate to 4 ulp);
   (b) every F~-weighted sum the low-rank path forms from the features, sum_j E~_ij w_j (and the
-      column sums sum_i E~_ij w_i / Z_i), is a nested sum (`kernels/_ops.py`: a GEMM over the keys,
-      one over the k features, one over d for the face split) of depth <= n := max(L, L_kv) + k + d
-      + 8, so its rounding is <= gamma_n sum_j |U1_i||U2_j| |w_j| <= gamma_n A(R_i) sum_j |w_j| with
+      column sums sum_i E~_ij w_i / Z_i), is a nested sum in which each term passes through at
+      most n := max(L, L_kv) + k + d + 2g + 8 roundings (`kernel_depth`; Higham's bound holds for
+      any order or blocking of the sums, row chunks summed in any order included): <= L_kv - 1
+      (or L - 1) additions over the keys (queries), <= k - 1 over the features, <= d - 1 over the
+      face split, <= g + 2 in each of the two features (g - 1 monomial products, 1 for the scale,
+      2 for the scale itself: sqrt of a rounded rational, then cast), and 5 products / divisions:
+      the data face split (C3 ⊘ C2 or c~ ⊘ C1), the two feature products, the normalisation by
+      alpha~ and the contraction with c~ (or C3); together <= n - 2. The normalisation is one
+      rounding per term whether it divides U1 before the products (U1n = U1/alpha~) or their sum
+      after them (T/alpha~, then FaceContract with c~): 1/alpha~_i is a factor of every term of
+      row i, so the lemma-by-lemma and the fused evaluation order have the same depth.
+      Hence its rounding is <= gamma_n sum_j |U1_i||U2_j| |w_j| <= gamma_n A(R_i) sum_j |w_j| with
       A(x) := sum_t |a_t| x^t (`ExpPolynomial.abs_coefficient_sum`; multinomial expansion) and
       R_i := |beta| ||C1_i|| max_j ||C2_j|| >= |S_ij|, while Z~_i >= (1-delta) L_kv e^M_i (Jensen,
       M_i <= the mean logit of row i, M_i >= -R_i). With Lambda_i := A(R_i) e^-M_i/(1-delta),
@@ -76,7 +85,12 @@ Rounding floor (float64: u = 2^-53, float32: u = 2^-24; gamma_n := n u/(1 - n u)
       above (`_staged_floor`). The certificate's own float64 arithmetic is covered by a final
       relative margin of 2^-30.
 The floor assumes the low-rank path contracts the features with the data in that form (any
-order or blocking; `lowrank.py` does) and that no reduced precision (TF32) is enabled.
+order or blocking: the lemma-by-lemma chain or the fused one, `derivations/lowrank.py`, whole or
+in row chunks) and that no reduced precision (TF32) is enabled.
+
+Cost: O(N (L + L_kv) d^2) in blocks of rows (`_row_blocks`), no L x L and no (L, d, d) array; all
+that does not depend on the polynomial is computed once by `certify`, so each floor (one per
+candidate degree in `select_degree`) is one more pass over the query rows.
 """
 
 from __future__ import annotations
@@ -84,12 +98,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import array_api_compat
 import numpy as np
 import sympy as sp
 
 from .. import _xp
-from ..errors import InvalidInputError, InvalidTypeError
 from .._validate import check_positive
+from ..errors import InvalidInputError, InvalidTypeError
 from .polynomial import ExpPolynomial
 
 # ----------------------------------------------------------------------------------------------
@@ -111,9 +126,19 @@ V_TERM = omega_xa * chat_ib + mu_xa * omega_b
 #: the consistent relative error after logit rounding sigma
 DELTA_PRIME = (1 + delta) * sp.exp(sigma_s) - 1
 
+#: t_ib in closed form: both factors of |o - Y_ib| max(hi_b - o, o - lo_b) are largest at the end
+#: of [lo_b, hi_b] farther from Y_ib (|o - Y_ib| <= c^_ib, max(..) <= hi_b - lo_b = 2 omega_b)
+T_CLOSED = 2 * omega_b * chat_ib
+#: PSI_TERM at t_ib = T_CLOSED is affine in c^_ib: psi_i / kappa = sum_b (PSI_SLOPE c^_ib + PSI_CONST),
+#: one GEMV per row block (coefficients read off symbolically, not typed in)
+_PSI_POLY = sp.Poly(sp.expand(PSI_TERM.subs(t_ib, T_CLOSED)), chat_ib)
+PSI_SLOPE, PSI_CONST = _PSI_POLY.coeff_monomial(chat_ib), _PSI_POLY.coeff_monomial(1)
+
 _kappa = sp.lambdify(delta, KAPPA, modules="math")
 _delta_of_kappa = sp.lambdify(kappa, DELTA_OF_KAPPA, modules="math")
 _psi_term = sp.lambdify((t_ib, omega_b, chat_ib), PSI_TERM, modules=[{}])  # operators only: any xp
+_psi_slope = sp.lambdify(omega_b, PSI_SLOPE, modules=[{}])
+_psi_const = sp.lambdify(omega_b, PSI_CONST, modules=[{}])
 _v_term = sp.lambdify((omega_xa, chat_ib, mu_xa, omega_b), V_TERM, modules=[{}])
 
 
@@ -195,31 +220,59 @@ PHI_CAP = (1 + DELTA_CAP) / (1 - DELTA_CAP)
 _MARGIN = 1.0 + 2.0**-30
 
 
-def _half_range(xp, a, lo_pad=0.0, hi_pad=0.0):
-    """(lo, hi, omega) of each column over the rows (axis 1), padded by error bounds."""
-    lo = xp.min(a - lo_pad, axis=1, keepdims=True)
-    hi = xp.max(a + hi_pad, axis=1, keepdims=True)
-    return lo, hi, (hi - lo) / 2
-
-
 def _joint_max(xp, lo, hi, y):
-    """t = max_{o in [lo, hi]} |o - y| * max(hi - o, o - lo), elementwise.
-
-    On [lo, mid] the factor is hi - o and |(o - y)(hi - o)| is the modulus of a quadratic, whose
-    maximum over an interval is at an end or at the vertex (y + hi)/2; likewise on [mid, hi] with
-    o - lo and vertex (y + lo)/2. So five candidates suffice."""
-    mid = (lo + hi) / 2
-    f = lambda o: xp.abs(o - y) * xp.maximum(hi - o, o - lo)  # noqa: E731
-    v1 = xp.minimum(xp.maximum((y + hi) / 2, lo), mid)
-    v2 = xp.minimum(xp.maximum((y + lo) / 2, mid), hi)
-    out = f(lo)
-    for o in (mid, hi, v1, v2):
-        out = xp.maximum(out, f(o))
-    return out
+    """t = max_{o in [lo, hi]} |o - y| * max(hi - o, o - lo), elementwise, in closed form T_CLOSED:
+    for o in [lo, hi], |o - y| <= c^ := max(|lo - y|, |hi - y|) (convexity) and max(hi - o, o - lo)
+    <= hi - lo, and both bounds are attained at once at the end farther from y."""
+    return (hi - lo) * xp.maximum(xp.abs(lo - y), xp.abs(hi - y))
 
 
 def _host(x) -> np.ndarray:
     return np.asarray(_xp.to_numpy(x), dtype=np.float64)
+
+
+def kernel_depth(L: int, L_kv: int, d: int, degree: int) -> int:
+    """n of module docstring (b): an upper bound on the number of roundings along any term of a
+    kernel-weighted sum of the low-rank path, at degree g with k = C(d+g, g) features."""
+    k = math.comb(d + degree, degree)
+    return max(L, L_kv) + k + d + 2 * degree + 8
+
+
+# Row blocks: the certificate's O(N L d) passes run over blocks of rows, every temporary (N, d, rows)
+# at most _BLOCK entries (512 KiB): cache-resident, and recycled by the allocator (the shared
+# policy `exact._recycle_block_memory`) instead of page-faulted in afresh, which dominated the
+# unblocked passes. Measured at L = 16384, d = 8: 64K entries ~1.3x faster than 16K or 256K.
+_BLOCK = 65536
+_MIN_ROWS = 64   # at least this many rows per block (for wide N d: bounds the per-block overhead)
+
+
+def _row_blocks(L: int, width: int) -> list:
+    step = max(_MIN_ROWS, _BLOCK // max(width, 1))
+    return [slice(s, min(s + step, L)) for s in range(0, L, step)]
+
+
+def _recycle(xp) -> None:
+    from ..exact import _recycle_block_memory  # noqa: PLC0415 - the shared allocator policy
+
+    _recycle_block_memory(xp)
+
+
+def _t_block(xp, a, rows):
+    """Rows `rows` (a slice) of an (N, L, m) array, transposed to a C-contiguous (N, m, n) array:
+    per-row scalars then broadcast along the contiguous axis (several times faster in NumPy)."""
+    blk = a[:, rows, :]
+    N, n, m = blk.shape
+    # flattening the transposed view forces the C-order copy (reshaping to (N, m, n) would not)
+    return xp.reshape(xp.reshape(xp.permute_dims(blk, (0, 2, 1)), (-1,)), (N, m, n))
+
+
+def _t_take(xp, a, idx):
+    """Rows idx[s] of sample s of an (N, L, m) array (idx: (N, n) indices), as (N, m, n)."""
+    if a.shape[0] == 1:
+        rows = xp.expand_dims(xp.take(a[0, ...], idx[0, :], axis=0), axis=0)
+    else:
+        rows = xp.stack([xp.take(a[s, ...], idx[s, :], axis=0) for s in range(a.shape[0])], axis=0)
+    return _t_block(xp, rows, slice(None))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -246,7 +299,7 @@ class Certificate:
     sigma: float             # logit rounding: |S^ - S| <= sigma
     coefficients: dict       # key -> np.ndarray (per entry)
     weight_coefficients: dict  # mu -> d x d K of dW_mu
-    _rows: dict = field(repr=False)    # per-row xp arrays for the floors
+    _rows: dict = field(repr=False)    # row blocks (sorted by lam_i) and statistics for the floors
     _chain: dict = field(repr=False)   # mu -> (|s||B|^T, |s||A|^T) host arrays
     #: the second-moment coefficients (module docstring, "Second moments"): valid for delta <= DELTA_CAP
     tight_coefficients: dict | None = None
@@ -284,26 +337,27 @@ class Certificate:
         if dlt >= 1.0 or poly.radius < self.logit_bound:  # no relative error certified on [-R, R]
             return self._infinite()
         R = poly.radius
-        k = math.comb(self.d + poly.degree, poly.degree)
-        # nesting depth of every kernel-weighted sum (`kernels/_ops.py`): a GEMM over the keys (or
-        # queries), one over the k features, one over d (the face split), and <= 8 products/divisions
-        n = max(self.L, self.L_kv) + k + self.d + 8
+        n = kernel_depth(self.L, self.L_kv, self.d, poly.degree)
         xp = self._rows["xp"]
-        Ri = self._rows["Ri"]
         # A(R_i) = sum_t |a_t| R_i^t by Horner on nonnegative terms, coefficients rounded up
         # (relative rounding <= gamma_{2g+2}, covered by the 2^-30 margin)
-        absum = 0.0 * Ri
-        for a in reversed(poly.coefficients):
-            absum = absum * Ri + math.nextafter(abs(float(a)), math.inf)
-        log_lam = xp.log(absum * _MARGIN) - self._rows["Mi"] - math.log1p(-dlt)
-        g_lam = gamma(n, u) * xp.exp(xp.minimum(log_lam, 700.0))     # gamma_n Lambda_i
-        if not float(xp.max(g_lam)) < 0.5:
+        coeffs = [math.nextafter(abs(float(a)), math.inf) for a in reversed(poly.coefficients)]
+        g_n, shift = gamma(n, u), math.log1p(-dlt)
+
+        def g_lam(chunk):                                            # gamma_n Lambda_i per row
+            Ri = chunk["Ri"]
+            absum = 0.0 * Ri
+            for a in coeffs:
+                absum = absum * Ri + a
+            return g_n * xp.exp(xp.minimum(xp.log(absum * _MARGIN) - chunk["Mi"] - shift, 700.0))
+
+        t_rows = [g_lam(chunk) for chunk in self._rows["chunks"]]
+        if not max(float(xp.max(t)) for t in t_rows) < 0.5:
             return self._infinite()
         dprime = (1 + dlt) * math.exp(self.sigma + 4 * u * R) - 1
         # row i of any average F~_i w: |error| <= a_i mean_j|w_j| + b_i Avg_i(w) (module docstring (b))
-        a_row = g_lam / (1 - g_lam)
-        b_row = (g_lam + 2 * u) / (1 - g_lam)
-        return self._floor(a_row, b_row, kappa_of(dprime) - kappa_of(dlt), u, dprime)
+        ab = [(t / (1 - t), (t + 2 * u) / (1 - t)) for t in t_rows]
+        return self._floor(ab, kappa_of(dprime) - kappa_of(dlt), u, dprime)
 
     def exact_floor(self) -> dict:
         """Per-entry rounding floor (key -> array) of the exact O(L^2 d) path in this dtype."""
@@ -312,15 +366,16 @@ class Certificate:
         dprime = math.exp(self.sigma + gamma(self.d + 1, u) * R + 2 * u * R) * (1 + 8 * u) - 1
         # F is formed explicitly: every average's error is <= gamma_n sum_j F_ij |w_j| <= gamma_n Avg_i(w)
         b_row = gamma(2 * max(self.L, self.L_kv) + self.d + 8, u)
-        return self._floor(0.0, b_row, kappa_of(dprime), u, dprime)
+        return self._floor([(0.0, b_row)] * len(self._rows["chunks"]), kappa_of(dprime), u, dprime)
 
     def _infinite(self) -> dict:
         return {key: np.full_like(K, np.inf) for key, K in self.coefficients.items()}
 
-    def _floor(self, a_row, b_row, extra_kappa: float, u: float, dprime: float) -> dict:
+    def _floor(self, ab, extra_kappa: float, u: float, dprime: float) -> dict:
+        """The floors from (a_i, b_i) per row chunk (module docstring (b)) and the consistent part."""
         if not math.isfinite(extra_kappa):
             return self._infinite()
-        err, mag = _staged_floor(self._rows, a_row, b_row, u, self.N, self.L, self.L_kv, self.d, dprime)
+        err, mag = _staged_floor(self._rows, ab, u, self.N, self.L, self.L_kv, self.d, dprime)
         weights = self.weight_coefficients_for(dprime)  # K must hold at the consistent delta'
         out = {}
         for m in self.adapted:
@@ -441,9 +496,11 @@ def _check_poly(poly):
 
 
 def projections(problem) -> dict:
-    """float64 views and the projections C_mu = X W_mu (W_mu with its adapter) of a problem, with
-    E_mu >= |computed - exact| entrywise for X W_mu computed in the problem's dtype:
-    |fl(X fl(W* + s B A)) - X W| <= gamma_{d+r+4} |X| (|W*| + |s||B||A|), any product order."""
+    """float64 views and the projections C_mu = X W_mu (W_mu with its adapter) of a problem, and
+    the matrices M_mu with E_mu := |X| M_mu >= |computed - exact| entrywise for X W_mu computed in
+    the problem's dtype: |fl(X fl(W* + s B A)) - X W| <= gamma_{d+r+4} |X| (|W*| + |s||B||A|), any
+    product order (E is formed block by block where it is used, never for all rows at once).
+    "norms" holds the row norms (N, L) of C_Q, E_Q, C_K, E_K (keys "Q", "EQ", "K", "EK")."""
     from ..problem import LoRAProblem  # noqa: PLC0415 - problem imports kernels
 
     if not isinstance(problem, LoRAProblem):
@@ -451,22 +508,39 @@ def projections(problem) -> dict:
     xp = problem.xp
     u = unit_roundoff(problem.dtype_name)
     s = abs(problem.scale)
-    f64 = lambda a: xp.astype(a, xp.float64)  # noqa: E731
+    f64 = lambda a: xp.astype(a, xp.float64, copy=False)  # noqa: E731
     X, Xkv, Y = f64(problem.X3), f64(problem.Xkv3), f64(problem.Y3)
-    aX, aXkv = xp.abs(X), xp.abs(Xkv)
-    C, E = {}, {}
+    C, M = {}, {}
     g_in = gamma(problem.d + problem.r + 4, u)
     for m in "QKV":
         W = f64(problem.W[m])
-        M = xp.abs(W)
+        Wabs = xp.abs(W)
         if m in problem.adapted:
             A_, B_ = f64(problem.A[m]), f64(problem.B[m])
             W = W + problem.scale * (B_ @ A_)
-            M = M + s * (xp.abs(B_) @ xp.abs(A_))
-        Xm, aXm = (X, aX) if m == "Q" else (Xkv, aXkv)
-        C[m] = Xm @ W
-        E[m] = aXm @ (g_in * M)
-    return {"xp": xp, "u": u, "X": X, "Xkv": Xkv, "Y": Y, "aX": aX, "aXkv": aXkv, "C": C, "E": E}
+            Wabs = Wabs + s * (xp.abs(B_) @ xp.abs(A_))
+        C[m] = (X if m == "Q" else Xkv) @ W
+        M[m] = g_in * Wabs
+    norms = {}
+    for m, Xm in (("Q", X), ("K", Xkv)):
+        parts = [_block_norms(xp, _t_block(xp, C[m], rows),
+                              _error_block(xp, M[m], xp.abs(_t_block(xp, Xm, rows))))
+                 for rows in _row_blocks(Xm.shape[1], Xm.shape[0] * Xm.shape[2])]
+        for key, k in ((m, 0), ("E" + m, 1)):
+            norms[key] = xp.concat([p[k] for p in parts], axis=1) if len(parts) > 1 else parts[0][k]
+    aXkv = xp.abs(Xkv)
+    return {"xp": xp, "u": u, "X": X, "Xkv": Xkv, "Y": Y, "aXkv": aXkv, "C": C, "M": M, "norms": norms}
+
+
+def _error_block(xp, M, aXT):
+    """E^T = M^T |X|^T for a transposed block |X|^T (N, d, n) of inputs: the error bound of X W."""
+    return xp.matrix_transpose(M) @ aXT
+
+
+def _block_norms(xp, CT, ET):
+    """Row norms (N, n) of transposed blocks C^T, E^T (N, d, n)."""
+    ones = xp.ones((1, CT.shape[1]), dtype=CT.dtype, device=array_api_compat.device(CT))
+    return xp.sqrt(ones @ (CT * CT))[:, 0, :], xp.sqrt(ones @ (ET * ET))[:, 0, :]
 
 
 def logit_enclosure(problem, proj: dict | None = None) -> tuple[float, float]:
@@ -474,52 +548,173 @@ def logit_enclosure(problem, proj: dict | None = None) -> tuple[float, float]:
     (Cauchy-Schwarz, R = |beta| max_i ||C1_i|| max_j ||C2_j|| plus the rounding of C1, C2), and
     sigma >= |S^_ij - S_ij| (the logit rounding)."""
     proj = projections(problem) if proj is None else proj
-    xp, C, E = proj["xp"], proj["C"], proj["E"]
+    xp, n = proj["xp"], proj["norms"]
     beta = abs(problem.beta)
-    norm = lambda a: xp.sqrt(xp.sum(a * a, axis=-1))  # noqa: E731
-    qn, qe, kn, ke = (float(xp.max(norm(a))) for a in (C["Q"], E["Q"], C["K"], E["K"]))
+    qn, qe, kn, ke = (float(xp.max(n[key])) for key in ("Q", "EQ", "K", "EK"))
     R = beta * (qn + 2 * qe) * (kn + 2 * ke) * _MARGIN
     sigma = beta * (qe * (kn + 2 * ke) + (qn + qe) * ke) * _MARGIN
     return R, sigma
 
 
+def _fold(acc: dict, key: str, value, op) -> None:
+    acc[key] = value if key not in acc else op(acc[key], value)
+
+
+def _key_statistics(xp, proj) -> dict:
+    """Column statistics over the key rows j of C2 = X' W_K, C3 = X' W_V and X', each (N, d, 1)
+    (pair means (N, d, d)): the means first (GEMVs), then one pass over row blocks for extremes,
+    means of magnitudes, pair means and the deviations from the means (second moments)."""
+    C, M, Xkv = proj["C"], proj["M"], proj["Xkv"]
+    N, L_kv, d = Xkv.shape
+    tr = lambda a: xp.permute_dims(a, (0, 2, 1))  # noqa: E731
+    rmin = lambda a: xp.min(a, axis=-1, keepdims=True)  # noqa: E731
+    rmax = lambda a: xp.max(a, axis=-1, keepdims=True)  # noqa: E731
+    rsum = lambda a: xp.sum(a, axis=-1, keepdims=True)  # noqa: E731
+    add, lo, hi = (lambda a, b: a + b), xp.minimum, xp.maximum
+    device = array_api_compat.device(Xkv)
+    ones_rows = xp.ones((1, L_kv), dtype=Xkv.dtype, device=device)
+    ones = xp.ones((1, d), dtype=Xkv.dtype, device=device)
+    # the centres (any centre is valid for the second-moment bounds; the mean minimises them)
+    m3, mK, mX = (tr(ones_rows @ a) / L_kv for a in (C["V"], C["K"], Xkv))
+    acc: dict = {}
+    for rows in _row_blocks(L_kv, N * d):
+        c3, c2, x = (_t_block(xp, a, rows) for a in (C["V"], C["K"], Xkv))   # (N, d, n)
+        ax, ac2 = xp.abs(x), xp.abs(c2)
+        e3, e2 = _error_block(xp, M["V"], ax), _error_block(xp, M["K"], ax)
+        a3, a2 = xp.abs(c3) + 2 * e3, ac2 + 2 * e2                     # >= |C3|, |C2| computed and exact
+        dev3 = xp.abs(c3 - m3) + e3                                     # >= |exact C3_j - m3|
+        sq3 = dev3 * dev3
+        asq = ones @ sq3                                                # (N, 1, n): a_j^2
+        devK = xp.abs(c2 - mK) + e2
+        devx = xp.abs(x - mX)
+        sqK, sqx = devK * devK, devx * devx
+        for key, value, op in (
+                ("lo3", rmin(c3 - e3), lo), ("hi3", rmax(c3 + e3), hi), ("lo2", rmin(c2 - e2), lo),
+                ("hi2", rmax(c2 + e2), hi), ("lox", rmin(x), lo), ("hix", rmax(x), hi),
+                ("mux", rmax(ax), hi), ("e2", rmax(e2), hi), ("e3", rmax(e3), hi), ("c2max", rmax(ac2), hi),
+                ("sum_a3", rsum(a3), add), ("sum_a2", rsum(a2), add), ("sum_ax", rsum(ax), add),
+                ("sum_x2", rsum(x * x), add),
+                ("S32", a3 @ tr(a2), add),                              # sum_j |C3_jb||C2_jb'|
+                ("S3X", a3 @ tr(ax), add),                              # sum_j |C3_jb||X'_ja|
+                ("s3sq", rsum(sq3), add), ("sum_asq", rsum(asq), add), ("max_asq", rmax(asq), hi),
+                ("A0K", rsum(sqK), add), ("A1K", sqK @ tr(asq), add),
+                ("A0x", rsum(sqx), add), ("A1x", sqx @ tr(asq), add)):
+            _fold(acc, key, value, op)
+    mean = lambda key: acc[key] / L_kv  # noqa: E731
+    half = lambda key: (acc["hi" + key] - acc["lo" + key]) / 2  # noqa: E731
+    return {
+        "lo3": acc["lo3"], "hi3": acc["hi3"], "w3": half("3"), "w2": half("2"), "wx": half("x"),
+        "mux": acc["mux"], "m3": m3, "mK": mK,
+        # second moments: s3_b^2, mean_j a_j^2, max_j a_j^2, and per column v of C2 (K) and X' (x)
+        # A0 = rms(dev v), A1 = rms(a dev v); mean_j (X'_ja - mean)^2 and mean_j X'_ja^2
+        "s3sq": mean("s3sq"), "mean_a2": mean("sum_asq"), "max_a2": acc["max_asq"],
+        "A0K": xp.sqrt(mean("A0K")), "A1K": xp.sqrt(mean("A1K")), "A0x": xp.sqrt(mean("A0x")),
+        "A1x": xp.sqrt(mean("A1x")), "devx2": mean("A0x"), "x2": mean("sum_x2"),
+        # for the floors: means of the magnitudes, pair means, maxima and input errors
+        "m3f": mean("sum_a3"), "m2f": mean("sum_a2"), "mxf": mean("sum_ax"),
+        "S32": mean("S32"), "S3X": mean("S3X"), "e2": acc["e2"], "e3": acc["e3"],
+        "mu2": acc["c2max"] + 2 * acc["e2"],
+        "mu3": xp.maximum(xp.abs(acc["lo3"]), xp.abs(acc["hi3"])) + acc["e3"],
+    }
+
+
+def _take_cols(xp, v, idx):
+    """Columns idx[s] of sample s of an (N, m, L) array, as (N, m, n)."""
+    if v.shape[0] == 1:
+        return xp.expand_dims(xp.take(v[0, ...], idx[0, :], axis=1), axis=0)
+    return xp.stack([xp.take(v[s, ...], idx[s, :], axis=1) for s in range(v.shape[0])], axis=0)
+
+
 def certify(problem, proj: dict | None = None) -> Certificate:
     """The data-dependent certificate of a `LoRAProblem` (O(N L d^2) work, no L x L array);
-    `proj` = `projections(problem)` when already computed."""
+    `proj` = `projections(problem)` when already computed.
+
+    Everything that does not depend on the polynomial is computed here, once: column statistics
+    of the keys (`_key_statistics`), then one pass over blocks of query rows taken in the order of
+    lam_i (the floors only ever sum over rows, and `_capped_products` wants them sorted) that
+    accumulates the row sums of K and keeps what the floors need per row."""
     proj = projections(problem) if proj is None else proj
-    xp, C, E = proj["xp"], proj["C"], proj["E"]
-    X, Xkv, Y, aX, aXkv = (proj[k] for k in ("X", "Xkv", "Y", "aX", "aXkv"))
-    d, r = problem.d, problem.r
+    xp, C, M = proj["xp"], proj["C"], proj["M"]
+    _recycle(xp)
+    X, Y = proj["X"], proj["Y"]
+    N, L, d, r = problem.N, problem.L, problem.d, problem.r
     s, beta = abs(problem.scale), abs(problem.beta)
     R, sigma = logit_enclosure(problem, proj)
-    norm = lambda a: xp.sqrt(xp.sum(a * a, axis=-1))  # noqa: E731
-    kmax = float(xp.max(norm(C["K"]) + 2 * norm(E["K"])))
-    Ri = xp.minimum(beta * (norm(C["Q"]) + 2 * norm(E["Q"])) * kmax * _MARGIN, R)   # (N, L)
-    # Jensen: sum_j e^{S_ij} >= L_kv e^{mean_j S_ij}; the mean logit, less sigma and a float64 margin
-    kbar = xp.mean(C["K"], axis=1, keepdims=True)
-    mean_logit = problem.beta * xp.sum(C["Q"] * kbar, axis=-1)
-    Mi = xp.maximum(mean_logit - sigma - 2.0**-40 * R, -Ri)
+    nrm = proj["norms"]
+    kmax = float(xp.max(nrm["K"] + 2 * nrm["EK"]))
+    Ri = xp.minimum(beta * (nrm["Q"] + 2 * nrm["EQ"]) * kmax * _MARGIN, R)   # (N, L)
+    ks = _key_statistics(xp, proj)
+    # Jensen: sum_j e^{S_ij} >= L_kv e^{mean_j S_ij}; the mean logit, less sigma and its own float64
+    # rounding: a nested sum of depth <= L_kv + d + 3 of terms beta C1_ib C2_jb / L_kv, whose
+    # magnitudes sum to <= |beta| ||C1_i|| ||mean_j |C2_j| || (Cauchy-Schwarz)
+    mean_logit = problem.beta * (C["Q"] @ ks["mK"])[:, :, 0]
+    m2_norm = xp.sqrt(xp.sum(ks["m2f"] * ks["m2f"], axis=1))                 # (N, 1)
+    rounding = gamma(problem.L_kv + d + 3, 2.0**-53) * beta * nrm["Q"] * m2_norm
+    Mi = xp.maximum(mean_logit - sigma - rounding * _MARGIN, -Ri)
+    lam = xp.exp(Ri - Mi)                                   # (N, L): F_ij <= lam_i / L_kv
+    order = xp.argsort(lam, axis=1)
 
-    # -- the exact-arithmetic coefficients K (module docstring, steps c .. dW)
-    lo3, hi3, w3 = _half_range(xp, C["V"], E["V"], E["V"])
-    chat = xp.maximum(xp.abs(lo3 - Y), xp.abs(hi3 - Y))
-    t = _joint_max(xp, lo3, hi3, Y)
-    psi = xp.sum(_psi_term(t, w3, chat), axis=-1)                     # (N, L), / kappa
-    _, _, w2 = _half_range(xp, C["K"], E["K"], E["K"])
-    _, _, wx = _half_range(xp, Xkv)
-    mux = xp.max(aXkv, axis=1, keepdims=True)
-    aC1 = xp.abs(C["Q"]) + E["Q"]
-    N, L = problem.N, problem.L
-    outer = lambda a, b: xp.sum(a[:, :, None] * b[:, None, :], axis=0) / N  # noqa: E731
-    row_sum = lambda a: xp.sum(a * psi[:, :, None], axis=1)  # noqa: E731
+    tr = lambda a: xp.permute_dims(a, (0, 2, 1))  # noqa: E731
+    ones = xp.ones((1, d), dtype=X.dtype, device=array_api_compat.device(X))
+    w3, w2, wx, mux, m3, s3sq = (ks[k] for k in ("w3", "w2", "wx", "mux", "m3", "s3sq"))
+    mid3 = (ks["lo3"] + ks["hi3"]) / 2                      # c^ = max(|lo3 - Y|, |hi3 - Y|) = |Y - mid3| + w3
+    sum_s3 = xp.sum(s3sq, axis=1, keepdims=True)            # (N, 1, 1)
+    s3, sdevx, sx2 = xp.sqrt(s3sq), xp.sqrt(ks["devx2"]), xp.sqrt(ks["x2"])
+    psi_slope = tr(_psi_slope(w3))                          # psi_i = slope . c^_i + const (T_CLOSED)
+    psi_const = xp.sum(_psi_const(w3), axis=1, keepdims=True)
+    sqrt_mean_a2, sqrt_max_a2 = xp.sqrt(ks["mean_a2"]), xp.sqrt(ks["max_a2"])
+    per_row = xp.stack([lam, Ri, Mi], axis=1)               # (N, 3, L)
+    acc: dict = {}
+    add = lambda a, b: a + b  # noqa: E731
+    chunks = []
+    for rows in _row_blocks(L, N * d):
+        idx = order[:, rows]
+        Xb, C1, Yb = (_t_take(xp, a, idx) for a in (X, C["Q"], Y))                 # (N, d, n)
+        lrm = _take_cols(xp, per_row, idx)
+        lam_b, Ri_b, Mi_b = lrm[:, 0:1, :], lrm[:, 1:2, :], lrm[:, 2:3, :]           # (N, 1, n)
+        aX = xp.abs(Xb)
+        E1 = _error_block(xp, M["Q"], aX)
+        aC1 = xp.abs(C1) + E1
+        # -- the exact-arithmetic K (module docstring, steps c .. dW): psi_i / kappa, c^_i
+        chat = xp.abs(Yb - mid3) + w3
+        psi = psi_slope @ chat + psi_const                                          # (N, 1, n)
+        psiT = tr(psi)
+        _fold(acc, "Q", aX @ psiT, add)                     # sum_i |X_ia| psi_i
+        _fold(acc, "K", aC1 @ psiT, add)                    # sum_i |C1_ib| psi_i
+        _fold(acc, "V", xp.sum(chat, axis=-1, keepdims=True), add)
+        # -- the second-moment K (module docstring, "Second moments"); row factors (N, 1, n)
+        m3y = xp.abs(m3 - Yb)
+        sl = xp.sqrt(lam_b)
+        slt = math.sqrt(PHI_CAP) * sl                       # sqrt(lam~_i): F~_ij <= lam~_i / L_kv
+        rho = xp.minimum(sl * sqrt_mean_a2, sqrt_max_a2)    # >= ||O_i - m3||
+        cn = xp.minimum(rho + xp.sqrt(ones @ (m3y * m3y)), xp.sqrt(ones @ (chat * chat)))  # >= ||c_i||
+        dcn = sl * xp.sqrt(sum_s3)                          # ||Dc_i|| / kappa
+        # the row contraction's three terms t1 + t2 + t3 = x1 A1 + x0 A0 with row factors
+        # (t1 = cn sqrt(lam) (A1 + rho A0), t2 = sqrt(lam) lam~ sum_s3 A0, t3 = cn dcn sqrt(lam~) A0)
+        x1 = cn * sl
+        x0 = x1 * rho + sl * (slt * slt) * sum_s3 + cn * dcn * slt
+        row_q = xp.minimum(psi * w2, x1 * ks["A1K"] + x0 * ks["A0K"])           # (N, d_b, n)
+        row_k = xp.minimum(psi * wx, x1 * ks["A1x"] + x0 * ks["A0x"])           # (N, d_a, n)
+        # dW_V: sum_i |DF_i . X'_a| |c_ib| + |F~_i . X'_a| |Dc_ib|, each factor the smaller of two bounds
+        sd3 = sl * s3                                       # >= sd_{F_i}(C3_b)
+        cabs = xp.minimum(chat, sd3 + m3y)                  # >= |c_ib| (exact)
+        p, q = xp.minimum(wx, sl * sdevx), xp.minimum(mux, slt * sx2)
+        _fold(acc, "tQ", aX @ tr(row_q), add)
+        _fold(acc, "tK", row_k @ tr(aC1), add)
+        _fold(acc, "tV", p @ tr(cabs) + q @ tr(xp.minimum(w3, sd3)), add)
+        # -- what the floors need per row: |c~_ib| <= sd_{F~_i}(C3_b) + |m3_b - Y_ib| when F~ <= PHI_CAP F
+        ctight = xp.minimum(chat, slt * s3 + m3y)
+        chunks.append({"lam": lam_b, "Ri": Ri_b, "Mi": Mi_b, "aX": aX, "aC1": aC1 + E1, "e1": E1,
+                       "chat": chat, "ctight": ctight})
+    batch = lambda a: xp.sum(a, axis=0) / N  # noqa: E731
     K = {
-        "Q": beta * outer(row_sum(aX), w2[:, 0, :]),
-        "K": beta * outer(wx[:, 0, :], row_sum(aC1)),
-        # V_TERM(omega(X'_a), c^_ib, max|X'_a|, omega(C3_b)) summed over rows: (N, L, a, b)
-        "V": xp.sum(_v_term(wx[:, :, :, None], chat[:, :, None, :], mux[:, :, :, None], w3[:, :, None, :]),
-                    axis=(0, 1)) / N,
+        "Q": beta * batch(acc["Q"] @ tr(w2)),               # sum_i |X_ia| psi_i omega(C2_b)
+        "K": beta * batch(wx @ tr(acc["K"])),               # omega(X'_a) sum_i |C1_ib| psi_i
+        # sum_i V_TERM(omega(X'_a), c^_ib, max|X'_a|, omega(C3_b)): V_TERM is additive in
+        # (c^_ib, max|X'_a|) (tests check it symbolically), so the sum over i goes inside
+        "V": batch(_v_term(wx, tr(acc["V"]), L * mux, tr(w3))),
     }
-    Kt = _second_moment_coefficients(xp, proj, psi, w2, wx, w3, lo3, hi3, chat, Ri, Mi, beta, aX, aC1, mux, N)
+    Kt = {"Q": beta * batch(acc["tQ"]), "K": beta * batch(acc["tK"]), "V": batch(acc["tV"])}
     weight_coefficients = {m: _host(K[m]) for m in problem.adapted}
     tight_weight = {m: _host(Kt[m]) for m in problem.adapted}
     chain, coefficients, tight = {}, {}, {}
@@ -531,25 +726,8 @@ def certify(problem, proj: dict | None = None) -> Certificate:
         coefficients[f"B_{m}"] = weight_coefficients[m] @ at
         tight[f"A_{m}"] = bt @ tight_weight[m]
         tight[f"B_{m}"] = tight_weight[m] @ at
-
-    # -- what the floors need (magnitudes of computed quantities and input errors, a posteriori)
-    a3 = xp.abs(C["V"]) + 2 * E["V"]                        # >= |C3| computed and exact
-    a2 = xp.abs(C["K"]) + 2 * E["K"]
-    m3c = xp.mean(C["V"], axis=1, keepdims=True)
-    s3 = xp.sqrt(xp.mean((xp.abs(C["V"] - m3c) + E["V"]) ** 2, axis=1, keepdims=True))
-    lam = xp.exp(Ri - Mi)                                   # (N, L): F_ij <= lam_i / L_kv
-    pair_mean = lambda a, b: (xp.permute_dims(a, (0, 2, 1)) @ b) / problem.L_kv  # noqa: E731
-    rows = {
-        "lam": lam, "m3": xp.mean(a3, axis=1), "m2": xp.mean(a2, axis=1), "mx": xp.mean(aXkv, axis=1),
-        "S32": pair_mean(a3, a2), "S3X": pair_mean(a3, aXkv),
-        # |c~_ib| <= sd_{F~_i}(C3_b) + |m3_b - Y_ib| when F~ <= PHI_CAP F (delta <= DELTA_CAP)
-        "ctight": xp.minimum(chat, xp.sqrt(PHI_CAP * lam)[:, :, None] * s3 + xp.abs(m3c - Y)),
-        "xp": xp, "beta": beta, "aX": aX, "chat": chat, "mux": mux[:, 0, :], "Ri": Ri, "Mi": Mi,
-        "e1": E["Q"], "aC1": aC1 + E["Q"],
-        "e2": xp.max(E["K"], axis=1), "mu2": xp.max(xp.abs(C["K"]), axis=1) + 2 * xp.max(E["K"], axis=1),
-        "e3": xp.max(E["V"], axis=1),
-        "mu3": xp.maximum(xp.abs(lo3), xp.abs(hi3))[:, 0, :] + xp.max(E["V"], axis=1),
-    }
+    rows = _floor_rows(xp, chunks, beta, m3=ks["m3f"], m2=ks["m2f"], mx=ks["mxf"], mu3=ks["mu3"], e3=ks["e3"],
+                       mu2=ks["mu2"], e2=ks["e2"], mux=mux, S32=ks["S32"], S3X=ks["S3X"])
     return Certificate(
         N=N, L=L, L_kv=problem.L_kv, d=d, r=r, adapted=problem.adapted, dtype=problem.dtype_name,
         logit_bound=R, sigma=sigma, coefficients=coefficients, weight_coefficients=weight_coefficients,
@@ -557,54 +735,68 @@ def certify(problem, proj: dict | None = None) -> Certificate:
     )
 
 
-def _second_moment_coefficients(xp, proj, psi, w2, wx, w3, lo3, hi3, chat, Ri, Mi, beta, aX, aC1, mux, N):
-    """The tight K (per unit kappa, valid for delta <= DELTA_CAP): per row and column the minimum of
-    the half-range bound (`certify`) and the second-moment bound (module docstring, "Second
-    moments"). O(N L d^2) work, no L x L array."""
-    C, E = proj["C"], proj["E"]
-    Xkv, Y = proj["Xkv"], proj["Y"]
-    msq = lambda a: xp.mean(a * a, axis=1, keepdims=True)  # noqa: E731  mean over keys j
-    sq_norm = lambda a: xp.sum(a * a, axis=-1, keepdims=True)  # noqa: E731
-    lam = xp.exp(Ri - Mi)[:, :, None]                       # (N, L, 1): F_ij <= lam_i / L_kv
-    lam_t = PHI_CAP * lam                                   # F~_ij <= lam~_i / L_kv
-    # |exact C3_j - m3| <= |computed C3_j - m3| + E3_j: every moment below uses these upper bounds
-    m3 = xp.mean(C["V"], axis=1, keepdims=True)
-    dev3 = xp.abs(C["V"] - m3) + E["V"]                     # (N, L_kv, d)
-    a2 = sq_norm(dev3)                                      # (N, L_kv, 1): a_j^2
-    s3sq = msq(dev3)                                        # (N, 1, d): s3_b^2
-    rho = xp.minimum(xp.sqrt(lam * xp.mean(a2, axis=1, keepdims=True)), xp.sqrt(xp.max(a2, axis=1, keepdims=True)))
-    cn = xp.minimum(rho + xp.sqrt(sq_norm(m3 - Y)), xp.sqrt(sq_norm(chat)))   # (N, L, 1) >= ||c_i||
-    dcn = xp.sqrt(lam * xp.sum(s3sq, axis=-1, keepdims=True))                 # ||Dc_i|| / kappa
-    sum_s3 = xp.sum(s3sq, axis=-1, keepdims=True)                            # (N, 1, 1)
-
-    def contraction(v, v_err):
-        """(N, L, dv): the second-moment bound on |((P~ - P) v)_i| / kappa for each column v."""
-        dev = xp.abs(v - xp.mean(v, axis=1, keepdims=True)) + v_err         # (N, L_kv, dv)
-        A0 = xp.sqrt(msq(dev))                                              # (N, 1, dv)
-        A1 = xp.sqrt(xp.mean(a2 * dev * dev, axis=1, keepdims=True))
-        t1 = cn * xp.sqrt(lam) * (A1 + rho * A0)
-        t2 = xp.sqrt(lam) * lam_t * sum_s3 * A0
-        t3 = cn * dcn * xp.sqrt(lam_t) * A0
-        return t1 + t2 + t3
-
-    row_q = xp.minimum(psi[:, :, None] * w2, contraction(C["K"], E["K"]))       # (N, L, d_b)
-    row_k = xp.minimum(psi[:, :, None] * wx, contraction(Xkv, 0.0))             # (N, L, d_a)
+def _floor_rows(xp, chunks, beta, *, m3, m2, mx, mu3, e3, mu2, e2, mux, S32, S3X, row_weight=1) -> dict:
+    """What `_staged_floor` reads: per-row blocks (sorted by lam), column statistics (N, d, 1),
+    and the breakpoints of the capped pair averages (`_capped_products`), all polynomial-free."""
     tr = lambda a: xp.permute_dims(a, (0, 2, 1))  # noqa: E731
-    batch = lambda a: xp.sum(a, axis=0) / N  # noqa: E731
-    # dW_V: sum_i |DF_i . X'_a| |c_ib| + |F~_i . X'_a| |Dc_ib|, each factor the smaller of two bounds
-    devx = xp.abs(Xkv - xp.mean(Xkv, axis=1, keepdims=True))
-    p = xp.minimum(wx, xp.sqrt(lam * msq(devx)))                                 # (N, L, d_a)
-    q = xp.minimum(mux, xp.sqrt(lam_t * msq(Xkv)))                               # (N, L, d_a)
-    dc = xp.minimum(w3, xp.sqrt(lam * s3sq))                                     # (N, L, d_b)
-    cabs = xp.minimum(chat, xp.sqrt(lam * s3sq) + xp.abs(m3 - Y))               # >= |c_ib| (exact)
-    return {
-        "Q": beta * batch(tr(aX) @ row_q),
-        "K": beta * batch(tr(row_k) @ aC1),
-        "V": batch(tr(p) @ cabs + tr(q) @ dc),
-    }
+    mean2T = tr(xp.concat([S32, S3X], axis=-1))                          # (N, 2d, d''): [C3 ⊘ C2 | C3 ⊘ X']
+    max2T = tr(mu3 * tr(xp.concat([mu2, mux], axis=1)))                  # products of the maxima
+    return {"xp": xp, "beta": beta, "row_weight": row_weight, "chunks": chunks,
+            "m3": m3, "m2": m2, "mx": mx, "mu3": mu3, "e3": e3, "mu2": mu2, "e2": e2, "mux": mux,
+            "mean2T": mean2T, "breaks": _breakpoints(xp, mean2T, max2T)}
 
 
-def _staged_floor(rows: dict, a_row, b_row, u: float, N: int, L: int, L_kv: int, d: int, dprime: float):
+def _breakpoints(xp, mean2T, max2T) -> list:
+    """Per sample: (tau, mean2, max2, ts_xp, tau_host) for `_capped_products`, tau = max2 / mean2
+    where mean2 > 0 (-inf, and max2 := 0, where mean2 = 0: min(max2, lam 0) = 0), ts its sorted
+    values."""
+    out = []
+    for s in range(mean2T.shape[0]):
+        m, x = mean2T[s, ...], max2T[s, ...]
+        live = m > 0
+        x = xp.where(live, x, 0.0)
+        tau = xp.where(live, x / xp.where(live, m, 1.0), -math.inf)
+        out.append((tau, m, x, xp.sort(xp.reshape(tau, (-1,))), _xp.to_numpy(tau)))
+    return out
+
+
+def _capped_products(xp, cT, lam, breaks, cache: dict):
+    """out[s, n, :, i] = sum_b min(max2[n, :, b], lam[n, 0, i] mean2[n, :, b]) cT[s, n, b, i].
+
+    cT: (S, N, d, n) >= 0, lam: (N, 1, n) >= 0 ascending in each sample, `breaks` from
+    `_breakpoints` (mean2, max2: (N, e, d) >= 0). The exact value of the direct (N, e, d, n)
+    evaluation, without forming it: entry (b', b) takes the branch lam mean2 exactly where
+    lam <= tau = max2 / mean2, so on each run of rows between two consecutive values of tau the
+    branches are fixed and the run costs (at most) two GEMMs with fixed e x d matrices, cached
+    per run in `cache` across calls. O(e d n) flops plus O(e d) runs."""
+    outs = []
+    for s, (tau, m, x, ts, tau_host) in enumerate(breaks):
+        lam_s = lam[s, 0, :]
+        # rows start..stop-1 with ts[q-1] < lam <= ts[q] take lam mean2 where tau >= ts[q]
+        stops = _xp.to_numpy(xp.searchsorted(lam_s, ts, side="right")).tolist()
+        pieces, start = [], 0
+        for q, stop in enumerate(stops + [lam_s.shape[0]]):
+            if stop <= start:
+                continue
+            if (s, q) not in cache:  # the branch matrices of this run; q = len(ts): above every tau
+                lower = np.zeros(tau_host.shape, dtype=bool) if q == len(stops) else tau_host >= np.sort(
+                    tau_host, axis=None)[q]
+                mask = xp.asarray(lower, device=array_api_compat.device(m))
+                M1 = xp.where(mask, m, 0.0) if lower.any() else None     # None: an all-zero matrix
+                M0 = xp.where(mask, 0.0, x) if not lower.all() else None
+                cache[(s, q)] = (M1, M0)
+            M1, M0 = cache[(s, q)]
+            cq = cT[:, s, :, start:stop]
+            part = None if M1 is None else lam_s[start:stop] * (M1 @ cq)
+            if M0 is not None:
+                part = M0 @ cq if part is None else part + M0 @ cq
+            pieces.append(part)
+            start = stop
+        outs.append(xp.concat(pieces, axis=-1) if len(pieces) > 1 else pieces[0])
+    return xp.expand_dims(outs[0], axis=1) if len(outs) == 1 else xp.stack(outs, axis=1)
+
+
+def _staged_floor(rows: dict, ab: list, u: float, N: int, L: int, L_kv: int, d: int, dprime: float):
     """Stage-by-stage rounding bound (module docstring, floor (b) and (c)) for each dW_mu.
 
     Every F~-weighted sum of the chain is an average over the keys j of row i (or, for the column
@@ -613,95 +805,86 @@ def _staged_floor(rows: dict, a_row, b_row, u: float, N: int, L: int, L_kv: int,
     (F~_ij <= lam~_i / L_kv, lam~_i = PHI(delta') e^{R_i - M_i}, and F~ is a convex combination);
     the rounding of an average is <= a_i mean(w) + b_i Avg_i(w) (a = gamma_n Lambda_i/(1-t_i) from
     the signed feature products, b = (t_i + 2u)/(1-t_i) from the normalisation, t_i = gamma_n
-    Lambda_i; exact path: a = 0, b = gamma_{2L+d+8}). The pair means S32 = mean_j |C3_jb||C2_jb'|,
-    S3X = mean_j |C3_jb||X'_ja| are computed from the data (O(L d^2)). With c'_i >= |c~_i| (the
-    second-moment bound when delta' <= DELTA_CAP, else c^) plus its rounding:
+    Lambda_i; exact path: a = 0, b = gamma_{2L+d+8}); `ab` holds (a_i, b_i) per row block. The pair
+    means S32 = mean_j |C3_jb||C2_jb'|, S3X = mean_j |C3_jb||X'_ja| are computed from the data
+    (O(L d^2)). With c'_i >= |c~_i| (the second-moment bound when delta' <= DELTA_CAP, else c^)
+    plus its rounding:
       O~:   eO = err_avg(|C3|) + e3,  |O~| <= Avg(|C3|)          c~ = O~ - Y: ec = (eO + u c')/(1-u)
       r~:   er = sum_b (cp eO + ec |O~|) + gamma_{d+1} rmag,  rmag = sum_b cp (|O~| + eO)
       P~C2 = (F~∘(c~ C3^T)) C2 - r~ F~C2, each part its rounding, propagated errors of c~, r~, C2,
             C3 and the subtraction; dW_Q = beta X^T P~C2 adds gamma_{L+2} of the magnitudes;
       dW_K = beta X'^T ((F~∘(c~ C3^T))^T C1 - F~^T (r~ C1)), column sums bounded row by row;
       dW_V = X'^T F~^T c~;  the batch mean adds gamma_{N+1} of the magnitudes.
+    Per row only O(d) numbers are formed (blocks of rows, transposed: (N, d, n)): the capped pair
+    averages sum_b'' c_ib'' Avg_i(|C3_b''||C2_b'|) and their X' twins come from `_capped_products`,
+    the input-error term sum_b'' c'_ib'' (e3_b'' mu2_b' + mu3_b'' e2_b'') is rank two, and the sums
+    over rows are GEMMs accumulated block by block: exact reformulations of the per-entry
+    (N, L, d, d) evaluation (the same value up to float64 rounding).
     Returns ({mu: d x d error}, {mu: d x d magnitude}) on the host.
     """
     xp = rows["xp"]
     g = lambda n: gamma(n, u)  # noqa: E731
-    col = lambda a: float(a) if isinstance(a, (int, float)) else a[:, :, None]  # noqa: E731  (N, L) -> (N, L, 1)
-    a_i, b_i = col(a_row), col(b_row)
-    phi = (1 + dprime) / (1 - dprime)
-    lam_t = phi * rows["lam"][:, :, None] * (1 + 2.0**-20)          # (N, L, 1)
-    use_tight = dprime <= DELTA_CAP
-    cmag = rows["ctight"] if use_tight else rows["chat"]            # (N, L, d) >= |c~|, exact arithmetic
-    mu3, e3, mu2, e2, mux = (rows[k][:, None, :] for k in ("mu3", "e3", "mu2", "e2", "mux"))
-    m3, m2, mx = (rows[k][:, None, :] for k in ("m3", "m2", "mx"))
-    S32, S3X = rows["S32"], rows["S3X"]                              # (N, d, d): [b'', b'] and [b'', a]
-
-    def avg(mean, mxv):
-        return xp.minimum(mxv, lam_t * mean)
-
-    def err_avg(mean, mxv):
-        return a_i * mean + b_i * avg(mean, mxv)
-
-    def pair(cvec, mean2, max2):
-        """sum_b'' cvec_ib'' F(mean2[b'', :], max2[b'', :]) for F = Avg and err_avg: (N, L, d)."""
-        m4, x4 = mean2[:, None, :, :], max2[:, None, :, :]           # (N, 1, d'', d)
-        lt = lam_t[..., None]
-        ai, bi = (x if isinstance(x, float) else x[..., None] for x in (a_i, b_i))
-        av = xp.minimum(x4, lt * m4)                                 # (N, L, d'', d)
-        return (xp.sum(cvec[:, :, :, None] * av, axis=2),
-                xp.sum(cvec[:, :, :, None] * (ai * m4 + bi * av), axis=2))
-
-    # O~, c~, r~
-    Omag = avg(m3, mu3)
-    eO = err_avg(m3, mu3) + e3
-    ec = (eO + u * cmag) / (1 - u)
-    cp = cmag + ec
-    rmag = xp.sum(cp * (Omag + eO), axis=-1, keepdims=True)         # (N, L, 1)
-    er = xp.sum(cp * eO + ec * Omag, axis=-1, keepdims=True) + g(d + 1) * rmag
-    beta, aX = rows["beta"], rows["aX"]
-    rows_w = rows.get("row_weight", 1)  # plan: one representative row standing for L
+    fac = (1 + dprime) / (1 - dprime) * (1 + 2.0**-20)                # lam~_i = fac lam_i
+    cmag_key = "ctight" if dprime <= DELTA_CAP else "chat"           # >= |c~|, exact arithmetic
+    mu3, e3, mu2, e2, mux, m3, m2, mx = (rows[k] for k in ("mu3", "e3", "mu2", "e2", "mux", "m3", "m2", "mx"))
     tr = lambda a: xp.permute_dims(a, (0, 2, 1))  # noqa: E731
-    rsum = lambda a, b: rows_w * (tr(a) @ b)  # noqa: E731  sum_i a_i^T b_i: (N, d, d)
+    e3T, mu3T = tr(e3), tr(mu3)
+    ones = xp.ones((1, d), dtype=mu3.dtype, device=array_api_compat.device(mu3))
+    cache: dict = {}
+    acc: dict = {}
+    add = lambda a, b: a + b  # noqa: E731
+    for chunk, (a, b) in zip(rows["chunks"], ab, strict=True):
+        lt = fac * chunk["lam"]                                       # (N, 1, n), ascending
+        cmag = chunk[cmag_key]                                        # (N, d, n)
+        # O~, c~, r~
+        Omag = xp.minimum(mu3, lt * m3)
+        eO = a * m3 + b * Omag + e3
+        ec = (eO + u * cmag) / (1 - u)
+        cp = cmag + ec
+        rmag = ones @ (cp * (Omag + eO))                              # (N, 1, n)
+        er = ones @ (cp * eO + ec * Omag) + g(d + 1) * rmag
+        # the pair averages of the face splits [C3 ⊘ C2 | C3 ⊘ X'] for c' (magnitude) and its error
+        capped = _capped_products(xp, xp.stack([cp, ec], axis=0), lt, rows["breaks"], cache)
+        mag_p1, q1 = capped[0, :, :d, :], capped[0, :, d:, :]
+        ec_p1, qc = capped[1, :, :d, :], capped[1, :, d:, :]
+        cp_mean = rows["mean2T"] @ cp                                 # sum_b'' mean2[:, b''] cp_ib''
+        ce3 = e3T @ cmag                                              # sum_b'' c'_ib'' e3_b''
+        # dW_Q: P~C2 = p1 - p2 per row. p1 = (F~∘(c~ C3^T)) C2: magnitude mag_p1, errors: rounding
+        # a cp_mean + b mag_p1, c~'s error ec_p1, the inputs' sum_b'' c'_ib'' (e3 mu2 + mu3 e2);
+        # p2 = r~ F~C2: magnitude rmag FF, error er FF + rmag eF2 + u rmag FF; the subtraction adds
+        # u (|p1| + |p2| + their errors): err_pc = (1 + u)(err_p1 + err_p2) + u mag_pc
+        F2 = xp.minimum(mu2, lt * m2)
+        eF2 = a * m2 + b * F2 + e2
+        FF = F2 + eF2
+        mag_pc = mag_p1 + rmag * FF
+        err_pc = (1 + u) * (a * cp_mean[:, :d, :] + b * mag_p1 + ec_p1 + ce3 * mu2 + (mu3T @ cmag) * e2
+                            + (er + u * rmag) * FF + rmag * eF2) + u * mag_pc
+        aX = chunk["aX"]
+        _fold(acc, "Qe", aX @ tr(err_pc), add)                                       # then beta X^T
+        _fold(acc, "Qm", aX @ tr(mag_pc), add)
+        # dW_K: per row i the weights over the keys are |X'_a| (|c~_i| . |C3_j|); C1_ib is a row factor.
+        # Both parts (F~∘(c~ C3^T))^T C1 and F~^T (r~ C1), magnitudes mk and errors ek per row:
+        Ax = xp.minimum(mux, lt * mx)
+        eAx = a * mx + b * Ax
+        mk = q1 + rmag * Ax
+        ek = a * cp_mean[:, d:, :] + b * q1 + qc + (ce3 + er + u * rmag) * Ax + rmag * eAx
+        aC1 = tr(chunk["aC1"])
+        _fold(acc, "Km", mk @ aC1, add)
+        _fold(acc, "Ke", ek @ aC1 + mk @ tr(chunk["e1"]), add)
+        # dW_V = X'^T F~^T c~
+        cpT = tr(cp)
+        _fold(acc, "Vm", Ax @ cpT, add)
+        _fold(acc, "Ve", eAx @ cpT + Ax @ tr(ec), add)
+    w, beta = rows["row_weight"], rows["beta"]   # plan: one representative row standing for L
+    Qe, Qm, Ke, Km, Ve, Vm = (w * acc[k] for k in ("Qe", "Qm", "Ke", "Km", "Ve", "Vm"))
+    err_q = beta * (Qe + g(L + 2) * (Qm + Qe))
+    mag_q = beta * Qm
+    err_pk = Ke + u * (Km + Ke)
+    err_k = beta * (err_pk + g(L_kv + 2) * (Km + err_pk))
+    mag_k = beta * Km
+    err_v = Ve + g(L_kv + 1) * (Vm + Ve)
+    mag_v = Vm
     batch = lambda a: xp.sum(a, axis=0) / N  # noqa: E731
-
-    # dW_Q: P~C2 = p1 - p2 per row, then beta X^T
-    max32 = rows["mu3"][:, :, None] * rows["mu2"][:, None, :]        # (N, d'', d)
-    mag_p1, rnd_p1 = pair(cp, S32, max32)
-    ec_p1, _ = pair(ec, S32, max32)
-    in_p1 = xp.sum(cmag[:, :, :, None] * (rows["e3"][:, None, :, None] * mu2[:, :, None, :]
-                                          + rows["mu3"][:, None, :, None] * e2[:, :, None, :]), axis=2)
-    err_p1 = rnd_p1 + ec_p1 + in_p1
-    F2 = avg(m2, mu2)
-    eF2 = err_avg(m2, mu2) + e2
-    mag_p2 = rmag * (F2 + eF2)
-    err_p2 = er * (F2 + eF2) + rmag * eF2 + u * mag_p2
-    err_pc = err_p1 + err_p2 + u * (mag_p1 + err_p1 + mag_p2 + err_p2)
-    mag_pc = mag_p1 + mag_p2
-    err_q = beta * (rsum(aX, err_pc) + g(L + 2) * rsum(aX, mag_pc + err_pc))
-    mag_q = beta * rsum(aX, mag_pc)
-
-    # dW_K: per row i the weights over the keys are |X'_a| (|c~_i| . |C3_j|); C1_ib is a row factor
-    aC1, e1 = rows["aC1"], rows["e1"]
-    max3x = rows["mu3"][:, :, None] * rows["mux"][:, None, :]
-    q1, rq1 = pair(cp, S3X, max3x)                                   # (N, L, d_a)
-    qc, _ = pair(ec, S3X, max3x)
-    Ax = avg(mx, mux)
-    eAx = err_avg(mx, mux)
-    q3 = xp.sum(cmag * rows["e3"][:, None, :], axis=-1, keepdims=True) * Ax
-    mag_k1 = rsum(q1, aC1)
-    err_k1 = rsum(rq1 + qc + q3, aC1) + rsum(q1, e1)
-    mag_k2 = rsum(rmag * Ax, aC1)
-    err_k2 = rsum(rmag * eAx + er * Ax + u * rmag * Ax, aC1) + rsum(rmag * Ax, e1)
-    err_pk = err_k1 + err_k2 + u * (mag_k1 + err_k1 + mag_k2 + err_k2)
-    mag_pk = mag_k1 + mag_k2
-    err_k = beta * (err_pk + g(L_kv + 2) * (mag_pk + err_pk))
-    mag_k = beta * mag_pk
-
-    # dW_V = X'^T F~^T c~
-    mag_v = rsum(Ax, cp)
-    e_v = rsum(eAx, cp) + rsum(Ax, ec)
-    err_v = e_v + g(L_kv + 1) * (mag_v + e_v)
-
     err, mag = {}, {}
     for m, e, a in (("Q", err_q, mag_q), ("K", err_k, mag_k), ("V", err_v, mag_v)):
         e, a = _host(batch(e)), _host(batch(a))
@@ -748,18 +931,21 @@ def magnitude_certificate(*, L, L_kv, d, r, N, adapt, beta, scale, input_bound, 
         coefficients[f"A_{m}"] = bt @ K[m]
         coefficients[f"B_{m}"] = K[m] @ at
     e_in = g_in * math.sqrt(d)
-    rows = {
-        "xp": np_xp, "beta": beta, "aX": aX, "chat": chat, "mux": full((1, d), x), "row_weight": L,
-        "Ri": full((1, 1), logit_bound), "Mi": full((1, 1), -logit_bound),
-        "e1": e1, "aC1": aC1 + e1,
-        "e2": full((1, d), e_in * kb), "mu2": full((1, d), kb * (1 + 2 * e_in)),
-        "e3": full((1, d), e_in * v), "mu3": full((1, d), v * (1 + 2 * e_in)),
-        # means at their maxima (every row attains the bounds), F~_ij <= e^{2R} / L_kv
-        "lam": full((1, 1), math.exp(2 * logit_bound)), "ctight": chat, "mx": full((1, d), x),
-        "m3": full((1, d), v * (1 + 2 * e_in)), "m2": full((1, d), kb * (1 + 2 * e_in)),
-        "S32": full((1, d, d), v * (1 + 2 * e_in) * kb * (1 + 2 * e_in)),
-        "S3X": full((1, d, d), v * (1 + 2 * e_in) * x),
+    colv = lambda v: full((1, d, 1), v)  # noqa: E731  a column statistic
+    rowv = lambda a: np.reshape(a, (1, d, 1))  # noqa: E731  the representative row, transposed
+    chunk = {
+        # F~_ij <= e^{2R} / L_kv (inf past float range: min(max, lam mean) is then the max)
+        "lam": full((1, 1, 1), math.exp(2 * logit_bound) if 2 * logit_bound < 709.0 else math.inf),
+        "Ri": full((1, 1, 1), logit_bound), "Mi": full((1, 1, 1), -logit_bound),
+        "aX": rowv(aX), "aC1": rowv(aC1 + e1), "e1": rowv(e1), "chat": rowv(chat), "ctight": rowv(chat),
     }
+    # means at their maxima (every row attains the bounds)
+    rows = _floor_rows(
+        np_xp, [chunk], beta, row_weight=L, m3=colv(v * (1 + 2 * e_in)), m2=colv(kb * (1 + 2 * e_in)),
+        mx=colv(x), mu3=colv(v * (1 + 2 * e_in)), e3=colv(e_in * v), mu2=colv(kb * (1 + 2 * e_in)),
+        e2=colv(e_in * kb),
+        mux=colv(x), S32=full((1, d, d), v * (1 + 2 * e_in) * kb * (1 + 2 * e_in)),
+        S3X=full((1, d, d), v * (1 + 2 * e_in) * x))
     sigma = 3 * beta * math.sqrt(d) * e_in * q * math.sqrt(d) * kb
     return Certificate(
         N=N, L=L, L_kv=L_kv, d=d, r=r, adapted=tuple(m for m in "QKV" if m in adapt), dtype=dtype,

@@ -12,7 +12,7 @@ from sympy.matrices.expressions import MatrixExpr
 from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 from sympy.matrices.expressions.diagonal import DiagMatrix
 
-from .nodes import FaceSplit, RowDot, RowMax
+from .nodes import ColSlice, FaceContract, FaceSplit, HStack, RowDot, RowMax
 
 
 def symbol_matrix(name: str, rows: int, cols: int, **assumptions) -> sp.Matrix:
@@ -84,6 +84,15 @@ class Interpreter:
         if isinstance(e, FaceSplit):
             A, B = (self(a) for a in e.args)
             return sp.Matrix(A.rows, A.cols * B.cols, lambda i, j: A[i, j // B.cols] * B[i, j % B.cols])
+        if isinstance(e, HStack):
+            return sp.Matrix.hstack(*(self(b) for b in e.args))
+        if isinstance(e, ColSlice):
+            start, stop = (int(sp.sympify(x).subs(self.sizes)) for x in e.args[1:])
+            return self(e.args[0])[:, start:stop]
+        if isinstance(e, FaceContract):
+            c, T = (self(a) for a in e.args)
+            w = T.cols // c.cols
+            return sp.Matrix(c.rows, w, lambda i, f: sum(c[i, b] * T[i, b * w + f] for b in range(c.cols)))
         if isinstance(e, RowDot):
             A, B = (self(a) for a in e.args)
             return sp.Matrix(A.rows, 1, lambda i, _: sum(A[i, k] * B[i, k] for k in range(A.cols)))

@@ -1,4 +1,5 @@
-"""Exact proofs of the chained low-rank derivation (`lowrank.py`) on explicit symbolic matrices.
+"""Exact proofs of the chained low-rank derivations (`lowrank.py`: the fused chain the kernels run,
+`build`, and the lemma-by-lemma chain, `build_lemmas`) on explicit symbolic matrices.
 
 (a) the face-splitting identity (A1 B1^T) ∘ (A2 B2^T) = (A1 ⊘ A2)(B1 ⊘ B2)^T, and the operand
     swap (A1 ⊘ A2)(B1 ⊘ B2)^T = (A2 ⊘ A1)(B2 ⊘ B1)^T the K side relies on;
@@ -10,7 +11,7 @@
     so its error is the exact path's sensitivity to F~ - F alone (what the certificate bounds).
 
 In (c) the only denominators are the row sums of E; renaming them to free symbols alpha_i makes
-both sides Laurent polynomials, so `expand(...) == 0` is a proof. (d) splits at U1n (see there)
+both sides Laurent polynomials, so `expand(...) == 0` is a proof. (d) splits where the chain normalises (see there)
 and is a polynomial identity. Outputs are compared whole: every entry of loss, dW_Q, dW_K, dW_V.
 C1, C2, C3 are free matrices: both derivations define them by the same steps (checked), so an
 identity for all C's holds in particular for C = X W, and the expressions stay small.
@@ -66,7 +67,7 @@ def prove_rowdot(L=3, L_kv=2, k=2, d=2) -> Proof:
     C3, Y = symbol_matrix("v", L_kv, d), symbol_matrix("y", L, d)
     sizes = {exact.L: L, exact.L_kv: L_kv, exact.d: d, lowrank.k: k}
     I = Interpreter({"U1n": U1n, "U2": U2, "C3": C3, "Y": Y}, sizes)
-    I.run(lowrank.build(), ["r"], given=("U1n", "C3"))
+    I.run(lowrank.build_lemmas(), ["r"], given=("U1n", "C3"))
     F = U1n * U2.T
     c = F * C3 - Y
     lhs = F.multiply_elementwise(c * C3.T) * sp.ones(L_kv, 1)
@@ -82,7 +83,8 @@ def _shared_projections(D) -> bool:
     """Both derivations define C1, C2, C3 by the same expressions, so the proofs may take them as
     free matrices: an identity for all C's holds in particular for C = X W (and is smaller)."""
     ref = exact.build()  # compared as text: the wrong p2 variant has other (square) shape symbols
-    return all(sp.sstr(D.step(n).expr) == sp.sstr(ref.step(n).expr) for n in PROJECTIONS)
+    names = {s.name for s in D.steps}
+    return all(sp.sstr(D.step(n).expr) == sp.sstr(ref.step(n).expr) for n in PROJECTIONS if n in names)
 
 
 class _Head:
@@ -97,16 +99,16 @@ class _Head:
                     "C3": symbol_matrix("v", L_kv, d)}
         self.alpha = [sp.Symbol(f"alpha_{i}", positive=True) for i in range(L)]
 
-    def run(self, derivation, k, **given):
+    def run(self, derivation, k, outputs=OUTPUTS, **given):
         sizes = {exact.L: self.L, exact.L_kv: self.L_kv, exact.d: self.d, lowrank.k: k}
         I = Interpreter({**self.env, **given}, sizes)
-        I.run(derivation, list(OUTPUTS), given=PROJECTIONS + tuple(given))
-        return {name: I.env[name] for name in OUTPUTS}
+        I.run(derivation, list(outputs), given=PROJECTIONS + tuple(given))
+        return {name: I.env[name] for name in outputs}
 
 
 def _difference(a: dict, b: dict, rename=lambda M: M) -> list:
     out = []
-    for name in OUTPUTS:
+    for name in a:
         x, y = a[name], b[name]
         x = x if isinstance(x, sp.MatrixBase) else sp.Matrix([[x]])
         y = y if isinstance(y, sp.MatrixBase) else sp.Matrix([[y]])
@@ -114,15 +116,16 @@ def _difference(a: dict, b: dict, rename=lambda M: M) -> list:
     return out
 
 
-def prove_chain_exact_features(L=3, L_kv=None, d=2, derivation=None) -> Proof:
-    """U1 = E (exp(S) as free positive symbols), U2 = I: chain outputs = exact outputs with u = E."""
+def prove_chain_exact_features(L=3, L_kv=None, d=2, derivation=None, outputs=OUTPUTS) -> Proof:
+    """U1 = E (exp(S) as free positive symbols), U2 = I: chain outputs = exact outputs with u = E
+    (`outputs`: those of a module subset's chain)."""
     cross = L_kv is not None
     L_kv = L_kv or L
     D = derivation or lowrank.build()
     head = _Head(L, L_kv, d, cross)
     E = sp.Matrix(L, L_kv, lambda i, j: sp.Symbol(f"E_{i}_{j}", positive=True))
-    chain = head.run(D, L_kv, U1=E, U2=sp.eye(L_kv))
-    ref = head.run(exact.build(), L_kv, u=E)
+    chain = head.run(D, L_kv, outputs, U1=E, U2=sp.eye(L_kv))
+    ref = head.run(exact.build(), L_kv, outputs, u=E)
     elim = {E[i, 0]: head.alpha[i] - sum(E[i, 1:]) for i in range(L)}  # row sums -> alpha_i
     diff = _difference(chain, ref, lambda M: M.xreplace(elim))
     kind = f"cross L_kv={L_kv}" if cross else "self"
@@ -135,27 +138,41 @@ def prove_chain_exact_features(L=3, L_kv=None, d=2, derivation=None) -> Proof:
 def prove_chain_is_gradient_of_approximate_softmax(L=3, L_kv=2, d=2, k=2, derivation=None) -> Proof:
     """General U1, U2 (rank k): chain outputs = exact formulas at F~ = diag(U1 U2^T 1)^-1 U1 U2^T.
 
-    In two exact steps: (i) the chain's U1n satisfies U1n U2^T = F~ (rational identity, checked
-    by `cancel`); (ii) every later step of the chain depends on U1 only through U1n, and with U1n
-    a FREE L x k matrix the chain's outputs equal the exact formulas at F = U1n U2^T (a
-    polynomial identity).  (i) and (ii) give the claim for every U1, U2."""
+    In two exact steps, split where the chain normalises: at alpha~ (`build`) or at U1n
+    (`build_lemmas`).  (i) That step is what it should be for every U1, U2: alpha~ = U1 U2^T 1
+    (a polynomial identity), resp. U1n U2^T = F~ (rational, checked by `cancel`).  (ii) With that
+    step replaced by FREE symbols (alpha_i, resp. a free L x k matrix) the chain's outputs equal
+    the exact formulas at F = diag(alpha)^-1 U1 U2^T, resp. F = U1n U2^T: a Laurent-polynomial
+    identity, and no later step reads U1 except through the freed step where that matters.
+    (i) and (ii) give the claim for every U1, U2."""
     D = derivation or lowrank.build()
     head = _Head(L, L_kv, d, cross=L_kv != L)
-    U1, U2, V = symbol_matrix("u", L, k), symbol_matrix("w", L_kv, k), symbol_matrix("f", L, k)
+    U1, U2 = symbol_matrix("u", L, k), symbol_matrix("w", L_kv, k)
     sizes = {exact.L: L, exact.L_kv: L_kv, exact.d: d, lowrank.k: k}
-    I = Interpreter({"U1": U1, "U2": U2}, sizes)
-    I.run(D, ["U1n"])
+    names = {s.name for s in D.steps}
+    split = "U1n" if "U1n" in names else "alpha"
+    I = Interpreter({"U1": U1, "U2": U2, **{n: head.env[n] for n in PROJECTIONS if n in names}}, sizes)
+    I.run(D, [split], given=tuple(n for n in PROJECTIONS if n in names))
     E = U1 * U2.T
-    F = sp.diag(*[1 / sum(E[i, :]) for i in range(L)]) * E
-    step_i = [sp.cancel(x) for x in I.env["U1n"] * U2.T - F]
-    chain = head.run(D, k, U1n=V, U2=U2)
-    ref = head.run(exact.build(), k, F=V * U2.T)
-    uses = {str(a) for s in D.needed(list(OUTPUTS), given=("U1n",)) if s.name != "U1n"
-            for a in s.expr.atoms(sp.MatrixSymbol)}
+    if split == "U1n":
+        V = symbol_matrix("f", L, k)
+        F = sp.diag(*[1 / sum(E[i, :]) for i in range(L)]) * E
+        step_i = [sp.cancel(x) for x in I.env["U1n"] * U2.T - F]
+        chain = head.run(D, k, U1n=V, U2=U2)
+        ref = head.run(exact.build(), k, F=V * U2.T)
+        uses = {str(a) for s in D.needed(list(OUTPUTS), given=("U1n",)) if s.name != "U1n"
+                for a in s.expr.atoms(sp.MatrixSymbol)}
+        reads_u1 = "U1" in uses
+    else:
+        A = sp.Matrix(L, 1, lambda i, _: sp.Symbol(f"alpha_{i}", positive=True))
+        step_i = [sp.expand(x) for x in I.env["alpha"] - E * sp.ones(L_kv, 1)]
+        chain = head.run(D, k, U1=U1, U2=U2, alpha=A)
+        ref = head.run(exact.build(), k, F=sp.diag(*[1 / a for a in A]) * E)
+        reads_u1 = False  # every step may read U1: the identity (ii) holds for all U1 and alpha
     return _timed(f"chain = grad of approx. softmax ({D.name})",
                   "for any U1, U2: chain = exact formulas at F~ = diag(U1 U2^T 1)^-1 U1 U2^T",
                   "Lemmas 3.3-3.7 (what the certificate relies on)", f"L={L} L_kv={L_kv} d={d} k={k}",
-                  lambda: all(x == 0 for x in step_i) and "U1" not in uses and _shared_projections(D)
+                  lambda: all(x == 0 for x in step_i) and not reads_u1 and _shared_projections(D)
                   and _laurent_zero(_difference(chain, ref)))
 
 
@@ -168,6 +185,8 @@ def all_lowrank_proofs() -> list:
         prove_chain_exact_features(L=3),
         prove_chain_exact_features(L=2, L_kv=3),
         prove_chain_is_gradient_of_approximate_softmax(),
+        prove_chain_exact_features(L=3, derivation=lowrank.build_lemmas()),
+        prove_chain_is_gradient_of_approximate_softmax(derivation=lowrank.build_lemmas()),
     ]
 
 

@@ -54,6 +54,43 @@ class RowDot(MatrixExpr):
         return (self.args[0].shape[0], sp.S.One)
 
 
+class HStack(MatrixExpr):
+    """[A | B | ...]: the blocks side by side (same rows). One wide operand for one GEMM."""
+
+    def __new__(cls, *blocks):
+        return super().__new__(cls, *blocks)
+
+    @property
+    def shape(self):
+        return (self.args[0].shape[0], sp.Add(*(b.shape[1] for b in self.args)))
+
+
+class ColSlice(MatrixExpr):
+    """Columns start .. stop-1 of M (a view): one block of an HStack's product."""
+
+    def __new__(cls, M, start, stop):
+        return super().__new__(cls, M, sp.sympify(start), sp.sympify(stop))
+
+    @property
+    def shape(self):
+        M, start, stop = self.args
+        return (M.shape[0], stop - start)
+
+
+class FaceContract(MatrixExpr):
+    """Row-wise contraction with a face-split block: FaceContract(c, T)[i, f] = sum_b c[i, b] T[i, b e + f]
+    for c (n x d), T (n x d e).  It undoes a face split: (A ⊘ c) M = FaceContract(c, A M') with
+    M'[a, b e + f] = M[a d + b, f], so (U ⊘ c)(V ⊘ C)^T D = FaceContract(c, U (V^T (C ⊘ D)))."""
+
+    def __new__(cls, c, T):
+        return super().__new__(cls, c, T)
+
+    @property
+    def shape(self):
+        c, T = self.args
+        return (c.shape[0], T.shape[1] / c.shape[1])
+
+
 def ones(n, m=1):
     return sp.OneMatrix(n, m)
 

@@ -7,51 +7,70 @@ With p(s) = sum_t a_t s^t and the multinomial expansion s^t = sum_{|m|=t} (t!/m!
 gives (U1 U2^T)[i, j] = p(<q_i, k_j>) exactly in exact arithmetic, with rank k = C(d+g, g)
 (one column per multi-index, not d^t per degree as tensor powers would).  The sign of a_t sits on
 the key side, so Chebyshev polynomials (coefficients of both signs) work unchanged.
+
+Column order ("colex"): graded by degree t; within degree t, grouped by the largest variable i
+of the monomial, i = 0..d-1, and group i is (the degree-(t-1) monomials over variables 0..i,
+in their own order) times x_i.  Since degree t-1 is itself grouped by largest variable, those
+monomials are the PREFIX of length C(i+t-1, t-1) of the degree-(t-1) block, so every block is
+`prev[:m] * x_i` on contiguous rows of the (..., k, L) layout: no gathers; each entry is written
+once by the recurrence and scaled once in place (NumPy / CuPy), then returned transposed (..., L, k).
 """
 
 from __future__ import annotations
 
 import functools
-import itertools
 import math
 from fractions import Fraction
 
 import array_api_compat
 
 from .. import _xp
+from .._validate import check_int
 from ..derivations.polynomial import ExpPolynomial
 from ..errors import InvalidInputError, InvalidTypeError
-from .._validate import check_int
+
+# ----------------------------------------------------------------------------------------------
+# the colex order and its plan
 
 
 @functools.lru_cache(maxsize=256)
-def _plan(d: int, degree: int):
-    """Per degree t: the sorted index tuples (i_1 <= .. <= i_t) in lexicographic order, and for each
-    the position of its parent (i_1..i_{t-1}) among degree t-1 and its last coordinate i_t."""
-    levels = [[()]]
-    steps = [((), ())]
+def _exponents(d: int, degree: int) -> tuple[tuple[tuple[int, ...], ...], ...]:
+    """Per degree t: its multi-indices in colex order (the module docstring's recurrence)."""
+    levels = [((0,) * d,)]
     for t in range(1, degree + 1):
-        position = {combo: n for n, combo in enumerate(levels[-1])}
-        combos = list(itertools.combinations_with_replacement(range(d), t))
-        steps.append((tuple(position[c[:-1]] for c in combos), tuple(c[-1] for c in combos)))
-        levels.append(combos)
-    return tuple(tuple(level) for level in levels), tuple(steps)
+        prev = levels[-1]
+        levels.append(tuple(
+            m[:i] + (m[i] + 1,) + m[i + 1:]
+            for i in range(d)
+            for m in prev[: math.comb(i + t - 1, t - 1)]
+        ))
+    return tuple(levels)
+
+
+@functools.lru_cache(maxsize=256)
+def _plan(d: int, degree: int) -> tuple[tuple[tuple[int, int, int, int], ...], ...]:
+    """Per degree t >= 2 and variable i: (dst, src, m, row) meaning rows [dst, dst+m) of the
+    (k, L) feature array = rows [src, src+m) (the prefix of degree t-1) times row `row` (x_i).
+
+    Degree t starts at row C(d+t-1, t-1) (the count of monomials of degree < t), and group i
+    at C(i+t-1, t) further on (hockey stick: sum_{j<i} C(j+t-1, t-1) = C(i+t-1, t))."""
+    return tuple(
+        tuple(
+            (math.comb(d + t - 1, t - 1) + math.comb(i + t - 1, t), math.comb(d + t - 2, t - 2),
+             math.comb(i + t - 1, t - 1), 1 + i)
+            for i in range(d)
+        )
+        for t in range(2, degree + 1)
+    )
 
 
 def monomial_exponents(d: int, degree: int) -> list[tuple[int, ...]]:
-    """All multi-indices m in N^d with |m| <= degree: graded, lexicographic in the sorted index
-    tuples within a degree.  This is the column order of `feature_maps`."""
+    """All multi-indices m in N^d with |m| <= degree: graded, colex within a degree (grouped by
+    the largest variable; each group a prefix of the previous degree times that variable).
+    This is the column order of `feature_maps`, `query_features` and `key_features`."""
     d = check_int("d", d, 1)
     degree = check_int("degree", degree, 0)
-    levels, _ = _plan(d, degree)
-    out = []
-    for level in levels:
-        for combo in level:
-            m = [0] * d
-            for i in combo:
-                m[i] += 1
-            out.append(tuple(m))
-    return out
+    return [m for level in _exponents(d, degree) for m in level]
 
 
 def feature_rank(d: int, degree: int) -> int:
@@ -68,76 +87,119 @@ def paper_rank_bound(d: int, degree: int) -> int:
     return math.comb(2 * (degree + d), 2 * degree)
 
 
+# ----------------------------------------------------------------------------------------------
+# column scales
+
+
 @functools.lru_cache(maxsize=256)
-def _scales(d: int, poly: ExpPolynomial):
-    """Per degree t: (left, right) float scales of its monomial columns."""
-    levels, _ = _plan(d, poly.degree)
-    out = []
-    for t, (level, a) in enumerate(zip(levels, poly.coefficients)):
+def _scales(d: int, poly: ExpPolynomial) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(left, right) float scales of the columns, in colex order."""
+    left, right = [], []
+    for t, (level, a) in enumerate(zip(_exponents(d, poly.degree), poly.coefficients)):
         a = Fraction(a) if isinstance(a, (int, Fraction)) else Fraction(int(a.p), int(a.q))  # sympy
         sign = -1.0 if a < 0 else 1.0
-        left, right = [], []
-        for combo in level:
-            weight = abs(a) * math.factorial(t)
-            for count in _counts(combo):
-                weight /= math.factorial(count)
-            s = math.sqrt(float(weight))
+        for m in level:
+            # exact t!/m! before the one rounding in float()
+            s = math.sqrt(float(abs(a) * math.factorial(t) / math.prod(math.factorial(c) for c in m)))
             left.append(s)
             right.append(sign * s)
-        out.append((tuple(left), tuple(right)))
-    return tuple(out)
-
-
-def _counts(combo):
-    return [len(list(group)) for _, group in itertools.groupby(combo)]
+    return tuple(left), tuple(right)
 
 
 def feature_scales(d: int, poly: ExpPolynomial) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """(left, right) column scales: sqrt(|a_t| t!/m!) and sign(a_t) sqrt(|a_t| t!/m!)."""
+    """(left, right) column scales sqrt(|a_t| t!/m!) and sign(a_t) sqrt(|a_t| t!/m!), in the
+    colex order of `monomial_exponents`."""
     d = check_int("d", d, 1)
     if not isinstance(poly, ExpPolynomial):
         raise InvalidTypeError(f"poly must be an ExpPolynomial, got {type(poly).__name__}")
-    per_degree = _scales(d, poly)
-    return (
-        tuple(s for left, _ in per_degree for s in left),
-        tuple(s for _, right in per_degree for s in right),
-    )
+    return _scales(d, poly)
 
 
-def _monomial_features(xp, X, steps, scales):
-    """Scaled monomials of the rows of X, built degree by degree on whole arrays.
+@functools.lru_cache(maxsize=64)
+def _cached_column(xp, d: int, poly: ExpPolynomial, key: bool, dtype, device):
+    values = _scales(d, poly)[1 if key else 0]
+    return xp.reshape(xp.asarray(values, dtype=dtype, device=device), (len(values), 1))
 
-    Works on X^T (..., d, L) so that each gather takes whole contiguous rows (about twice as fast
-    as gathering columns), and returns a transposed view of shape (..., L, k)."""
-    device = array_api_compat.device(X)
-    axis = X.ndim - 2
+
+def _scale_column(xp, X, poly: ExpPolynomial, key: bool):
+    """The (k, 1) scale column for X's d, dtype and device (cached where those are hashable)."""
+    args = (xp, X.shape[-1], poly, key, X.dtype, array_api_compat.device(X))
+    try:
+        return _cached_column(*args)
+    except TypeError:  # an unhashable device or dtype: build it uncached
+        return _cached_column.__wrapped__(*args)
+
+
+# ----------------------------------------------------------------------------------------------
+# the recurrence, on (..., k, L) arrays
+
+
+def _fill(xp, X, plan, scale, out=None):
+    """NumPy / CuPy: write every block into one (..., k, L) array (`out`, or a new one) with out=."""
+    d, k = X.shape[-1], scale.shape[0]
+    if out is None:
+        out = xp.empty(X.shape[:-2] + (k, X.shape[-2]), dtype=X.dtype, device=array_api_compat.device(X))
+    out[..., 0, :] = 1
+    if k > 1:
+        out[..., 1:d + 1, :] = xp.matrix_transpose(X)  # degree 1; its rows are the x_i below
+    for level in plan:
+        for dst, src, m, row in level:
+            xp.multiply(out[..., src:src + m, :], out[..., row:row + 1, :], out=out[..., dst:dst + m, :])
+    xp.multiply(out, scale, out=out)  # scales last: the recurrence needs unscaled parents
+    return out
+
+
+def _stack(xp, X, plan, scale, out=None):
+    """Any array-API namespace: the same products (so the same roundings), one concat per degree;
+    `out` is ignored (the standard has no out=)."""
     XT = xp.matrix_transpose(X)
-    prev = xp.ones(X.shape[:-2] + (1, X.shape[-2]), dtype=X.dtype, device=device)  # degree 0
-    blocks = [prev * _column(xp, scales[0], X)]
-    for (parents, coords), scale in zip(steps[1:], scales[1:]):
-        # each degree-t monomial = its degree-(t-1) parent times its last coordinate
-        parents = xp.asarray(parents, dtype=xp.int64, device=device)
-        coords = xp.asarray(coords, dtype=xp.int64, device=device)
-        prev = xp.take(prev, parents, axis=axis) * xp.take(XT, coords, axis=axis)
-        blocks.append(prev * _column(xp, scale, X))
-    out = xp.concat(blocks, axis=axis) if len(blocks) > 1 else blocks[0]
-    return xp.matrix_transpose(out)
+    blocks = [xp.ones(X.shape[:-2] + (1, X.shape[-2]), dtype=X.dtype, device=array_api_compat.device(X))]
+    if scale.shape[0] > 1:
+        blocks.append(XT)
+    prev = XT
+    for level in plan:
+        prev = xp.concat([prev[..., :m, :] * XT[..., row - 1:row, :] for _, _, m, row in level], axis=-2)
+        blocks.append(prev)
+    out = xp.concat(blocks, axis=-2) if len(blocks) > 1 else blocks[0]
+    return out * scale
 
 
-def _column(xp, values, like):
-    """values as a (k, 1) column in like's dtype and device."""
-    column = xp.asarray(values, dtype=like.dtype, device=array_api_compat.device(like))
-    return xp.reshape(column, (len(values), 1))
+def _side_features(xp, X, poly: ExpPolynomial, key: bool, out=None):
+    """UNVALIDATED features of the rows of X (..., L, d) -> (..., L, k), a transposed view of a
+    (..., k, L) array: right (signed) scales if `key`, else left.  For callers that validated
+    once and call per chunk; `query_features` / `key_features` are the checked entry points.
+
+    `out`: optional (..., k, L) array of X's dtype and device (C-contiguous for speed) to reuse
+    across chunks, NumPy / CuPy only (ignored elsewhere); the result is then a view of it.  Reuse
+    saves allocating and first-touching a fresh array per chunk."""
+    plan = _plan(X.shape[-1], poly.degree)
+    scale = _scale_column(xp, X, poly, key)
+    fast = array_api_compat.is_numpy_namespace(xp) or array_api_compat.is_cupy_namespace(xp)
+    return xp.matrix_transpose((_fill if fast else _stack)(xp, X, plan, scale, out))
+
+
+# ----------------------------------------------------------------------------------------------
+# validated entry points
+
+
+def _check_array(xp, name, X):
+    """dtype and (..., L, d) shape of one feature input."""
+    dtype = _xp.dtype_name(xp, X.dtype)
+    if dtype not in _xp.SUPPORTED_DTYPES:
+        raise InvalidTypeError(f"{name} must have dtype float32 or float64, got {dtype}")
+    if X.ndim < 2:
+        raise InvalidInputError(f"{name} must have shape (..., L, d), got shape {tuple(X.shape)}")
+
+
+def _check_finite(xp, name, X):
+    if not bool(xp.all(xp.isfinite(X))):
+        raise InvalidInputError(f"{name} has non-finite entries")
 
 
 def _check_arrays(xp, Q, K):
     names = {"Q": Q, "K": K}
     for name, X in names.items():
-        dtype = _xp.dtype_name(xp, X.dtype)
-        if dtype not in _xp.SUPPORTED_DTYPES:
-            raise InvalidTypeError(f"{name} must have dtype float32 or float64, got {dtype}")
-        if X.ndim < 2:
-            raise InvalidInputError(f"{name} must have shape (..., L, d), got shape {tuple(X.shape)}")
+        _check_array(xp, name, X)
     if Q.dtype != K.dtype:
         raise InvalidTypeError(
             f"Q and K must share a dtype, got Q {_xp.dtype_name(xp, Q.dtype)} "
@@ -153,20 +215,39 @@ def _check_arrays(xp, Q, K):
     if Q.shape[-1] < 1:
         raise InvalidInputError("Q and K must have d >= 1 columns")
     for name, X in names.items():
-        if not bool(xp.all(xp.isfinite(X))):
-            raise InvalidInputError(f"{name} has non-finite entries")
+        _check_finite(xp, name, X)
+
+
+def _check_poly(poly):
+    if not isinstance(poly, ExpPolynomial):
+        raise InvalidTypeError(f"poly must be an ExpPolynomial, got {type(poly).__name__}")
+
+
+def _checked_side(name, X, poly, key):
+    _check_poly(poly)
+    xp = _xp.namespace(**{name: X})
+    _check_array(xp, name, X)
+    if X.shape[-1] < 1:
+        raise InvalidInputError(f"{name} must have d >= 1 columns")
+    _check_finite(xp, name, X)
+    return _side_features(xp, X, poly, key)
+
+
+def query_features(Q, poly: ExpPolynomial):
+    """U1 (..., L, k): left-scaled monomial features sqrt(|a_t| t!/m!) q^m of the rows of Q,
+    columns in `monomial_exponents` order; same namespace, device and dtype as Q."""
+    return _checked_side("Q", Q, poly, key=False)
+
+
+def key_features(K, poly: ExpPolynomial):
+    """U2 (..., L_kv, k): sign-carrying features sign(a_t) sqrt(|a_t| t!/m!) k^m of the rows of K,
+    so that query_features(Q) @ key_features(K)^T = p(Q K^T)."""
+    return _checked_side("K", K, poly, key=True)
 
 
 def feature_maps(Q, K, poly: ExpPolynomial):
     """(U1, U2) of shapes (..., L, k) and (..., L_kv, k), k = C(d+g, g), with
     U1 @ U2^T = p(Q K^T) entrywise (up to rounding); same namespace, device and dtype as Q."""
-    if not isinstance(poly, ExpPolynomial):
-        raise InvalidTypeError(f"poly must be an ExpPolynomial, got {type(poly).__name__}")
-    xp = _xp.namespace(Q=Q, K=K)
-    _check_arrays(xp, Q, K)
-    d = Q.shape[-1]
-    _, steps = _plan(d, poly.degree)
-    per_degree = _scales(d, poly)
-    U1 = _monomial_features(xp, Q, steps, [left for left, _ in per_degree])
-    U2 = _monomial_features(xp, K, steps, [right for _, right in per_degree])
-    return U1, U2
+    _check_poly(poly)
+    _check_arrays(_xp.namespace(Q=Q, K=K), Q, K)  # the cross-argument checks; each side rechecks itself
+    return query_features(Q, poly), key_features(K, poly)

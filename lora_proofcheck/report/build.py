@@ -58,6 +58,8 @@ def proof_thunks(mode: str) -> list:
         lambda: lp.prove_chain_exact_features(L=3),
         lambda: lp.prove_chain_exact_features(L=2, L_kv=3),
         lp.prove_chain_is_gradient_of_approximate_softmax,
+        lambda: lp.prove_chain_exact_features(L=3, derivation=lp.lowrank.build_lemmas()),
+        lambda: lp.prove_chain_is_gradient_of_approximate_softmax(derivation=lp.lowrank.build_lemmas()),
     ]
     return out
 
