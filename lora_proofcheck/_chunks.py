@@ -3,11 +3,15 @@
 A chunk's outputs are partial sums over its rows; they are added in chunk order whatever thread
 computed them (`map` yields in submission order), so the result and its rounding are deterministic.
 NumPy's ufuncs are single-threaded but release the GIL, so chunks on threads use both cores for
-the elementwise work too, while the total thread count stays the BLAS's own.
+the elementwise work too, while the total thread count stays the BLAS's own.  One `chunk_runner`
+serves every pass of a call: starting threads and finding the BLAS (threadpoolctl scans the
+loaded libraries) cost milliseconds each, so both happen once.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 from concurrent.futures import ThreadPoolExecutor
 
 
@@ -19,12 +23,26 @@ def add_in_order(parts) -> dict:
     return total
 
 
-def chunk_sums(chunk, n_rows: int, rows: int, workers: int) -> dict:
-    """sum over s in range(0, n_rows, rows) of chunk(s) (a dict of arrays), on `workers` threads."""
-    starts = range(0, n_rows, rows)
-    if workers == 1 or len(starts) == 1:
-        return add_in_order(map(chunk, starts))
-    from threadpoolctl import threadpool_limits  # noqa: PLC0415 - only threaded runs need it
+@functools.lru_cache(maxsize=1)
+def blas_controller():
+    """threadpoolctl's view of the loaded BLAS libraries, found once per process."""
+    from threadpoolctl import ThreadpoolController  # noqa: PLC0415 - only threaded runs need it
 
-    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(min(workers, len(starts))) as pool:
-        return add_in_order(pool.map(chunk, starts))
+    return ThreadpoolController()
+
+
+@contextlib.contextmanager
+def chunk_runner(workers: int):
+    """Yields sums(chunk, n_rows, rows) = sum over s in range(0, n_rows, rows) of chunk(s) (a dict
+    of arrays), run on `workers` threads with the BLAS on one thread each."""
+    if workers == 1:
+        yield lambda chunk, n_rows, rows: add_in_order(map(chunk, range(0, n_rows, rows)))
+        return
+    with blas_controller().limit(limits=1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
+        yield lambda chunk, n_rows, rows: add_in_order(pool.map(chunk, range(0, n_rows, rows)))
+
+
+def chunk_sums(chunk, n_rows: int, rows: int, workers: int) -> dict:
+    """One `chunk_runner` pass: no more threads than chunks."""
+    with chunk_runner(min(workers, -(-n_rows // rows))) as sums:
+        return sums(chunk, n_rows, rows)

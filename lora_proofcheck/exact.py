@@ -17,7 +17,7 @@ from __future__ import annotations
 import operator
 import array_api_compat
 
-from ._chunks import chunk_sums
+from ._chunks import blas_controller, chunk_sums
 from .errors import InvalidInputError, InvalidTypeError
 from .kernels import _generated_exact as gen
 from .kernels import _generated_lora as gen_lora
@@ -64,9 +64,7 @@ def blocked_rows(problem: LoRAProblem) -> int:
 
 def blas_threads() -> int:
     """Threads of NumPy's BLAS as threadpoolctl reports them (1 when it cannot tell)."""
-    from threadpoolctl import threadpool_info  # noqa: PLC0415 - only the blocked path needs it
-
-    counts = [info.get("num_threads") or 1 for info in threadpool_info() if info.get("user_api") == "blas"]
+    counts = [info.get("num_threads") or 1 for info in blas_controller().info() if info.get("user_api") == "blas"]
     return max(counts, default=1)
 
 

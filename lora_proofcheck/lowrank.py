@@ -16,7 +16,7 @@ from __future__ import annotations
 
 
 from . import _xp
-from ._chunks import chunk_sums
+from ._chunks import chunk_runner
 from .derivations.polynomial import ExpPolynomial
 from .errors import InvalidInputError, InvalidTypeError
 from .kernels import _generated_lowrank as gen
@@ -141,13 +141,11 @@ def _chunked_chain(problem: LoRAProblem, poly, modules, rows, threads) -> dict:
         return getattr(gen, f"lowrank_{phase}_{modules}")
 
     key_moments, query_pass = pass_("key_moments"), pass_("query_pass")
-    Vq = chunk_sums(lambda s: key_moments(U2(s), Xkv[:, keys(s), :], W["K"], W["V"]),
-                    problem.L_kv, rows, workers)["Vq"]
-    out = chunk_sums(lambda s: query_pass(feature_mod._side_features(xp, Q[:, queries(s), :], poly, False), Vq,
-                                          X[:, queries(s), :], W["Q"], Y[:, queries(s), :], beta),
-                     problem.L, rows, workers)
-    if "K" in modules or "V" in modules:
-        Vk, key_pass = out.pop("Vk"), pass_("key_pass")
-        out.update(chunk_sums(lambda s: key_pass(U2(s), Vk, Xkv[:, keys(s), :], W["V"], beta),
-                              problem.L_kv, rows, workers))
+    with chunk_runner(min(workers, -(-max(problem.L, problem.L_kv) // rows))) as sums:
+        Vq = sums(lambda s: key_moments(U2(s), Xkv[:, keys(s), :], W["K"], W["V"]), problem.L_kv, rows)["Vq"]
+        out = sums(lambda s: query_pass(feature_mod._side_features(xp, Q[:, queries(s), :], poly, False), Vq,
+                                        X[:, queries(s), :], W["Q"], Y[:, queries(s), :], beta), problem.L, rows)
+        if "K" in modules or "V" in modules:
+            Vk, key_pass = out.pop("Vk"), pass_("key_pass")
+            out.update(sums(lambda s: key_pass(U2(s), Vk, Xkv[:, keys(s), :], W["V"], beta), problem.L_kv, rows))
     return out

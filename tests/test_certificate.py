@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from lora_proofcheck import testing
 from lora_proofcheck.derivations import certificate as cm
+from lora_proofcheck.derivations import rounding
 from lora_proofcheck.derivations.polynomial import exp_polynomial, min_degree
 from lora_proofcheck.errors import InvalidInputError, InvalidTypeError
 from lora_proofcheck.problem import LoRAProblem, rescale_to_logit_bound
@@ -553,7 +554,7 @@ def test_capped_products_equal_the_direct_evaluation(case):
     c, lam, mean2, max2 = case
     capped = np.minimum(max2[:, :, :, None], lam[:, :, None, :] * mean2[:, :, :, None])    # (N, e, d, n)
     direct = np.einsum("nebi,snbi->snei", capped, c)
-    got = cm._capped_products(np, c, lam, cm._breakpoints(np, mean2, max2), {})
+    got = rounding._capped_products(np, c, lam, rounding._breakpoints(np, mean2, max2), {})
     np.testing.assert_allclose(got, direct, rtol=1e-13, atol=1e-300)
 
 
@@ -628,10 +629,10 @@ def test_staged_floor_equals_the_dense_per_entry_evaluation(problem, extra, exac
     """Small row blocks (many blocks, runs of the capped products crossing them) and the dense
     (N, L, d, d) evaluation of the same formulas agree to float64 rounding."""
     seen = []
-    fast = cm._staged_floor
+    fast = rounding._staged_floor
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(cm, "_BLOCK", 16)
-        mp.setattr(cm, "_MIN_ROWS", 5)
+        mp.setattr(rounding, "_BLOCK", 16)
+        mp.setattr(rounding, "_MIN_ROWS", 5)
         mp.setattr(cm, "_staged_floor", lambda *args: seen.append(args) or fast(*args))
         cert = cm.certify(problem)
         if exact:
@@ -665,8 +666,8 @@ def test_certificate_is_invariant_under_row_order_and_blocking(monkeypatch, bloc
     want = cm.certify(base)
     poly = exp_polynomial(want.logit_bound * (1 + 1e-12), degree=7)
     if block is not None:
-        monkeypatch.setattr(cm, "_BLOCK", block)
-        monkeypatch.setattr(cm, "_MIN_ROWS", 3)
+        monkeypatch.setattr(rounding, "_BLOCK", block)
+        monkeypatch.setattr(rounding, "_MIN_ROWS", 3)
     rng = np.random.default_rng(block or 0)
     got = cm.certify(_permuted(base, rng.permutation(90), rng.permutation(70)))
     for name in ("coefficients", "tight_coefficients"):
@@ -712,7 +713,7 @@ def test_kernel_depth_counts_every_rounding_of_a_term():
     for L, L_kv, d, g in ((10, 7, 3, 0), (64, 100, 8, 4), (5, 5, 1, 40)):
         k = math.comb(d + g, g)
         per_term = (max(L, L_kv) - 1) + (k - 1) + (d - 1) + 2 * (g + 2) + 5
-        assert cm.kernel_depth(L, L_kv, d, g) == per_term + 2
+        assert rounding.kernel_depth(L, L_kv, d, g) == per_term + 2
 
 
 def test_magnitude_certificate_past_float_range():

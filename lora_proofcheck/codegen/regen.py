@@ -55,7 +55,9 @@ def derivation_record(D) -> str:
              f"sha256 `{D.digest()}`; source `lora_proofcheck/derivations/{D.name.split('_')[0]}.py`.", "",
              "| step | definition | paper |", "|---|---|---|"]
     for s in D.steps:
-        lines.append(f"| `{s.name}` | ${sp.latex(s.expr)}$ | {s.paper} |")
+        paper = s.paper.replace("|", "\\|")  # a bare | would end the table cell
+        latex = sp.latex(s.expr).replace("|", r"\vert ")
+        lines.append(f"| `{s.name}` | ${latex}$ | {paper} |")
     return "\n".join(lines) + "\n"
 
 

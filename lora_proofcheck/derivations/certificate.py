@@ -106,6 +106,8 @@ from .. import _xp
 from .._validate import check_positive
 from ..errors import InvalidInputError, InvalidTypeError
 from .polynomial import ExpPolynomial
+from .rounding import (DELTA_CAP, PHI_CAP, _floor_rows, _fold, _host, _recycle, _row_blocks, _staged_floor,
+                       _t_block, _t_take, gamma, kernel_depth, unit_roundoff)
 
 # ----------------------------------------------------------------------------------------------
 # the symbolic layer: named quantities and the inequalities between them
@@ -187,21 +189,6 @@ def derivation_steps() -> tuple[Step, ...]:
 # ----------------------------------------------------------------------------------------------
 # small helpers
 
-def unit_roundoff(dtype_name: str) -> float:
-    """u = 2^-53 (float64) or 2^-24 (float32)."""
-    if dtype_name == "float64":
-        return 2.0**-53
-    if dtype_name == "float32":
-        return 2.0**-24
-    raise InvalidTypeError(f"dtype must be float32 or float64, got {dtype_name}")
-
-
-def gamma(n: float, u: float) -> float:
-    """Higham's gamma_n = n u / (1 - n u) (inf once n u >= 1)."""
-    nu = n * u
-    return math.inf if nu >= 1.0 else nu / (1.0 - nu)
-
-
 def kappa_of(delta_value: float) -> float:
     """kappa = delta / (1 - delta); inf for delta >= 1 (F~ may then have negative entries)."""
     return math.inf if delta_value >= 1.0 else float(_kappa(delta_value))
@@ -212,9 +199,6 @@ def delta_of(kappa_value: float) -> float:
     return float(_delta_of_kappa(kappa_value))
 
 
-#: the tight (second-moment) coefficients hold for delta <= DELTA_CAP: there F~ <= PHI_CAP F entrywise
-DELTA_CAP = 2.0**-6
-PHI_CAP = (1 + DELTA_CAP) / (1 - DELTA_CAP)
 
 # The certificate's own float64 evaluation: a relative margin far above its rounding (~1e-13).
 _MARGIN = 1.0 + 2.0**-30
@@ -225,54 +209,6 @@ def _joint_max(xp, lo, hi, y):
     for o in [lo, hi], |o - y| <= c^ := max(|lo - y|, |hi - y|) (convexity) and max(hi - o, o - lo)
     <= hi - lo, and both bounds are attained at once at the end farther from y."""
     return (hi - lo) * xp.maximum(xp.abs(lo - y), xp.abs(hi - y))
-
-
-def _host(x) -> np.ndarray:
-    return np.asarray(_xp.to_numpy(x), dtype=np.float64)
-
-
-def kernel_depth(L: int, L_kv: int, d: int, degree: int) -> int:
-    """n of module docstring (b): an upper bound on the number of roundings along any term of a
-    kernel-weighted sum of the low-rank path, at degree g with k = C(d+g, g) features."""
-    k = math.comb(d + degree, degree)
-    return max(L, L_kv) + k + d + 2 * degree + 8
-
-
-# Row blocks: the certificate's O(N L d) passes run over blocks of rows, every temporary (N, d, rows)
-# at most _BLOCK entries (512 KiB): cache-resident, and recycled by the allocator (the shared
-# policy `exact._recycle_block_memory`) instead of page-faulted in afresh, which dominated the
-# unblocked passes. Measured at L = 16384, d = 8: 64K entries ~1.3x faster than 16K or 256K.
-_BLOCK = 65536
-_MIN_ROWS = 64   # at least this many rows per block (for wide N d: bounds the per-block overhead)
-
-
-def _row_blocks(L: int, width: int) -> list:
-    step = max(_MIN_ROWS, _BLOCK // max(width, 1))
-    return [slice(s, min(s + step, L)) for s in range(0, L, step)]
-
-
-def _recycle(xp) -> None:
-    from ..exact import _recycle_block_memory  # noqa: PLC0415 - the shared allocator policy
-
-    _recycle_block_memory(xp)
-
-
-def _t_block(xp, a, rows):
-    """Rows `rows` (a slice) of an (N, L, m) array, transposed to a C-contiguous (N, m, n) array:
-    per-row scalars then broadcast along the contiguous axis (several times faster in NumPy)."""
-    blk = a[:, rows, :]
-    N, n, m = blk.shape
-    # flattening the transposed view forces the C-order copy (reshaping to (N, m, n) would not)
-    return xp.reshape(xp.reshape(xp.permute_dims(blk, (0, 2, 1)), (-1,)), (N, m, n))
-
-
-def _t_take(xp, a, idx):
-    """Rows idx[s] of sample s of an (N, L, m) array (idx: (N, n) indices), as (N, m, n)."""
-    if a.shape[0] == 1:
-        rows = xp.expand_dims(xp.take(a[0, ...], idx[0, :], axis=0), axis=0)
-    else:
-        rows = xp.stack([xp.take(a[s, ...], idx[s, :], axis=0) for s in range(a.shape[0])], axis=0)
-    return _t_block(xp, rows, slice(None))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -556,10 +492,6 @@ def logit_enclosure(problem, proj: dict | None = None) -> tuple[float, float]:
     return R, sigma
 
 
-def _fold(acc: dict, key: str, value, op) -> None:
-    acc[key] = value if key not in acc else op(acc[key], value)
-
-
 def _key_statistics(xp, proj) -> dict:
     """Column statistics over the key rows j of C2 = X' W_K, C3 = X' W_V and X', each (N, d, 1)
     (pair means (N, d, d)): the means first (GEMVs), then one pass over row blocks for extremes,
@@ -733,168 +665,6 @@ def certify(problem, proj: dict | None = None) -> Certificate:
         logit_bound=R, sigma=sigma, coefficients=coefficients, weight_coefficients=weight_coefficients,
         _rows=rows, _chain=chain, tight_coefficients=tight, tight_weight_coefficients=tight_weight,
     )
-
-
-def _floor_rows(xp, chunks, beta, *, m3, m2, mx, mu3, e3, mu2, e2, mux, S32, S3X, row_weight=1) -> dict:
-    """What `_staged_floor` reads: per-row blocks (sorted by lam), column statistics (N, d, 1),
-    and the breakpoints of the capped pair averages (`_capped_products`), all polynomial-free."""
-    tr = lambda a: xp.permute_dims(a, (0, 2, 1))  # noqa: E731
-    mean2T = tr(xp.concat([S32, S3X], axis=-1))                          # (N, 2d, d''): [C3 ⊘ C2 | C3 ⊘ X']
-    max2T = tr(mu3 * tr(xp.concat([mu2, mux], axis=1)))                  # products of the maxima
-    return {"xp": xp, "beta": beta, "row_weight": row_weight, "chunks": chunks,
-            "m3": m3, "m2": m2, "mx": mx, "mu3": mu3, "e3": e3, "mu2": mu2, "e2": e2, "mux": mux,
-            "mean2T": mean2T, "breaks": _breakpoints(xp, mean2T, max2T)}
-
-
-def _breakpoints(xp, mean2T, max2T) -> list:
-    """Per sample: (tau, mean2, max2, ts_xp, tau_host) for `_capped_products`, tau = max2 / mean2
-    where mean2 > 0 (-inf, and max2 := 0, where mean2 = 0: min(max2, lam 0) = 0), ts its sorted
-    values."""
-    out = []
-    for s in range(mean2T.shape[0]):
-        m, x = mean2T[s, ...], max2T[s, ...]
-        live = m > 0
-        x = xp.where(live, x, 0.0)
-        tau = xp.where(live, x / xp.where(live, m, 1.0), -math.inf)
-        out.append((tau, m, x, xp.sort(xp.reshape(tau, (-1,))), _xp.to_numpy(tau)))
-    return out
-
-
-def _capped_products(xp, cT, lam, breaks, cache: dict):
-    """out[s, n, :, i] = sum_b min(max2[n, :, b], lam[n, 0, i] mean2[n, :, b]) cT[s, n, b, i].
-
-    cT: (S, N, d, n) >= 0, lam: (N, 1, n) >= 0 ascending in each sample, `breaks` from
-    `_breakpoints` (mean2, max2: (N, e, d) >= 0). The exact value of the direct (N, e, d, n)
-    evaluation, without forming it: entry (b', b) takes the branch lam mean2 exactly where
-    lam <= tau = max2 / mean2, so on each run of rows between two consecutive values of tau the
-    branches are fixed and the run costs (at most) two GEMMs with fixed e x d matrices, cached
-    per run in `cache` across calls. O(e d n) flops plus O(e d) runs."""
-    outs = []
-    for s, (tau, m, x, ts, tau_host) in enumerate(breaks):
-        lam_s = lam[s, 0, :]
-        # rows start..stop-1 with ts[q-1] < lam <= ts[q] take lam mean2 where tau >= ts[q]
-        stops = _xp.to_numpy(xp.searchsorted(lam_s, ts, side="right")).tolist()
-        pieces, start = [], 0
-        for q, stop in enumerate(stops + [lam_s.shape[0]]):
-            if stop <= start:
-                continue
-            if (s, q) not in cache:  # the branch matrices of this run; q = len(ts): above every tau
-                lower = np.zeros(tau_host.shape, dtype=bool) if q == len(stops) else tau_host >= np.sort(
-                    tau_host, axis=None)[q]
-                mask = xp.asarray(lower, device=array_api_compat.device(m))
-                M1 = xp.where(mask, m, 0.0) if lower.any() else None     # None: an all-zero matrix
-                M0 = xp.where(mask, 0.0, x) if not lower.all() else None
-                cache[(s, q)] = (M1, M0)
-            M1, M0 = cache[(s, q)]
-            cq = cT[:, s, :, start:stop]
-            part = None if M1 is None else lam_s[start:stop] * (M1 @ cq)
-            if M0 is not None:
-                part = M0 @ cq if part is None else part + M0 @ cq
-            pieces.append(part)
-            start = stop
-        outs.append(xp.concat(pieces, axis=-1) if len(pieces) > 1 else pieces[0])
-    return xp.expand_dims(outs[0], axis=1) if len(outs) == 1 else xp.stack(outs, axis=1)
-
-
-def _staged_floor(rows: dict, ab: list, u: float, N: int, L: int, L_kv: int, d: int, dprime: float):
-    """Stage-by-stage rounding bound (module docstring, floor (b) and (c)) for each dW_mu.
-
-    Every F~-weighted sum of the chain is an average over the keys j of row i (or, for the column
-    sums F~^T w, a sum over rows i of F~_ij w_i, bounded row by row the same way). For w >= 0 per
-    key, mean(w) := mean_j w_j and Avg_i(w) := min(max_j w_j, lam~_i mean(w)) >= F~_i w
-    (F~_ij <= lam~_i / L_kv, lam~_i = PHI(delta') e^{R_i - M_i}, and F~ is a convex combination);
-    the rounding of an average is <= a_i mean(w) + b_i Avg_i(w) (a = gamma_n Lambda_i/(1-t_i) from
-    the signed feature products, b = (t_i + 2u)/(1-t_i) from the normalisation, t_i = gamma_n
-    Lambda_i; exact path: a = 0, b = gamma_{2L+d+8}); `ab` holds (a_i, b_i) per row block. The pair
-    means S32 = mean_j |C3_jb||C2_jb'|, S3X = mean_j |C3_jb||X'_ja| are computed from the data
-    (O(L d^2)). With c'_i >= |c~_i| (the second-moment bound when delta' <= DELTA_CAP, else c^)
-    plus its rounding:
-      O~:   eO = err_avg(|C3|) + e3,  |O~| <= Avg(|C3|)          c~ = O~ - Y: ec = (eO + u c')/(1-u)
-      r~:   er = sum_b (cp eO + ec |O~|) + gamma_{d+1} rmag,  rmag = sum_b cp (|O~| + eO)
-      P~C2 = (F~∘(c~ C3^T)) C2 - r~ F~C2, each part its rounding, propagated errors of c~, r~, C2,
-            C3 and the subtraction; dW_Q = beta X^T P~C2 adds gamma_{L+2} of the magnitudes;
-      dW_K = beta X'^T ((F~∘(c~ C3^T))^T C1 - F~^T (r~ C1)), column sums bounded row by row;
-      dW_V = X'^T F~^T c~;  the batch mean adds gamma_{N+1} of the magnitudes.
-    Per row only O(d) numbers are formed (blocks of rows, transposed: (N, d, n)): the capped pair
-    averages sum_b'' c_ib'' Avg_i(|C3_b''||C2_b'|) and their X' twins come from `_capped_products`,
-    the input-error term sum_b'' c'_ib'' (e3_b'' mu2_b' + mu3_b'' e2_b'') is rank two, and the sums
-    over rows are GEMMs accumulated block by block: exact reformulations of the per-entry
-    (N, L, d, d) evaluation (the same value up to float64 rounding).
-    Returns ({mu: d x d error}, {mu: d x d magnitude}) on the host.
-    """
-    xp = rows["xp"]
-    g = lambda n: gamma(n, u)  # noqa: E731
-    fac = (1 + dprime) / (1 - dprime) * (1 + 2.0**-20)                # lam~_i = fac lam_i
-    cmag_key = "ctight" if dprime <= DELTA_CAP else "chat"           # >= |c~|, exact arithmetic
-    mu3, e3, mu2, e2, mux, m3, m2, mx = (rows[k] for k in ("mu3", "e3", "mu2", "e2", "mux", "m3", "m2", "mx"))
-    tr = lambda a: xp.permute_dims(a, (0, 2, 1))  # noqa: E731
-    e3T, mu3T = tr(e3), tr(mu3)
-    ones = xp.ones((1, d), dtype=mu3.dtype, device=array_api_compat.device(mu3))
-    cache: dict = {}
-    acc: dict = {}
-    add = lambda a, b: a + b  # noqa: E731
-    for chunk, (a, b) in zip(rows["chunks"], ab, strict=True):
-        lt = fac * chunk["lam"]                                       # (N, 1, n), ascending
-        cmag = chunk[cmag_key]                                        # (N, d, n)
-        # O~, c~, r~
-        Omag = xp.minimum(mu3, lt * m3)
-        eO = a * m3 + b * Omag + e3
-        ec = (eO + u * cmag) / (1 - u)
-        cp = cmag + ec
-        rmag = ones @ (cp * (Omag + eO))                              # (N, 1, n)
-        er = ones @ (cp * eO + ec * Omag) + g(d + 1) * rmag
-        # the pair averages of the face splits [C3 ⊘ C2 | C3 ⊘ X'] for c' (magnitude) and its error
-        capped = _capped_products(xp, xp.stack([cp, ec], axis=0), lt, rows["breaks"], cache)
-        mag_p1, q1 = capped[0, :, :d, :], capped[0, :, d:, :]
-        ec_p1, qc = capped[1, :, :d, :], capped[1, :, d:, :]
-        cp_mean = rows["mean2T"] @ cp                                 # sum_b'' mean2[:, b''] cp_ib''
-        ce3 = e3T @ cmag                                              # sum_b'' c'_ib'' e3_b''
-        # dW_Q: P~C2 = p1 - p2 per row. p1 = (F~∘(c~ C3^T)) C2: magnitude mag_p1, errors: rounding
-        # a cp_mean + b mag_p1, c~'s error ec_p1, the inputs' sum_b'' c'_ib'' (e3 mu2 + mu3 e2);
-        # p2 = r~ F~C2: magnitude rmag FF, error er FF + rmag eF2 + u rmag FF; the subtraction adds
-        # u (|p1| + |p2| + their errors): err_pc = (1 + u)(err_p1 + err_p2) + u mag_pc
-        F2 = xp.minimum(mu2, lt * m2)
-        eF2 = a * m2 + b * F2 + e2
-        FF = F2 + eF2
-        mag_pc = mag_p1 + rmag * FF
-        err_pc = (1 + u) * (a * cp_mean[:, :d, :] + b * mag_p1 + ec_p1 + ce3 * mu2 + (mu3T @ cmag) * e2
-                            + (er + u * rmag) * FF + rmag * eF2) + u * mag_pc
-        aX = chunk["aX"]
-        _fold(acc, "Qe", aX @ tr(err_pc), add)                                       # then beta X^T
-        _fold(acc, "Qm", aX @ tr(mag_pc), add)
-        # dW_K: per row i the weights over the keys are |X'_a| (|c~_i| . |C3_j|); C1_ib is a row factor.
-        # Both parts (F~∘(c~ C3^T))^T C1 and F~^T (r~ C1), magnitudes mk and errors ek per row:
-        Ax = xp.minimum(mux, lt * mx)
-        eAx = a * mx + b * Ax
-        mk = q1 + rmag * Ax
-        ek = a * cp_mean[:, d:, :] + b * q1 + qc + (ce3 + er + u * rmag) * Ax + rmag * eAx
-        aC1 = tr(chunk["aC1"])
-        _fold(acc, "Km", mk @ aC1, add)
-        _fold(acc, "Ke", ek @ aC1 + mk @ tr(chunk["e1"]), add)
-        # dW_V = X'^T F~^T c~
-        cpT = tr(cp)
-        _fold(acc, "Vm", Ax @ cpT, add)
-        _fold(acc, "Ve", eAx @ cpT + Ax @ tr(ec), add)
-    w, beta = rows["row_weight"], rows["beta"]   # plan: one representative row standing for L
-    Qe, Qm, Ke, Km, Ve, Vm = (w * acc[k] for k in ("Qe", "Qm", "Ke", "Km", "Ve", "Vm"))
-    err_q = beta * (Qe + g(L + 2) * (Qm + Qe))
-    mag_q = beta * Qm
-    err_pk = Ke + u * (Km + Ke)
-    err_k = beta * (err_pk + g(L_kv + 2) * (Km + err_pk))
-    mag_k = beta * Km
-    err_v = Ve + g(L_kv + 1) * (Vm + Ve)
-    mag_v = Vm
-    batch = lambda a: xp.sum(a, axis=0) / N  # noqa: E731
-    err, mag = {}, {}
-    for m, e, a in (("Q", err_q, mag_q), ("K", err_k, mag_k), ("V", err_v, mag_v)):
-        e, a = _host(batch(e)), _host(batch(a))
-        err[m] = e + g(N + 1) * (a + e)
-        mag[m] = a
-    return err, mag
-
-
-# ----------------------------------------------------------------------------------------------
-# data-free version (for `approx.plan`)
 
 
 def magnitude_certificate(*, L, L_kv, d, r, N, adapt, beta, scale, input_bound, value_bound,

@@ -42,6 +42,9 @@ class FaceSplit(MatrixExpr):
         A, B = self.args
         return (A.shape[0], A.shape[1] * B.shape[1])
 
+    def _latex(self, printer):
+        return r" \oslash ".join(printer.parenthesize(a, 60) for a in self.args)
+
 
 class RowDot(MatrixExpr):
     """Row-wise inner products as a column: RowDot(A, B)[i] = <A[i, :], B[i, :]>."""
@@ -52,6 +55,9 @@ class RowDot(MatrixExpr):
     @property
     def shape(self):
         return (self.args[0].shape[0], sp.S.One)
+
+    def _latex(self, printer):
+        return r"\operatorname{rowdot}\left(%s, %s\right)" % tuple(printer._print(a) for a in self.args)
 
 
 class HStack(MatrixExpr):
@@ -64,6 +70,9 @@ class HStack(MatrixExpr):
     def shape(self):
         return (self.args[0].shape[0], sp.Add(*(b.shape[1] for b in self.args)))
 
+    def _latex(self, printer):
+        return r"\left[%s\right]" % r" \mid ".join(printer._print(b) for b in self.args)
+
 
 class ColSlice(MatrixExpr):
     """Columns start .. stop-1 of M (a view): one block of an HStack's product."""
@@ -75,6 +84,10 @@ class ColSlice(MatrixExpr):
     def shape(self):
         M, start, stop = self.args
         return (M.shape[0], stop - start)
+
+    def _latex(self, printer):
+        M, start, stop = (printer._print(a) for a in self.args)
+        return r"{%s}_{[:,\, %s:%s]}" % (M, start, stop)
 
 
 class FaceContract(MatrixExpr):
