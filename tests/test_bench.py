@@ -170,6 +170,18 @@ def test_summary_targets_missed():
                       "exact-blocked >= 1"}
 
 
+def test_summary_says_why_a_target_method_never_ran():
+    result = _synthetic_result(approx_exp=1.0, approx_scale=0.1, torch_scale=10.0, gflops=60.0, blocked_scale=5.0)
+    result["results"] = [
+        {"method": e["method"], "L": e["L"], "status": "skipped",
+         "reason": f"AboveThresholdError: above the threshold at L={e['L']}; use on_threshold='exact'"}
+        if e["method"] == "approx-eps1e-03" else e for e in result["results"]]
+    result["fits"] = fit_all(result["results"], 4096)
+    rate = next(t for t in summarize(result)["targets"] if t["name"].startswith("approx-eps1e-03 FLOP rate"))
+    assert rate["met"] is None and rate["value"] is None
+    assert rate["note"] == "never ran: L=16384: AboveThresholdError: above the threshold at L=16384"
+
+
 def test_planner_skips_with_reasons_and_keeps_skipping():
     config = BenchConfig(L_min=64, L_max=1024, max_seconds=2.0)
     plan = _Planner(config, memory_budget=10**9)

@@ -85,13 +85,22 @@ def _speedup(result, fast, slow, L):
     return None if a is None or b is None else b["median_s"] / a["median_s"]
 
 
+def _skip_reason(result, method, L=SPEEDUP_L) -> str:
+    """Why `method` did not run (at L if it was tried there), first clause only."""
+    skips = [e for e in result["results"] if e["method"] == method and e["status"] != "ok"]
+    if not skips:
+        return "not in this run"
+    e = next((e for e in skips if e["L"] == L), skips[0])
+    return f"L={e['L']}: {e['reason'].split('; ')[0][:200]}"
+
+
 def _approx_targets(result, a, gemm, speedups, issue) -> list:
     note = "" if issue else "(for comparison)"
     last = _ok(result, a)
     frac = None
     if last is not None and last.get("gflops") is not None and gemm.get("square"):
         frac = last["gflops"] / gemm["square"]
-    where = "" if last is None else f"at L={last['L']}"
+    where = f"at L={last['L']}" if last is not None else f"never ran: {_skip_reason(result, a)}"
     out = [_target(f"{a} FLOP rate / square GEMM rate", ">= 0.5", frac, None if frac is None else frac >= 0.5,
                    f"{where} {note}".strip())]
     e = result["fits"].get(a, {}).get("exponent")
