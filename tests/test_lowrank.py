@@ -255,7 +255,7 @@ def test_chunked_passes_equal_the_whole_chain(xp, data):
     n = problem.L + problem.L_kv + problem.d**2 + 8
     tol = 4 * n * EPS64 * cond
     assert abs(float(loss) - float(loss_w)) <= tol * max(1.0, abs(float(loss_w)))
-    for m in mods:
+    for m in mods:  # dW sums L rows that may cancel: relative to max |dW| the rounding can grow with L
         a, b = host(dW[m]), host(dW_w[m])
         assert np.max(np.abs(a - b)) <= tol * max(1.0, np.max(np.abs(b))) * problem.L, m
 
