@@ -168,3 +168,24 @@ def test_phase_evidence_can_fail():
     flat = [dict(r, rel_error=1e-6 * (1 + r["x"])) for r in rows]
     ctx.put("sweep", {"rows": flat, "rank": 70, "degree": 4, "d": 4})
     assert ca.sweep_blowup(ctx)[0] is False
+
+
+def test_chain_inequality_allows_rounding_at_equality_only():
+    """An inequality attained with equality may exceed 1 by a few ulps of its float64 evaluation
+    (seen in --full: Lemma 3.7 at 1 + 7e-16); anything beyond rounding still fails."""
+    from lora_proofcheck.report import checks_numeric as cn
+
+    class Ctx:
+        def __init__(self, worst):
+            self.grid = {"worst": {"L3.7": worst}, "rows": [{}] * 3}
+
+        def cached(self, key, fn):
+            return self.grid
+
+    check = cn.chain_inequality(("L3.7",), "Lemma 3.7")
+    ok, text, _ = check(Ctx(1.0 + 7e-16))
+    assert ok and "attained" in text
+    ok, text, _ = check(Ctx(0.5))
+    assert ok and "attained" not in text
+    assert not check(Ctx(1.0 + 1e-9))[0]
+    assert not check(Ctx(1.001))[0]

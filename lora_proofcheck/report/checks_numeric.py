@@ -187,15 +187,22 @@ def _grid(ctx):
     return ctx.cached("chain-grid", lambda: chain_grid(ctx))
 
 
+# Measured and bound are float64 evaluations: where an inequality is attained (e.g. Lemma 3.7's
+# ||p~2 - p2|| <= ||r~|| ||F~ - F|| + ||F|| ||r~ - r|| when the maxima align) the ratio can exceed 1
+# by a few ulps (seen: 1 + 7e-16 in --full). 2^-40 is far below any real violation, far above that.
+RATIO_ROUNDING = 1.0 + 2.0**-40
+
+
 def chain_inequality(keys, label):
-    """A check: the worst ratio of `keys` over the chain grid is <= 1."""
+    """A check: the worst ratio of `keys` over the chain grid is <= 1 (to float64 rounding)."""
 
     def check(ctx):
         grid = _grid(ctx)
         worst = max(grid["worst"][k] for k in keys)
+        attained = " (attained, = 1 to rounding)" if abs(worst - 1.0) <= RATIO_ROUNDING - 1.0 else ""
         return (
-            worst <= 1.0,
-            f"worst measured/bound {worst:.3g} over {len(grid['rows'])} instances ({label})",
+            worst <= RATIO_ROUNDING,
+            f"worst measured/bound {worst:.3g}{attained} over {len(grid['rows'])} instances ({label})",
             {"worst_ratio": worst, "keys": list(keys)},
         )
 
