@@ -32,17 +32,18 @@ def blas_controller():
 
 
 @contextlib.contextmanager
-def chunk_runner(workers: int):
-    """Yields sums(chunk, n_rows, rows) = sum over s in range(0, n_rows, rows) of chunk(s) (a dict
-    of arrays), run on `workers` threads with the BLAS on one thread each."""
+def chunk_runner(workers: int, n_rows: int, rows: int):
+    """Yields sums(chunk, n) = sum over s in range(0, n, rows) of chunk(s) (a dict of arrays), run on
+    `workers` threads (no more than the chunks of n_rows rows) with the BLAS on one thread each."""
+    workers = min(workers, -(-n_rows // rows))
     if workers == 1:
-        yield lambda chunk, n_rows, rows: add_in_order(map(chunk, range(0, n_rows, rows)))
+        yield lambda chunk, n: add_in_order(map(chunk, range(0, n, rows)))
         return
     with blas_controller().limit(limits=1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
-        yield lambda chunk, n_rows, rows: add_in_order(pool.map(chunk, range(0, n_rows, rows)))
+        yield lambda chunk, n: add_in_order(pool.map(chunk, range(0, n, rows)))
 
 
 def chunk_sums(chunk, n_rows: int, rows: int, workers: int) -> dict:
-    """One `chunk_runner` pass: no more threads than chunks."""
-    with chunk_runner(min(workers, -(-n_rows // rows))) as sums:
-        return sums(chunk, n_rows, rows)
+    """One `chunk_runner` pass."""
+    with chunk_runner(workers, n_rows, rows) as sums:
+        return sums(chunk, n_rows)

@@ -15,6 +15,7 @@ count stays the BLAS's own (threadpoolctl limits are respected).
 from __future__ import annotations
 
 import operator
+
 import array_api_compat
 
 from ._chunks import blas_controller, chunk_sums

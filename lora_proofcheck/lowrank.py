@@ -141,11 +141,11 @@ def _chunked_chain(problem: LoRAProblem, poly, modules, rows, threads) -> dict:
         return getattr(gen, f"lowrank_{phase}_{modules}")
 
     key_moments, query_pass = pass_("key_moments"), pass_("query_pass")
-    with chunk_runner(min(workers, -(-max(problem.L, problem.L_kv) // rows))) as sums:
-        Vq = sums(lambda s: key_moments(U2(s), Xkv[:, keys(s), :], W["K"], W["V"]), problem.L_kv, rows)["Vq"]
+    with chunk_runner(workers, max(problem.L, problem.L_kv), rows) as sums:
+        Vq = sums(lambda s: key_moments(U2(s), Xkv[:, keys(s), :], W["K"], W["V"]), problem.L_kv)["Vq"]
         out = sums(lambda s: query_pass(feature_mod._side_features(xp, Q[:, queries(s), :], poly, False), Vq,
-                                        X[:, queries(s), :], W["Q"], Y[:, queries(s), :], beta), problem.L, rows)
+                                        X[:, queries(s), :], W["Q"], Y[:, queries(s), :], beta), problem.L)
         if "K" in modules or "V" in modules:
             Vk, key_pass = out.pop("Vk"), pass_("key_pass")
-            out.update(sums(lambda s: key_pass(U2(s), Vk, Xkv[:, keys(s), :], W["V"], beta), problem.L_kv, rows))
+            out.update(sums(lambda s: key_pass(U2(s), Vk, Xkv[:, keys(s), :], W["V"], beta), problem.L_kv))
     return out
