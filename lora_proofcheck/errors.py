@@ -1,5 +1,7 @@
 """The package's own exceptions: every bad input raises one of these, naming the argument."""
 
+__all__ = ["AboveThresholdError", "InvalidInputError", "InvalidTypeError", "ProofcheckError"]
+
 
 class ProofcheckError(Exception):
     """Base class of every error lora_proofcheck raises on purpose."""

@@ -13,11 +13,12 @@ import math
 import array_api_compat
 import numpy as np
 
-from . import _xp
-from ._validate import check_real
+from ._lib import xp as _xp
+from ._lib.validate import MODULES, check_modules, check_real
 from .errors import InvalidInputError, InvalidTypeError
+from .kernels._generated_lora import lora_weight
 
-MODULES = ("Q", "K", "V")
+__all__ = ["MODULES", "LoRAProblem", "check_problem", "rescale_to_logit_bound"]
 
 
 def _check_modules(name: str, mapping) -> dict:
@@ -48,6 +49,27 @@ class LoRAProblem:
         The paper's setting is beta = 1.
     X_kv : array of shape (L_kv, d) or (N, L_kv, d), optional
         Key/value input for cross-attention; self-attention when omitted.
+
+    Raises
+    ------
+    InvalidInputError, InvalidTypeError
+        For every bad input (NaN/inf, shapes, inconsistent r, A without B, unknown module, non-finite
+        alpha/beta, integer/complex/mixed dtypes, mixed array libraries), naming the argument.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import lora_proofcheck as lp
+    >>> rng = np.random.default_rng(0)
+    >>> X, Y = rng.standard_normal((16, 4)), rng.standard_normal((16, 4))
+    >>> W = {m: rng.standard_normal((4, 4)) / 2 for m in "QKV"}
+    >>> p = lp.LoRAProblem(X, Y, W, {"Q": np.zeros((2, 4))}, {"Q": rng.standard_normal((4, 2))}, alpha=4.0)
+    >>> p
+    LoRAProblem(N=1, L=16, L_kv=16, d=4, r=2, adapt='Q', self-attention, alpha=4, beta=0.5, dtype=float64)
+    >>> lp.LoRAProblem(X, Y, W, {"Q": np.zeros((2, 4))}, {"V": np.zeros((4, 2))}, alpha=4.0)
+    Traceback (most recent call last):
+    ...
+    lora_proofcheck.errors.InvalidInputError: A and B must adapt the same modules: A without B for ['Q'], B without A for ['V']
     """
 
     def __init__(self, X, Y, W, A, B, *, alpha, beta=None, X_kv=None):
@@ -167,8 +189,6 @@ class LoRAProblem:
 
     def weights(self) -> dict:
         """Effective weights W_mu = W*_mu + (alpha/r) B_mu A_mu (frozen W* where not adapted)."""
-        from .kernels._generated_lora import lora_weight  # noqa: PLC0415 - kernels import this module's users
-
         out = dict(self.W)
         for m in self.adapted:
             out[m] = lora_weight(self.W[m], self.A[m], self.B[m], self.scale)["W"]
@@ -190,16 +210,18 @@ class LoRAProblem:
     ) -> "LoRAProblem":
         """A reproducible Gaussian instance.
 
-        With `logit_bound`, W_Q and W_K (frozen part and adapter alike) are rescaled so that the
-        Cauchy-Schwarz bound R = beta * max_i ||(X W_Q)_i|| * max_j ||(X' W_K)_j|| equals it;
-        hence every logit satisfies |S_ij| <= logit_bound. N = 1 gives 2-D arrays.
+        X, X', Y ~ N(0, 1), W*_mu, A_mu, B_mu ~ N(0, 1/d), alpha = 2r, beta = 1/sqrt(d). With
+        `logit_bound`, W_Q and W_K (frozen part and adapter alike) are rescaled so that the
+        Cauchy-Schwarz bound R = beta * max_i ||(X W_Q)_i|| * max_j ||(X' W_K)_j|| equals it; hence
+        every logit satisfies |S_ij| <= logit_bound. N = 1 gives 2-D arrays.
+
+        >>> LoRAProblem.random(L=128, d=8, r=4, adapt="QKV", N=2, cross=True, L_kv=64, dtype="float32")
+        LoRAProblem(N=2, L=128, L_kv=64, d=8, r=4, adapt='QKV', cross-attention, alpha=8, beta=0.353553, dtype=float32)
         """
         for name, value in (("L", L), ("d", d), ("r", r), ("N", N)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
-        if not isinstance(adapt, str) or not adapt or any(m not in MODULES for m in adapt) \
-                or len(set(adapt)) != len(adapt):
-            raise InvalidInputError(f"adapt must be a non-empty string of distinct 'Q', 'K', 'V', got {adapt!r}")
+        check_modules(adapt, "adapt")  # validated; the given order fixes the draws
         if dtype not in _xp.SUPPORTED_DTYPES:
             raise InvalidTypeError(f"dtype must be one of {_xp.SUPPORTED_DTYPES}, got {dtype!r}")
         if logit_bound is not None:
@@ -231,6 +253,13 @@ class LoRAProblem:
             alpha=alpha, beta=beta,
             X_kv=None if X_kv is None else cast(squeeze(X_kv)),
         )
+
+
+def check_problem(problem, name: str = "problem") -> LoRAProblem:
+    """`problem` if it is a LoRAProblem, else InvalidTypeError naming the argument."""
+    if not isinstance(problem, LoRAProblem):
+        raise InvalidTypeError(f"{name} must be a LoRAProblem, got {type(problem).__name__}")
+    return problem
 
 
 def rescale_to_logit_bound(X_q, X_kv, W, A, B, *, alpha, beta, logit_bound) -> None:

@@ -9,8 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+__all__ = ["blas", "collect", "cpu", "git_commit", "gpu", "versions"]
+
 PACKAGES = ("lora-proofcheck", "numpy", "scipy", "sympy", "array-api-compat", "array-api-strict",
-            "hypothesis", "matplotlib", "torch", "cupy-cuda13x", "cupy-cuda12x")
+            "hypothesis", "matplotlib", "tqdm", "rich", "torch", "cupy-cuda13x", "cupy-cuda12x")
 
 
 def versions() -> dict:
@@ -24,11 +26,9 @@ def versions() -> dict:
 
 
 def blas() -> list:
-    try:
-        from threadpoolctl import threadpool_info  # noqa: PLC0415
-        import numpy  # noqa: F401, PLC0415 - loads the BLAS threadpoolctl inspects
-    except ImportError:
-        return []
+    import numpy  # noqa: F401, PLC0415 - loads the BLAS threadpoolctl inspects
+    from threadpoolctl import threadpool_info  # noqa: PLC0415 - scans the loaded libraries: only when asked
+
     return [{k: info.get(k) for k in ("internal_api", "version", "num_threads", "architecture")}
             for info in threadpool_info() if info.get("user_api") == "blas"]
 
@@ -66,7 +66,7 @@ def gpu() -> list:
 
 
 def git_commit() -> dict:
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]  # the checkout holding the package
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
                              timeout=10, check=True).stdout.strip()

@@ -1,4 +1,7 @@
-"""Argument checks shared by every public entry point: each error names the argument."""
+"""Argument checks shared by every public entry point: each error names the argument.
+
+The one place validators live; a module that needs another kind adds it here.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +9,21 @@ import math
 import operator
 from numbers import Real
 
-from .errors import InvalidInputError, InvalidTypeError
+from ..errors import InvalidInputError, InvalidTypeError
+
+__all__ = ["MODULES", "check_choice", "check_int", "check_modules", "check_optional_int", "check_positive",
+           "check_real"]
+
+#: the adaptable projections of an attention head, in canonical order
+MODULES = ("Q", "K", "V")
 
 
 def check_int(name: str, value, minimum: int = 0) -> int:
-    """An integer (not a bool) >= minimum."""
+    """An integer (not a bool) >= minimum.
+
+    >>> check_int("L", 4096, 1)
+    4096
+    """
     if isinstance(value, bool):
         raise InvalidTypeError(f"{name} must be an integer, got bool")
     try:
@@ -20,6 +33,11 @@ def check_int(name: str, value, minimum: int = 0) -> int:
     if value < minimum:
         raise InvalidInputError(f"{name} must be >= {minimum}, got {value}")
     return value
+
+
+def check_optional_int(name: str, value, minimum: int = 0) -> int | None:
+    """None, or an integer (not a bool) >= minimum."""
+    return None if value is None else check_int(name, value, minimum)
 
 
 def check_real(name: str, value) -> float:
@@ -38,3 +56,23 @@ def check_positive(name: str, value) -> float:
     if not value > 0:
         raise InvalidInputError(f"{name} must be a finite number > 0, got {value!r}")
     return value
+
+
+def check_choice(name: str, value, allowed):
+    """One of `allowed` (compared with ==, so strings must match exactly)."""
+    if not isinstance(value, str) or value not in allowed:
+        raise InvalidInputError(f"{name} must be one of {tuple(allowed)}, got {value!r}")
+    return value
+
+
+def check_modules(modules, name: str = "modules") -> str:
+    """A non-empty string of distinct 'Q', 'K', 'V', returned in canonical order ("VQ" -> "QV").
+
+    >>> check_modules("VQ")
+    'QV'
+    """
+    if not isinstance(modules, str):
+        raise InvalidTypeError(f"{name} must be a string over 'Q', 'K', 'V', got {type(modules).__name__}")
+    if not modules or any(m not in MODULES for m in modules) or len(set(modules)) != len(modules):
+        raise InvalidInputError(f"{name} must be a non-empty string of distinct 'Q', 'K', 'V', got {modules!r}")
+    return "".join(m for m in MODULES if m in modules)

@@ -11,7 +11,10 @@ import importlib
 import array_api_compat
 import numpy as np
 
-from .errors import InvalidInputError, InvalidTypeError
+from ..errors import InvalidInputError, InvalidTypeError
+
+__all__ = ["SUPPORTED_DTYPES", "dtype_name", "from_numpy", "namespace", "resolve_namespace", "synchronize",
+           "to_host64", "to_numpy", "transposed_rows", "transposed_take"]
 
 SUPPORTED_DTYPES = ("float32", "float64")
 
@@ -83,3 +86,26 @@ def synchronize(x) -> None:
         import cupy
 
         cupy.cuda.get_current_stream().synchronize()
+
+
+def to_host64(x) -> np.ndarray:
+    """`x` on the host as a float64 NumPy array."""
+    return np.asarray(to_numpy(x), dtype=np.float64)
+
+
+def transposed_rows(xp, a, rows):
+    """Rows `rows` (a slice) of an (N, L, m) array, transposed to a C-contiguous (N, m, n) array:
+    per-row scalars then broadcast along the contiguous axis (several times faster in NumPy)."""
+    blk = a[:, rows, :]
+    N, n, m = blk.shape
+    # flattening the transposed view forces the C-order copy (reshaping to (N, m, n) would not)
+    return xp.reshape(xp.reshape(xp.permute_dims(blk, (0, 2, 1)), (-1,)), (N, m, n))
+
+
+def transposed_take(xp, a, idx):
+    """Rows idx[s] of sample s of an (N, L, m) array (idx: (N, n) indices), as (N, m, n)."""
+    if a.shape[0] == 1:
+        rows = xp.expand_dims(xp.take(a[0, ...], idx[0, :], axis=0), axis=0)
+    else:
+        rows = xp.stack([xp.take(a[s, ...], idx[s, :], axis=0) for s in range(a.shape[0])], axis=0)
+    return transposed_rows(xp, rows, slice(None))

@@ -11,7 +11,11 @@ import math
 import numpy as np
 
 from ..errors import InvalidInputError
+from ..gradients import costs
 from .worker import TORCH, approx_name
+
+__all__ = ["MEMORY_L", "MEMORY_TARGET_BYTES", "SPEEDUP_L", "approx_gemm_shapes", "fit_all", "fit_exponent",
+           "model_flops", "summarize"]
 
 # L at which speedups and the exact-vs-PyTorch comparison are quoted (issue 5).
 SPEEDUP_L = 16384
@@ -20,17 +24,13 @@ MEMORY_TARGET_BYTES = 1.5e9
 
 
 def model_flops(method: str, L: int, d: int, modules: str, k=None, degree=None):
-    """FLOPs of one gradient evaluation by the cost model (`lora_proofcheck.costs`), or None when
-    that model is not installed. The approximate path is priced as its kernel plus its feature
-    maps; PyTorch autograd runs the exact algorithm, so it is priced as the exact kernel."""
-    try:
-        from .. import costs  # noqa: PLC0415 - the approximate-path stage provides it
-    except ImportError:
-        return None
+    """FLOPs of one gradient evaluation by the cost model (`gradients.costs`), None for an approximate
+    run without a rank. The approximate path is priced as its kernel plus its feature maps; PyTorch
+    autograd runs the exact algorithm, so it is priced as the exact kernel."""
     if method.startswith("approx-"):
         if k is None or degree is None:
             return None
-        return float(costs.lowrank_flops(L, L, d, k, modules, N=1) + costs.feature_flops(L, L, d, degree, N=1))
+        return costs.approx_flops(L, L, d, degree, modules)
     return float(costs.exact_flops(L, L, d, modules, N=1))
 
 

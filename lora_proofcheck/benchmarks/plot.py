@@ -5,14 +5,16 @@ The PNG is byte-for-byte reproducible from the same result: no software/date met
 
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+__all__ = ["plot"]
 
 
 def plot(result: dict, path) -> None:
     """Write the figure to `path` (PNG)."""
+    import matplotlib  # noqa: PLC0415 - ~0.5 s, so only when a figure is drawn
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
     fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(12, 4.8), dpi=100)
     methods = list(dict.fromkeys(e["method"] for e in result["results"]))
     for method in methods:

@@ -21,16 +21,22 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from .._lib.envinfo import collect
+from .._lib.version import __version__
 from ..errors import InvalidInputError, InvalidTypeError
+from ..gradients import costs
 from . import analysis
 from .worker import EXACT_METHODS, TORCH, approx_name, degree_name
+
+__all__ = ["BACKENDS", "GEMM_MAX_L", "PRIOR_BYTES_PER_LOGIT", "QUADRATIC", "SCHEMA_VERSION", "BenchConfig",
+           "run_benchmark"]
 
 SCHEMA_VERSION = 1
 BACKENDS = ("numpy", "cupy")
 # A priori working sets (bytes per logit, float64) before a size is measured: the dense kernel's
-# comes from the cost model when installed (4 live L x L_kv arrays), else this; PyTorch autograd
-# measured ~4 (saved softmax, its gradient, temporaries), budgeted as 5.
-PRIOR_BYTES_PER_LOGIT = {"exact-dense": 6 * 8, TORCH: 5 * 8}
+# comes from the cost model (`costs.exact_bytes`); PyTorch autograd measured ~4 (saved softmax, its
+# gradient, temporaries), budgeted as 5.
+PRIOR_BYTES_PER_LOGIT = {TORCH: 5 * 8}
 QUADRATIC = (*EXACT_METHODS, TORCH)
 GEMM_MAX_L = 65536
 
@@ -161,8 +167,6 @@ def _method_available(method: str) -> str | None:
     """None when the method can run here, else why not."""
     if method == TORCH and importlib.util.find_spec("torch") is None:
         return "not available: torch is not importable"
-    if method.startswith("approx-") and importlib.util.find_spec("lora_proofcheck.approx") is None:
-        return "not available: the approximate path (lora_proofcheck.approx) is not installed"
     return None
 
 
@@ -178,12 +182,7 @@ def _device_memory_budget(config: BenchConfig) -> int | None:
 
 def _prior_bytes(method: str, L: int, config: BenchConfig) -> int:
     if method == "exact-dense":
-        try:
-            from .. import costs  # noqa: PLC0415 - the approximate-path stage's cost model
-
-            return costs.exact_bytes(L, L, config.d, config.adapt)
-        except ImportError:
-            pass
+        return costs.exact_bytes(L, L, config.d, config.adapt)
     return PRIOR_BYTES_PER_LOGIT.get(method, 0) * L * L
 
 
@@ -314,9 +313,6 @@ def _gemm(config, shape, repeats, name) -> dict:
 
 def run_benchmark(config: BenchConfig) -> dict:
     """Run the sweep; returns the JSON-ready result (schema: `schema.RESULT_SCHEMA`)."""
-    from .. import __version__  # noqa: PLC0415
-    from ..envinfo import collect  # noqa: PLC0415
-
     if not isinstance(config, BenchConfig):
         raise InvalidTypeError(f"config must be a BenchConfig, got {type(config).__name__}")
     start = time.perf_counter()

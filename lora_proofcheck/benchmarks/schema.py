@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+__all__ = ["ENTRY", "FIT", "GEMM", "RESULT_SCHEMA"]
+
 _NUM = {"type": "number"}
 _NUM_OR_NULL = {"type": ["number", "null"]}
 _POS = {"type": "number", "exclusiveMinimum": 0}

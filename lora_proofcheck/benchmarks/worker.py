@@ -20,8 +20,17 @@ import sys
 import time
 
 import numpy as np
+from threadpoolctl import threadpool_info, threadpool_limits
 
-from lora_proofcheck.errors import ProofcheckError
+from .. import testing
+from .._lib import xp as _xp
+from .._lib.blocks import worker_threads
+from ..errors import ProofcheckError
+from ..gradients import exact_path
+from ..gradients.approx import approx_gradients
+from ..problem import LoRAProblem
+
+__all__ = ["EXACT_METHODS", "TORCH", "approx_name", "degree_name", "main", "measure_gemm", "measure_method"]
 
 EXACT_METHODS = ("exact-dense", "exact-blocked")
 TORCH = "torch-autograd"
@@ -61,46 +70,37 @@ def _peak_rss() -> int:
 
 def _limit_threads(threads):
     """Hold the BLAS to `threads` for the life of this process; report the thread counts in force."""
-    from threadpoolctl import threadpool_info, threadpool_limits  # noqa: PLC0415
-
     keep = threadpool_limits(limits=threads, user_api="blas") if threads else None
     blas = [i.get("num_threads") for i in threadpool_info() if i.get("user_api") == "blas"]
     return keep, {"blas": blas}
 
 
 def _host_grads(grads) -> dict:
-    from lora_proofcheck._xp import to_numpy  # noqa: PLC0415
-
-    return {k: np.asarray(to_numpy(v), dtype=np.float64).tolist() for k, v in grads.items()}
+    return {k: np.asarray(_xp.to_numpy(v), dtype=np.float64).tolist() for k, v in grads.items()}
 
 
 def _prepare(spec):
     """(call, info): `call()` computes the gradients once and returns (grads, extra facts)."""
-    from lora_proofcheck import exact, testing  # noqa: PLC0415
-    from lora_proofcheck.problem import LoRAProblem  # noqa: PLC0415
-
     method = spec["method"]
     xp = None if method == TORCH else spec["backend"]
     p = LoRAProblem.random(spec["L"], spec["d"], spec["r"], adapt=spec["adapt"],
                            logit_bound=spec["logit_bound"], seed=spec["seed"], xp=xp)
     info = {}
     if method == "exact-dense":
-        return (lambda: (exact.exact_gradients(p, block_rows=None), {})), info
+        return (lambda: (exact_path.exact_gradients(p, block_rows=None), {})), info
     if method == "exact-blocked":
-        rows = exact.blocked_rows(p)
+        rows = exact_path.blocked_rows(p)
         info["block_rows"] = rows
-        info["workers"] = exact.worker_threads(p, spec["threads"]) if rows < p.L else 1
-        return (lambda: (exact.exact_gradients(p, block_rows=rows, threads=spec["threads"]), {})), info
+        info["workers"] = worker_threads(p.xp, spec["threads"]) if rows < p.L else 1
+        return (lambda: (exact_path.exact_gradients(p, block_rows=rows, threads=spec["threads"]), {})), info
     if method == TORCH:
-        import torch  # noqa: PLC0415
+        import torch  # noqa: PLC0415 - the baseline's framework, loaded only for its own runs
 
         if spec["threads"]:
             torch.set_num_threads(spec["threads"])
         info["torch_threads"] = torch.get_num_threads()
         return (lambda: (testing.torch_gradients(p)[1], {})), info
     if method.startswith("approx-"):
-        from lora_proofcheck.approx import approx_gradients  # noqa: PLC0415
-
         if spec.get("degree") is None:  # on_threshold="raise": above the threshold it declines (recorded)
             kwargs = {"eps": spec["eps"], "threads": spec["threads"]}
         else:
@@ -117,16 +117,14 @@ def _prepare(spec):
 
 
 def _sync(grads):
-    from lora_proofcheck._xp import synchronize  # noqa: PLC0415
-
     for v in grads.values():
-        synchronize(v)
+        _xp.synchronize(v)
 
 
 def _device_pool(backend):
     if backend != "cupy":
         return None
-    import cupy  # noqa: PLC0415
+    import cupy  # noqa: PLC0415 - only for --backend cupy
 
     pool = cupy.get_default_memory_pool()
     pool.free_all_blocks()
@@ -165,8 +163,6 @@ def measure_method(spec) -> dict:
 def measure_gemm(spec) -> dict:
     """Best and median rate of C = A @ B with A (m x k), B (k x n) in float64 (2 m k n flops)."""
     keep, threads_info = _limit_threads(spec["threads"])
-    from lora_proofcheck import _xp  # noqa: PLC0415
-
     m, k, n = spec["shape"]
     rng = np.random.default_rng(0)
     xp = _xp.resolve_namespace(spec["backend"])

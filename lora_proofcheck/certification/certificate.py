@@ -82,13 +82,13 @@ Rounding floor (float64: u = 2^-53, float32: u = 2^-24; gamma_n := n u/(1 - n u)
       a = 0, b = gamma_{2 max(L, L_kv) + d + 8} (F formed explicitly);
   (c) the remaining products, sums and the chain rule are propagated stage by stage (c~, r~, the two
       parts of P~ C2, the sums over rows, the batch mean) with their own gamma's and the magnitudes
-      above (`_staged_floor`). The certificate's own float64 arithmetic is covered by a final
+      above (`rounding.staged_floor`). The certificate's own float64 arithmetic is covered by a final
       relative margin of 2^-30.
 The floor assumes the low-rank path contracts the features with the data in that form (any
 order or blocking: the lemma-by-lemma chain or the fused one, `derivations/lowrank.py`, whole or
 in row chunks) and that no reduced precision (TF32) is enabled.
 
-Cost: O(N (L + L_kv) d^2) in blocks of rows (`_row_blocks`), no L x L and no (L, d, d) array; all
+Cost: O(N (L + L_kv) d^2) in blocks of rows (`_lib.blocks.CERTIFICATE_BLOCKS`), no L x L and no (L, d, d) array; all
 that does not depend on the polynomial is computed once by `certify`, so each floor (one per
 candidate degree in `select_degree`) is one more pass over the query rows.
 """
@@ -102,12 +102,16 @@ import array_api_compat
 import numpy as np
 import sympy as sp
 
-from .. import _xp
-from .._validate import check_positive
-from ..errors import InvalidInputError, InvalidTypeError
+from .._lib import xp as _xp
+from .._lib.blocks import CERTIFICATE_BLOCKS, accumulate, recycle_block_memory
+from .._lib.xp import to_host64, transposed_rows, transposed_take
+from ..errors import InvalidTypeError
+from ..problem import check_problem
 from .polynomial import ExpPolynomial
-from .rounding import (DELTA_CAP, PHI_CAP, _floor_rows, _fold, _host, _recycle, _row_blocks, _staged_floor,
-                       _t_block, _t_take, gamma, kernel_depth, unit_roundoff)
+from .rounding import DELTA_CAP, PHI_CAP, floor_rows, gamma, kernel_depth, staged_floor, unit_roundoff
+
+__all__ = ["DELTA_CAP", "KAPPA", "Certificate", "Step", "certify", "delta_of", "derivation_steps", "gamma",
+           "kappa_of", "logit_enclosure", "magnitude_certificate", "projections", "unit_roundoff"]
 
 # ----------------------------------------------------------------------------------------------
 # the symbolic layer: named quantities and the inequalities between them
@@ -311,7 +315,7 @@ class Certificate:
         """The floors from (a_i, b_i) per row chunk (module docstring (b)) and the consistent part."""
         if not math.isfinite(extra_kappa):
             return self._infinite()
-        err, mag = _staged_floor(self._rows, ab, u, self.N, self.L, self.L_kv, self.d, dprime)
+        err, mag = staged_floor(self._rows, ab, u, self.N, self.L, self.L_kv, self.d, dprime)
         weights = self.weight_coefficients_for(dprime)  # K must hold at the consistent delta'
         out = {}
         for m in self.adapted:
@@ -376,56 +380,6 @@ class Certificate:
         return 1.0 if k == math.inf else delta_of(k)
 
 
-@dataclass(frozen=True)
-class DegreeChoice:
-    """The outcome of `select_degree`: the polynomial (None when no degree qualifies), its bound
-    and floor per key, and the reason when none."""
-
-    poly: ExpPolynomial | None
-    bound: dict | None
-    floor: dict | None
-    reason: str
-
-
-def select_degree(cert: Certificate, eps: float, *, method: str = "auto",
-                  max_degree: int = 60) -> DegreeChoice:
-    """The smallest degree whose certified bound (approximation + rounding) is <= eps everywhere.
-
-    A lower bound first: the floor is >= 0, so delta must be <= required_delta(eps), and
-    `polynomial.min_degree` skips every smaller degree with a proof. Upwards from there each
-    degree is certified in turn; the search stops once the rounding floor alone exceeds eps (it
-    grows with the degree through the features' magnitude sum and rank), which can only report
-    "unreachable", never a wrong bound."""
-    from . import polynomial  # noqa: PLC0415
-
-    eps = check_eps(eps)
-    R = cert.logit_bound
-    need = min(cert.required_delta(eps), 0.999)
-    if need <= 0.0:
-        return DegreeChoice(None, None, None, f"eps={eps:.3g} is below the float rounding floor alone")
-    try:
-        g0 = polynomial.min_degree(R, need, method=method, max_degree=max_degree)
-    except InvalidInputError:  # a radius beyond what certificates are derived for
-        g0 = None
-    if g0 is None:
-        return DegreeChoice(None, None, None, f"no degree <= {max_degree} reaches the needed relative error "
-                                              f"delta <= {need:.3g} of exp on [-{R:.4g}, {R:.4g}]")
-    for g in range(g0, max_degree + 1):
-        poly = polynomial.exp_polynomial(R, degree=g, method=method)
-        bound, floor = cert.bound_and_floor(poly)
-        if max(bound.values()) <= eps:
-            return DegreeChoice(poly, bound, floor, "")
-        worst = max(floor.values())
-        if math.isinf(worst):
-            return DegreeChoice(None, None, None, f"float rounding is uncontrolled at R = {R:.4g} in "
-                                                  f"{cert.dtype}: the features' magnitudes A(R) e^R exceed "
-                                                  "1/(2 gamma_n)")
-        if worst > eps:
-            return DegreeChoice(None, None, None, f"eps={eps:.3g} is below the float rounding floor "
-                                                  f"({worst:.3g} at degree {g}, {cert.dtype})")
-    return DegreeChoice(None, None, None, f"no degree <= {max_degree} certifies eps={eps:.3g}")
-
-
 def _check_poly(poly):
     if not isinstance(poly, ExpPolynomial):
         raise InvalidTypeError(f"poly must be an ExpPolynomial, got {type(poly).__name__}")
@@ -437,10 +391,7 @@ def projections(problem) -> dict:
     the problem's dtype: |fl(X fl(W* + s B A)) - X W| <= gamma_{d+r+4} |X| (|W*| + |s||B||A|), any
     product order (E is formed block by block where it is used, never for all rows at once).
     "norms" holds the row norms (N, L) of C_Q, E_Q, C_K, E_K (keys "Q", "EQ", "K", "EK")."""
-    from ..problem import LoRAProblem  # noqa: PLC0415 - problem imports kernels
-
-    if not isinstance(problem, LoRAProblem):
-        raise InvalidTypeError(f"problem must be a LoRAProblem, got {type(problem).__name__}")
+    check_problem(problem)
     xp = problem.xp
     u = unit_roundoff(problem.dtype_name)
     s = abs(problem.scale)
@@ -459,9 +410,9 @@ def projections(problem) -> dict:
         M[m] = g_in * Wabs
     norms = {}
     for m, Xm in (("Q", X), ("K", Xkv)):
-        parts = [_block_norms(xp, _t_block(xp, C[m], rows),
-                              _error_block(xp, M[m], xp.abs(_t_block(xp, Xm, rows))))
-                 for rows in _row_blocks(Xm.shape[1], Xm.shape[0] * Xm.shape[2])]
+        parts = [_block_norms(xp, transposed_rows(xp, C[m], rows),
+                              _error_block(xp, M[m], xp.abs(transposed_rows(xp, Xm, rows))))
+                 for rows in CERTIFICATE_BLOCKS.slices(Xm.shape[1], 8 * Xm.shape[0] * Xm.shape[2])]
         for key, k in ((m, 0), ("E" + m, 1)):
             norms[key] = xp.concat([p[k] for p in parts], axis=1) if len(parts) > 1 else parts[0][k]
     aXkv = xp.abs(Xkv)
@@ -509,8 +460,8 @@ def _key_statistics(xp, proj) -> dict:
     # the centres (any centre is valid for the second-moment bounds; the mean minimises them)
     m3, mK, mX = (tr(ones_rows @ a) / L_kv for a in (C["V"], C["K"], Xkv))
     acc: dict = {}
-    for rows in _row_blocks(L_kv, N * d):
-        c3, c2, x = (_t_block(xp, a, rows) for a in (C["V"], C["K"], Xkv))   # (N, d, n)
+    for rows in CERTIFICATE_BLOCKS.slices(L_kv, 8 * N * d):
+        c3, c2, x = (transposed_rows(xp, a, rows) for a in (C["V"], C["K"], Xkv))   # (N, d, n)
         ax, ac2 = xp.abs(x), xp.abs(c2)
         e3, e2 = _error_block(xp, M["V"], ax), _error_block(xp, M["K"], ax)
         a3, a2 = xp.abs(c3) + 2 * e3, ac2 + 2 * e2                     # >= |C3|, |C2| computed and exact
@@ -531,7 +482,7 @@ def _key_statistics(xp, proj) -> dict:
                 ("s3sq", rsum(sq3), add), ("sum_asq", rsum(asq), add), ("max_asq", rmax(asq), hi),
                 ("A0K", rsum(sqK), add), ("A1K", sqK @ tr(asq), add),
                 ("A0x", rsum(sqx), add), ("A1x", sqx @ tr(asq), add)):
-            _fold(acc, key, value, op)
+            accumulate(acc, key, value, op)
     mean = lambda key: acc[key] / L_kv  # noqa: E731
     half = lambda key: (acc["hi" + key] - acc["lo" + key]) / 2  # noqa: E731
     return {
@@ -567,7 +518,7 @@ def certify(problem, proj: dict | None = None) -> Certificate:
     accumulates the row sums of K and keeps what the floors need per row."""
     proj = projections(problem) if proj is None else proj
     xp, C, M = proj["xp"], proj["C"], proj["M"]
-    _recycle(xp)
+    recycle_block_memory(xp)
     X, Y = proj["X"], proj["Y"]
     N, L, d, r = problem.N, problem.L, problem.d, problem.r
     s, beta = abs(problem.scale), abs(problem.beta)
@@ -599,9 +550,9 @@ def certify(problem, proj: dict | None = None) -> Certificate:
     acc: dict = {}
     add = lambda a, b: a + b  # noqa: E731
     chunks = []
-    for rows in _row_blocks(L, N * d):
+    for rows in CERTIFICATE_BLOCKS.slices(L, 8 * N * d):
         idx = order[:, rows]
-        Xb, C1, Yb = (_t_take(xp, a, idx) for a in (X, C["Q"], Y))                 # (N, d, n)
+        Xb, C1, Yb = (transposed_take(xp, a, idx) for a in (X, C["Q"], Y))                 # (N, d, n)
         lrm = _take_cols(xp, per_row, idx)
         lam_b, Ri_b, Mi_b = lrm[:, 0:1, :], lrm[:, 1:2, :], lrm[:, 2:3, :]           # (N, 1, n)
         aX = xp.abs(Xb)
@@ -611,9 +562,9 @@ def certify(problem, proj: dict | None = None) -> Certificate:
         chat = xp.abs(Yb - mid3) + w3
         psi = psi_slope @ chat + psi_const                                          # (N, 1, n)
         psiT = tr(psi)
-        _fold(acc, "Q", aX @ psiT, add)                     # sum_i |X_ia| psi_i
-        _fold(acc, "K", aC1 @ psiT, add)                    # sum_i |C1_ib| psi_i
-        _fold(acc, "V", xp.sum(chat, axis=-1, keepdims=True), add)
+        accumulate(acc, "Q", aX @ psiT, add)                     # sum_i |X_ia| psi_i
+        accumulate(acc, "K", aC1 @ psiT, add)                    # sum_i |C1_ib| psi_i
+        accumulate(acc, "V", xp.sum(chat, axis=-1, keepdims=True), add)
         # -- the second-moment K (module docstring, "Second moments"); row factors (N, 1, n)
         m3y = xp.abs(m3 - Yb)
         sl = xp.sqrt(lam_b)
@@ -631,9 +582,9 @@ def certify(problem, proj: dict | None = None) -> Certificate:
         sd3 = sl * s3                                       # >= sd_{F_i}(C3_b)
         cabs = xp.minimum(chat, sd3 + m3y)                  # >= |c_ib| (exact)
         p, q = xp.minimum(wx, sl * sdevx), xp.minimum(mux, slt * sx2)
-        _fold(acc, "tQ", aX @ tr(row_q), add)
-        _fold(acc, "tK", row_k @ tr(aC1), add)
-        _fold(acc, "tV", p @ tr(cabs) + q @ tr(xp.minimum(w3, sd3)), add)
+        accumulate(acc, "tQ", aX @ tr(row_q), add)
+        accumulate(acc, "tK", row_k @ tr(aC1), add)
+        accumulate(acc, "tV", p @ tr(cabs) + q @ tr(xp.minimum(w3, sd3)), add)
         # -- what the floors need per row: |c~_ib| <= sd_{F~_i}(C3_b) + |m3_b - Y_ib| when F~ <= PHI_CAP F
         ctight = xp.minimum(chat, slt * s3 + m3y)
         chunks.append({"lam": lam_b, "Ri": Ri_b, "Mi": Mi_b, "aX": aX, "aC1": aC1 + E1, "e1": E1,
@@ -647,18 +598,18 @@ def certify(problem, proj: dict | None = None) -> Certificate:
         "V": batch(_v_term(wx, tr(acc["V"]), L * mux, tr(w3))),
     }
     Kt = {"Q": beta * batch(acc["tQ"]), "K": beta * batch(acc["tK"]), "V": batch(acc["tV"])}
-    weight_coefficients = {m: _host(K[m]) for m in problem.adapted}
-    tight_weight = {m: _host(Kt[m]) for m in problem.adapted}
+    weight_coefficients = {m: to_host64(K[m]) for m in problem.adapted}
+    tight_weight = {m: to_host64(Kt[m]) for m in problem.adapted}
     chain, coefficients, tight = {}, {}, {}
     for m in problem.adapted:
-        bt = s * np.abs(_host(problem.B[m])).T          # r x d
-        at = s * np.abs(_host(problem.A[m])).T          # d x r
+        bt = s * np.abs(to_host64(problem.B[m])).T          # r x d
+        at = s * np.abs(to_host64(problem.A[m])).T          # d x r
         chain[m] = (bt, at)
         coefficients[f"A_{m}"] = bt @ weight_coefficients[m]
         coefficients[f"B_{m}"] = weight_coefficients[m] @ at
         tight[f"A_{m}"] = bt @ tight_weight[m]
         tight[f"B_{m}"] = tight_weight[m] @ at
-    rows = _floor_rows(xp, chunks, beta, m3=ks["m3f"], m2=ks["m2f"], mx=ks["mxf"], mu3=ks["mu3"], e3=ks["e3"],
+    rows = floor_rows(xp, chunks, beta, m3=ks["m3f"], m2=ks["m2f"], mx=ks["mxf"], mu3=ks["mu3"], e3=ks["e3"],
                        mu2=ks["mu2"], e2=ks["e2"], mux=mux, S32=ks["S32"], S3X=ks["S3X"])
     return Certificate(
         N=N, L=L, L_kv=problem.L_kv, d=d, r=r, adapted=problem.adapted, dtype=problem.dtype_name,
@@ -710,7 +661,7 @@ def magnitude_certificate(*, L, L_kv, d, r, N, adapt, beta, scale, input_bound, 
         "aX": rowv(aX), "aC1": rowv(aC1 + e1), "e1": rowv(e1), "chat": rowv(chat), "ctight": rowv(chat),
     }
     # means at their maxima (every row attains the bounds)
-    rows = _floor_rows(
+    rows = floor_rows(
         np_xp, [chunk], beta, row_weight=L, m3=colv(v * (1 + 2 * e_in)), m2=colv(kb * (1 + 2 * e_in)),
         mx=colv(x), mu3=colv(v * (1 + 2 * e_in)), e3=colv(e_in * v), mu2=colv(kb * (1 + 2 * e_in)),
         e2=colv(e_in * kb),
@@ -722,8 +673,3 @@ def magnitude_certificate(*, L, L_kv, d, r, N, adapt, beta, scale, input_bound, 
         logit_bound=float(logit_bound), sigma=sigma, coefficients=coefficients,
         weight_coefficients=weight_coefficients, _rows=rows, _chain={m: (bt, at) for m in adapt},
     )
-
-
-def check_eps(eps) -> float:
-    """eps must be a finite number > 0."""
-    return check_positive("eps", eps)

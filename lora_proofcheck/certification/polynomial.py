@@ -34,8 +34,11 @@ from fractions import Fraction
 import sympy as sp
 from mpmath.ctx_iv import MPIntervalContext
 
+from .._lib.validate import check_int
 from ..errors import InvalidInputError, InvalidTypeError, ProofcheckError
-from .._validate import check_int
+
+__all__ = ["MAX_RADIUS", "METHODS", "ExpPolynomial", "aggarwal_alman_degree_shape", "certified_rel_error",
+           "closed_form_rel_bound", "exp_polynomial", "min_degree"]
 
 METHODS = ("taylor", "chebyshev")
 
@@ -169,7 +172,12 @@ def _enclose(q: Fraction):
 
 def _rel_residual(value: Fraction, x: Fraction) -> tuple[Fraction, Fraction]:
     """Rigorous [lo, hi] containing |value * e^{-x} - 1|, 2^-TIGHT_BITS-relative tight
-    (or hi <= 2^-FLOOR_BITS).  x must be a float-representable dyadic."""
+    (or hi <= 2^-FLOOR_BITS).  x must be a float-representable dyadic.
+
+    mpmath's interval exp is not rigorous to the last bit (iv.exp(2^-126) at 128 bits is the point
+    1 + 2^-126, which misses e^x = 1 + 2^-126 + 2^-253), so the enclosure of value * e^{-x} is widened
+    by 8 units of the working precision, |value e^{-x}| 2^(3-prec) <= 2^(3-prec) (1 + hi): that
+    covers an exp off by a few ulps, and the refinement below makes the widening negligible."""
     if x == 0:
         r = abs(value - 1)
         return r, r
@@ -178,6 +186,8 @@ def _rel_residual(value: Fraction, x: Fraction) -> tuple[Fraction, Fraction]:
         _IV.prec = prec
         r = _enclose(value) * _IV.exp(-_IV.mpf(float(x))) - 1
         a, b = (_mpf_to_fraction(t) for t in r._mpi_)
+        widen = (1 + max(abs(a), abs(b))) / 2 ** (prec - 3)
+        a, b = a - widen, b + widen
         hi = max(abs(a), abs(b))
         lo = Fraction(0) if a <= 0 <= b else min(abs(a), abs(b))
         if hi - lo <= hi / 2**TIGHT_BITS or hi <= Fraction(1, 2**FLOOR_BITS):
@@ -237,7 +247,8 @@ def _chebyshev_polynomial(radius: Fraction, degree: int, target: Fraction):
     if r == 0:  # all nodes collapse to 0: Hermite interpolation, i.e. Taylor
         return taylor_coefficients(g), Fraction(0)
     _IV.prec = 64
-    e_r = _mpf_to_fraction(_IV.exp(_IV.mpf(float(r)))._mpi_[1])  # upper bound on e^R
+    # an upper bound on e^R (widened by 2^-56: mpmath's interval exp may miss by an ulp, see _rel_residual)
+    e_r = _mpf_to_fraction(_IV.exp(_IV.mpf(float(r)))._mpi_[1]) * (1 + Fraction(1, 2**56))
     # |nu_{m,t}| <= 2 S_t, so sum_t R^t |tail_t| <= 2 (sum_t S_t) sum_{m>K} R^m/m!.
     s_total = 2 * sum(abs(c) for j in range(g + 1) for c in chebyshev_t_coefficients(j))
     # smallest K with e^R * s_total * R^{K+1}/(K+1)! / (1 - R/(K+2)) <= target/2

@@ -1,9 +1,9 @@
 """The float rounding model of the certificate (its module docstring, floor (b) and (c)).
 
 `kernel_depth` counts the roundings along any term of a kernel-weighted sum of the low-rank path;
-`_staged_floor` propagates the per-row rounding of every average F~_i w through the chain's stages
+`staged_floor` propagates the per-row rounding of every average F~_i w through the chain's stages
 to dW; `_capped_products` evaluates its pair averages exactly without an (N, L, d, d) array. The
-O(N L d) passes run over cache-sized row blocks (`_row_blocks`).
+O(N L d) passes run over cache-sized row blocks (`_lib.blocks.CERTIFICATE_BLOCKS`).
 """
 
 from __future__ import annotations
@@ -13,20 +13,16 @@ import math
 import array_api_compat
 import numpy as np
 
-from .. import _xp
+from .._lib import xp as _xp
+from .._lib.blocks import accumulate
+from .._lib.xp import to_host64
 from ..errors import InvalidTypeError
+
+__all__ = ["DELTA_CAP", "PHI_CAP", "floor_rows", "gamma", "kernel_depth", "staged_floor", "unit_roundoff"]
 
 #: the tight (second-moment) coefficients hold for delta <= DELTA_CAP: there F~ <= PHI_CAP F entrywise
 DELTA_CAP = 2.0**-6
 PHI_CAP = (1 + DELTA_CAP) / (1 - DELTA_CAP)
-
-
-def _host(x) -> np.ndarray:
-    return np.asarray(_xp.to_numpy(x), dtype=np.float64)
-
-
-def _fold(acc: dict, key: str, value, op) -> None:
-    acc[key] = value if key not in acc else op(acc[key], value)
 
 
 def unit_roundoff(dtype_name: str) -> float:
@@ -51,45 +47,8 @@ def kernel_depth(L: int, L_kv: int, d: int, degree: int) -> int:
     return max(L, L_kv) + k + d + 2 * degree + 8
 
 
-# Row blocks: the certificate's O(N L d) passes run over blocks of rows, every temporary (N, d, rows)
-# at most _BLOCK entries (512 KiB): cache-resident, and recycled by the allocator (the shared
-# policy `exact._recycle_block_memory`) instead of page-faulted in afresh, which dominated the
-# unblocked passes. Measured at L = 16384, d = 8: 64K entries ~1.3x faster than 16K or 256K.
-_BLOCK = 65536
-_MIN_ROWS = 64   # at least this many rows per block (for wide N d: bounds the per-block overhead)
-
-
-def _row_blocks(L: int, width: int) -> list:
-    step = max(_MIN_ROWS, _BLOCK // max(width, 1))
-    return [slice(s, min(s + step, L)) for s in range(0, L, step)]
-
-
-def _recycle(xp) -> None:
-    from ..exact import _recycle_block_memory  # noqa: PLC0415 - the shared allocator policy
-
-    _recycle_block_memory(xp)
-
-
-def _t_block(xp, a, rows):
-    """Rows `rows` (a slice) of an (N, L, m) array, transposed to a C-contiguous (N, m, n) array:
-    per-row scalars then broadcast along the contiguous axis (several times faster in NumPy)."""
-    blk = a[:, rows, :]
-    N, n, m = blk.shape
-    # flattening the transposed view forces the C-order copy (reshaping to (N, m, n) would not)
-    return xp.reshape(xp.reshape(xp.permute_dims(blk, (0, 2, 1)), (-1,)), (N, m, n))
-
-
-def _t_take(xp, a, idx):
-    """Rows idx[s] of sample s of an (N, L, m) array (idx: (N, n) indices), as (N, m, n)."""
-    if a.shape[0] == 1:
-        rows = xp.expand_dims(xp.take(a[0, ...], idx[0, :], axis=0), axis=0)
-    else:
-        rows = xp.stack([xp.take(a[s, ...], idx[s, :], axis=0) for s in range(a.shape[0])], axis=0)
-    return _t_block(xp, rows, slice(None))
-
-
-def _floor_rows(xp, chunks, beta, *, m3, m2, mx, mu3, e3, mu2, e2, mux, S32, S3X, row_weight=1) -> dict:
-    """What `_staged_floor` reads: per-row blocks (sorted by lam), column statistics (N, d, 1),
+def floor_rows(xp, chunks, beta, *, m3, m2, mx, mu3, e3, mu2, e2, mux, S32, S3X, row_weight=1) -> dict:
+    """What `staged_floor` reads: per-row blocks (sorted by lam), column statistics (N, d, 1),
     and the breakpoints of the capped pair averages (`_capped_products`), all polynomial-free."""
     tr = lambda a: xp.permute_dims(a, (0, 2, 1))  # noqa: E731
     mean2T = tr(xp.concat([S32, S3X], axis=-1))                          # (N, 2d, d''): [C3 ⊘ C2 | C3 ⊘ X']
@@ -149,7 +108,7 @@ def _capped_products(xp, cT, lam, breaks, cache: dict):
     return xp.expand_dims(outs[0], axis=1) if len(outs) == 1 else xp.stack(outs, axis=1)
 
 
-def _staged_floor(rows: dict, ab: list, u: float, N: int, L: int, L_kv: int, d: int, dprime: float):
+def staged_floor(rows: dict, ab: list, u: float, N: int, L: int, L_kv: int, d: int, dprime: float):
     """Stage-by-stage rounding bound (module docstring, floor (b) and (c)) for each dW_mu.
 
     Every F~-weighted sum of the chain is an average over the keys j of row i (or, for the column
@@ -213,8 +172,8 @@ def _staged_floor(rows: dict, ab: list, u: float, N: int, L: int, L_kv: int, d: 
         err_pc = (1 + u) * (a * cp_mean[:, :d, :] + b * mag_p1 + ec_p1 + ce3 * mu2 + (mu3T @ cmag) * e2
                             + (er + u * rmag) * FF + rmag * eF2) + u * mag_pc
         aX = chunk["aX"]
-        _fold(acc, "Qe", aX @ tr(err_pc), add)                                       # then beta X^T
-        _fold(acc, "Qm", aX @ tr(mag_pc), add)
+        accumulate(acc, "Qe", aX @ tr(err_pc), add)                                       # then beta X^T
+        accumulate(acc, "Qm", aX @ tr(mag_pc), add)
         # dW_K: per row i the weights over the keys are |X'_a| (|c~_i| . |C3_j|); C1_ib is a row factor.
         # Both parts (F~∘(c~ C3^T))^T C1 and F~^T (r~ C1), magnitudes mk and errors ek per row:
         Ax = xp.minimum(mux, lt * mx)
@@ -222,12 +181,12 @@ def _staged_floor(rows: dict, ab: list, u: float, N: int, L: int, L_kv: int, d: 
         mk = q1 + rmag * Ax
         ek = a * cp_mean[:, d:, :] + b * q1 + qc + (ce3 + er + u * rmag) * Ax + rmag * eAx
         aC1 = tr(chunk["aC1"])
-        _fold(acc, "Km", mk @ aC1, add)
-        _fold(acc, "Ke", ek @ aC1 + mk @ tr(chunk["e1"]), add)
+        accumulate(acc, "Km", mk @ aC1, add)
+        accumulate(acc, "Ke", ek @ aC1 + mk @ tr(chunk["e1"]), add)
         # dW_V = X'^T F~^T c~
         cpT = tr(cp)
-        _fold(acc, "Vm", Ax @ cpT, add)
-        _fold(acc, "Ve", eAx @ cpT + Ax @ tr(ec), add)
+        accumulate(acc, "Vm", Ax @ cpT, add)
+        accumulate(acc, "Ve", eAx @ cpT + Ax @ tr(ec), add)
     w, beta = rows["row_weight"], rows["beta"]   # plan: one representative row standing for L
     Qe, Qm, Ke, Km, Ve, Vm = (w * acc[k] for k in ("Qe", "Qm", "Ke", "Km", "Ve", "Vm"))
     err_q = beta * (Qe + g(L + 2) * (Qm + Qe))
@@ -240,7 +199,7 @@ def _staged_floor(rows: dict, ab: list, u: float, N: int, L: int, L_kv: int, d: 
     batch = lambda a: xp.sum(a, axis=0) / N  # noqa: E731
     err, mag = {}, {}
     for m, e, a in (("Q", err_q, mag_q), ("K", err_k, mag_k), ("V", err_v, mag_v)):
-        e, a = _host(batch(e)), _host(batch(a))
+        e, a = to_host64(batch(e)), to_host64(batch(a))
         err[m] = e + g(N + 1) * (a + e)
         mag[m] = a
     return err, mag

@@ -1,4 +1,4 @@
-"""Approximate-path checks for `lora-proofcheck check` (appended after the exact-path checks).
+"""Approximate-path checks of `lora-proofcheck check` (after the exact-path checks).
 
 Each compares the certified approximate gradients with an independent float64 exact reference,
 reporting measured/bound; the Alman-Song lemma on adversarial perturbations; and the phase
@@ -11,35 +11,17 @@ import math
 
 import numpy as np
 
-from . import _xp
-from .checks import CheckResult, _timed
-from .derivations import certificate as cert_mod
-from .errors import AboveThresholdError
-from .problem import LoRAProblem, rescale_to_logit_bound
+from .._lib import xp as _xp
+from .._lib.records import Outcome, timed
+from ..certification import certificate as cert_mod
+from ..errors import AboveThresholdError
+from ..gradients.approx import approx_gradients
+from ..gradients.exact_path import exact_gradients
+from ..gradients.planner import largest_cheaper_degree
+from ..problem import LoRAProblem
+from ..testing import aligned_problem, upcast
 
-
-def upcast(problem: LoRAProblem) -> LoRAProblem:
-    """The same problem in float64 on the host (float32 values are exact in float64)."""
-    f = lambda a: np.asarray(_xp.to_numpy(a), dtype=np.float64)  # noqa: E731
-    return LoRAProblem(f(problem.X), f(problem.Y), {m: f(w) for m, w in problem.W.items()},
-                       {m: f(a) for m, a in problem.A.items()}, {m: f(b) for m, b in problem.B.items()},
-                       alpha=problem.alpha, beta=problem.beta,
-                       X_kv=None if problem.X_kv is None else f(problem.X_kv))
-
-
-def aligned_problem(L, d, r, R, *, seed=0, adapt="QKV") -> LoRAProblem:
-    """An adversarial instance: rows near one direction and W_K = -W_Q, so every logit is near -R
-    where the polynomial's relative error is largest; the values move with the logits."""
-    rng = np.random.default_rng(seed)
-    x0 = rng.standard_normal(d)
-    X = x0 / np.linalg.norm(x0) + 0.05 * rng.standard_normal((L, d))
-    WQ = rng.standard_normal((d, d)) / math.sqrt(d)
-    W = {"Q": WQ, "K": -WQ, "V": -WQ + 0.3 * rng.standard_normal((d, d))}
-    A = {m: 0.01 * rng.standard_normal((r, d)) for m in adapt}
-    B = {m: 0.01 * rng.standard_normal((d, r)) for m in adapt}
-    alpha, beta = 2.0 * r, 1.0 / math.sqrt(d)
-    rescale_to_logit_bound(X, X, W, A, B, alpha=alpha, beta=beta, logit_bound=R)
-    return LoRAProblem(X, rng.standard_normal((L, d)), W, A, B, alpha=alpha, beta=beta)
+__all__ = ["approx_checks", "reference"]
 
 
 def _max_ratio(result, reference: dict, allowance: dict) -> float:
@@ -47,20 +29,16 @@ def _max_ratio(result, reference: dict, allowance: dict) -> float:
                / (result.bound[k] + allowance[k]) for k in reference)
 
 
-def _reference(problem):
-    """Exact float64 gradients and their own rounding floor (the allowance of the reference)."""
-    from .exact import exact_gradients  # noqa: PLC0415
-
+def reference(problem):
+    """Exact float64 gradients (host) and their own certified rounding floor (the reference's allowance)."""
     p64 = upcast(problem)
     ref = {k: np.asarray(_xp.to_numpy(v), np.float64) for k, v in exact_gradients(p64).items()}
     return ref, cert_mod.certify(p64).exact_bound()
 
 
-def check_within_bound(full: bool = False) -> list:
+def check_within_bound(full: bool = False) -> list[Outcome]:
     """eps-driven settings (the smallest certified degree for eps) and one degree-driven float32
     setting (its a-priori rounding floor is far above float32's actual error, see the report)."""
-    from .approx import approx_gradients  # noqa: PLC0415
-
     rand = LoRAProblem.random
     settings = [  # (name, problem builder, eps relative to the gradients' scale, degree)
         ("Q,V self, float64", lambda: rand(256, 2, 2, adapt="QV", logit_bound=1.0, seed=11), 1e-6, None),
@@ -79,7 +57,7 @@ def check_within_bound(full: bool = False) -> list:
     for name, build, eps_rel, degree in settings:
         def run(build=build, eps_rel=eps_rel, degree=degree):
             problem = build()
-            ref, allowance = _reference(problem)
+            ref, allowance = reference(problem)
             if degree is None:
                 eps = eps_rel * max(float(np.max(np.abs(v))) for v in ref.values())
                 res = approx_gradients(problem, eps=eps, on_threshold="force")
@@ -91,11 +69,11 @@ def check_within_bound(full: bool = False) -> list:
             return ratio <= 1.0 and bound <= eps, (
                 f"measured/bound {ratio:.2e}; g={res.degree} k={res.rank}, bound {bound:.2e}"
                 + (f" <= eps {eps:.2e}" if degree is None else ""))
-        out.append(_timed(f"approx within bound: {name}", "certified max-abs error vs float64 exact", run))
+        out.append(timed(f"approx within bound: {name}", run, detail="certified max-abs error vs float64 exact"))
     return out
 
 
-def check_alman_song() -> CheckResult:
+def check_alman_song() -> Outcome:
     def run():
         rng = np.random.default_rng(21)
         worst = 0.0
@@ -109,16 +87,13 @@ def check_alman_song() -> CheckResult:
             err = np.abs(At @ V / At.sum(1, keepdims=True) - A @ V / A.sum(1, keepdims=True)).max()
             worst = max(worst, err / (2 * dlt * np.abs(V).max()))
         return worst <= 1.0 + 1e-9, f"max err / (2 delta ||V||_max) = {worst:.3f} over 200 adversarial cases"
-    return _timed("Alman-Song lemma", "relative delta on A => softmax-average error <= 2 delta ||V||_max",
-                  run)
+    return timed("Alman-Song lemma", run, detail="relative delta on A => softmax-average error <= 2 delta ||V||_max")
 
 
-def check_phase_transition() -> CheckResult:
-    from .approx import approx_gradients, largest_cheaper_degree  # noqa: PLC0415
-
+def check_phase_transition() -> Outcome:
     def run():
         problem = aligned_problem(128, 4, 2, 12.0, seed=31, adapt="QV")
-        ref, _ = _reference(problem)
+        ref, _ = reference(problem)
         eps = 1e-3 * max(float(np.max(np.abs(v))) for v in ref.values())
         try:
             approx_gradients(problem, eps=eps)
@@ -132,9 +107,9 @@ def check_phase_transition() -> CheckResult:
         err = max(float(np.max(np.abs(np.asarray(_xp.to_numpy(res.grads[k])) - ref[k]))) for k in ref)
         return err > eps, (f"R=12, L=128: largest cheaper rank k={res.rank} (g={g}) errs {err:.2e} "
                            f"> eps {eps:.2e}")
-    return _timed("phase transition", "above the threshold the ranks cheaper than exact miss eps; API raises",
-                  run)
+    return timed("phase transition", run,
+                 detail="above the threshold the ranks cheaper than exact miss eps; API raises")
 
 
-def checks(full: bool = False) -> list:
+def approx_checks(full: bool = False) -> list[Outcome]:
     return [*check_within_bound(full), check_alman_song(), check_phase_transition()]

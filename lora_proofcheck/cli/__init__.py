@@ -1,36 +1,36 @@
-"""`lora-proofcheck`: argparse front end. Each stage module adds its own subcommands."""
+"""`lora-proofcheck`: the command line, one module per command group.
+
+    regen, check, env   `core`
+    plan                `plan`
+    bench               `bench`
+    report              `report`
+
+Each module's `add_commands(subparsers)` adds its subcommands; a subparser sets `func(args) -> int`.
+Errors the package raises on purpose (`ProofcheckError`) print one line and exit with status 2.
+"""
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
-from .errors import ProofcheckError
+from ..errors import ProofcheckError
+from . import bench, core, plan, report
 
-# Modules providing add_commands(subparsers); each subparser sets `func(args) -> int`.
-COMMAND_MODULES = (
-    "lora_proofcheck.commands",
-    "lora_proofcheck.planning",
-    "lora_proofcheck.bench",
-    "lora_proofcheck.report.command",
-)
+__all__ = ["build_parser", "main"]
+
+COMMAND_MODULES = (core, plan, bench, report)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lora-proofcheck",
-        description="Machine-checked verification of 'Computational Limits of LoRA' (Hu et al., ICLR 2025): "
-                    "SymPy derivations -> generated kernels -> checks -> reports.",
+        description="Machine-checked verification of 'Computational Limits of Low-Rank Adaptation (LoRA) for "
+                    "Transformer-Based Models' (Hu et al., ICLR 2025): SymPy derivations -> generated kernels "
+                    "-> checks -> reports.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue
+    for module in COMMAND_MODULES:
         module.add_commands(sub)
     return parser
 
@@ -46,7 +46,3 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -13,13 +13,13 @@ import math
 import re
 from pathlib import Path
 
-from .benchmarks import BenchConfig, run_benchmark, summarize
-from .errors import InvalidInputError
+from .._lib.tables import render_table
+from ..benchmarks import BenchConfig, run_benchmark, summarize
+from ..benchmarks.plot import plot
+from ..benchmarks.presets import PRESETS
+from ..errors import InvalidInputError
 
-QUICK = {"L_min": 256, "L_max": 2048, "repeats": 1, "max_seconds": 30.0, "budget_seconds": 180.0,
-         "gemm_square": 512}
-FULL = {"L_min": 1024, "L_max": 131072, "repeats": 3, "max_seconds": 300.0, "budget_seconds": 1200.0,
-        "gemm_square": 2048}
+__all__ = ["add_commands", "config_from_args", "format_summary", "format_table"]
 
 
 def _length(text: str) -> int:
@@ -102,7 +102,7 @@ def _output_path(path: Path | None, suffix: str, flag: str) -> None:
 
 def config_from_args(args) -> BenchConfig:
     """BenchConfig from parsed flags; conflicting flags raise InvalidInputError naming them."""
-    preset = QUICK if args.quick else FULL
+    preset = PRESETS["quick" if args.quick else "full"]
     pick = lambda value, key: preset[key] if value is None else value  # noqa: E731
     L_min, L_max = pick(args.L_min, "L_min"), pick(args.L_max, "L_max")
     if args.sizes is None and L_min > L_max:
@@ -134,7 +134,7 @@ def _fmt(value, spec):
 
 
 def format_table(result: dict) -> str:
-    rows = [("method", "L", "median s", "GFLOP/s", "peak MiB", "max|err|", "bound", "note")]
+    rows = []
     for e in result["results"]:
         if e["status"] == "ok":
             rows.append((e["method"], str(e["L"]), _fmt(e["median_s"], ".4g"), _fmt(e.get("gflops"), ".3g"),
@@ -142,9 +142,7 @@ def format_table(result: dict) -> str:
                          _fmt(e.get("bound"), ".1e"), f"{e['repeats_done']} run(s)"))
         else:
             rows.append((e["method"], str(e["L"]), "-", "-", "-", "-", "-", f"{e['status']}: {e['reason']}"))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
-    fmt = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1]  # noqa: E731
-    return "\n".join([fmt(rows[0])] + [fmt(r) for r in rows[1:]])
+    return render_table(("method", "L", "median s", "GFLOP/s", "peak MiB", "max|err|", "bound", "note"), rows)
 
 
 def format_summary(summary: dict) -> str:
@@ -168,8 +166,6 @@ def _bench(args) -> int:
         args.out.write_text(json.dumps(result, indent=1, allow_nan=False) + "\n", encoding="utf-8")
         print(f"wrote {args.out}")
     if args.plot is not None:
-        from .benchmarks.plot import plot  # noqa: PLC0415 - matplotlib only when asked for
-
         plot(result, args.plot)
         print(f"wrote {args.plot}")
     return 0

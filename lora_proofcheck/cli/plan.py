@@ -2,7 +2,7 @@
 
 Prints the smallest certified degree for the size, logit bound R and eps, its feature rank, the
 predicted cost ratio against the exact path, and the largest degree still cheaper. The magnitudes
-the certificate needs in place of data are options (see `approx.plan`).
+the certificate needs in place of data are options (see `gradients.planner.plan`).
 
 Exit status: 0 when a certified degree is cheaper than the exact path; 3 when above the threshold
 (the plan and the reason are still printed, so scripts can branch on it); 2 on a bad argument.
@@ -11,6 +11,11 @@ Exit status: 0 when a certified degree is cheaper than the exact path; 3 when ab
 from __future__ import annotations
 
 import json
+
+from .._lib.tables import key_value_table
+from ..gradients.planner import METHODS, plan
+
+__all__ = ["EXIT_ABOVE_THRESHOLD", "add_commands", "format_plan"]
 
 EXIT_ABOVE_THRESHOLD = 3
 
@@ -25,15 +30,15 @@ def add_commands(sub) -> None:
     p.add_argument("--L", type=int, required=True, help="sequence length (queries)")
     p.add_argument("--d", type=int, required=True, help="head dimension")
     p.add_argument("--logit-bound", type=float, required=True, dest="logit_bound",
-                   help="R >= max |S_ij| (e.g. from `approx.logit_bound(problem)`)")
+                   help="R >= max |S_ij| (e.g. from `lora_proofcheck.logit_bound(problem)`)")
     p.add_argument("--eps", type=float, required=True, help="requested max-abs gradient error")
     p.add_argument("--adapt", default="QV", help="adapted modules, a string over QKV (default QV)")
     p.add_argument("--r", type=int, default=4, help="LoRA rank (default 4)")
     p.add_argument("--N", type=int, default=1, help="batch size (default 1)")
     p.add_argument("--L-kv", type=int, default=None, dest="L_kv", help="keys (cross-attention; default L)")
-    p.add_argument("--method", default="auto", choices=("auto", "taylor", "chebyshev"))
+    p.add_argument("--method", default="auto", choices=METHODS)
     p.add_argument("--dtype", default="float64", choices=("float64", "float32"))
-    g = p.add_argument_group("assumed magnitudes (defaults: see approx.plan)")
+    g = p.add_argument_group("assumed magnitudes (defaults: see lora_proofcheck.plan)")
     for name in ("beta", "alpha", "input-bound", "value-bound", "target-bound", "query-bound",
                  "key-bound", "adapter-bound"):
         g.add_argument(f"--{name}", type=float, default=None, dest=name.replace("-", "_"))
@@ -42,8 +47,6 @@ def add_commands(sub) -> None:
 
 
 def _plan(args) -> int:
-    from .approx import plan  # noqa: PLC0415
-
     magnitudes = {k: getattr(args, k) for k in ("beta", "alpha", "input_bound", "value_bound", "target_bound",
                                                  "query_bound", "key_bound", "adapter_bound")
                   if getattr(args, k) is not None}
@@ -57,7 +60,7 @@ def _plan(args) -> int:
 
 
 def format_plan(result) -> str:
-    """Human-readable plan: one 'name: value' line each, the verdict last."""
+    """Human-readable plan: one 'name  value' row each, the verdict last."""
     fmt = lambda v: "-" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))  # noqa: E731
     cost = result.cost
     rows = [
@@ -78,6 +81,5 @@ def format_plan(result) -> str:
                                    f"bound {fmt(result.max_cheaper_bound)})"),
         ("assumptions", ", ".join(f"{k}={v:.4g}" for k, v in result.assumptions.items())),
     ]
-    width = max(len(k) for k, _ in rows)
     verdict = "FEASIBLE: " if result.feasible else "ABOVE THRESHOLD: "
-    return "\n".join(f"{k.rjust(width)}: {v}" for k, v in rows) + "\n" + verdict + result.reason
+    return key_value_table(rows) + "\n" + verdict + result.reason

@@ -1,24 +1,20 @@
-"""`lora-proofcheck report --out DIR [--quick | --full] [--backend numpy|cupy] [--seed N]`.
+"""`lora-proofcheck report --out DIR [--quick | --full] [--backend numpy|cupy] [--seed N] [--bench FILE]`.
 
-Atomic: the output directory is probed (a temporary sibling `.DIR.tmp-*` is created) before any
-work; every file is written there and the folder is renamed to DIR at the end. An existing DIR
-is replaced only if it holds a previous report. Any failure or interrupt removes the temporary
-folder, so DIR is either the complete new report or untouched.
+The report is written atomically (`report.output.publish`): DIR is either the complete new report
+or untouched.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
-from ..errors import InvalidInputError
-from .config import MAX_SEED, ReportConfig
+from ..report.build import write_report
+from ..report.config import MAX_SEED, ReportConfig, check_backend
+from ..report.measurements.benchmark import recorded_benchmark
 
-REPORT_FILES = ("report.json", "report.md", "report.html")
+__all__ = ["add_commands"]
 
 
 def _seed(text: str) -> int:
@@ -71,85 +67,12 @@ def add_commands(sub) -> None:
     p.set_defaults(func=_report, mode="full")
 
 
-def check_backend(backend: str) -> None:
-    if backend not in ("numpy", "cupy"):
-        raise InvalidInputError(f"--backend must be 'numpy' or 'cupy', got {backend!r}")
-    if backend == "cupy":
-        try:
-            import cupy  # noqa: PLC0415
-
-            count = cupy.cuda.runtime.getDeviceCount()
-        except Exception as exc:  # noqa: BLE001 - no CuPy, no driver, no device
-            raise InvalidInputError(
-                f"--backend cupy: CuPy with a CUDA device is not available here ({exc})"
-            ) from None
-        if count < 1:
-            raise InvalidInputError("--backend cupy: CuPy found no CUDA device")
-
-
-def prepare_output(out: Path) -> Path:
-    """Validate --out and create the temporary sibling folder the report is built in."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise InvalidInputError(f"--out {str(out)!r} exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()) and not (out / "report.json").is_file():
-        raise InvalidInputError(
-            f"--out {str(out)!r} is a non-empty directory that does not hold a report; refusing to replace it"
-        )
-    parent = out.resolve().parent
-    if not parent.exists():
-        raise InvalidInputError(f"--out {str(out)!r}: parent directory {str(parent)!r} does not exist")
-    if not parent.is_dir():
-        raise InvalidInputError(f"--out {str(out)!r}: {str(parent)!r} is not a directory")
-    try:
-        return Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
-    except OSError as exc:
-        raise InvalidInputError(
-            f"--out {str(out)!r}: cannot write in {str(parent)!r} ({exc.strerror})"
-        ) from None
-
-
-def publish(tmp: Path, out: Path) -> None:
-    """Move the finished folder into place (replacing a previous report)."""
-    out = Path(out)
-    os.chmod(tmp, 0o755)  # mkdtemp makes it private; a report is for reading
-    if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.resolve().parent))
-        os.rmdir(old)
-        out.rename(old)
-        try:
-            tmp.rename(out)
-        except BaseException:
-            old.rename(out)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(out)
-
-
-def write_report(config: ReportConfig, out: Path, *, stream=sys.stderr) -> dict:
-    """Build the report for `config` and publish it at `out` atomically; returns the report."""
-    from . import build, writers  # noqa: PLC0415
-
-    tmp = prepare_output(out)
-    try:
-        report, plots = build.build_report(config, stream=stream)
-        writers.write_all(report, plots, tmp)
-        publish(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return report
-
-
 def _report(args) -> int:
-    check_backend(args.backend)
+    check_backend(args.backend, name="--backend")
     if args.bench is not None:
-        from .build import recorded_benchmark  # noqa: PLC0415
-
-        recorded_benchmark(args.bench)  # fail fast, naming --bench, before any work
+        recorded_benchmark(args.bench, name="--bench")  # fail fast, naming the flag, before any work
     config = ReportConfig(mode=args.mode, seed=args.seed, backend=args.backend, bench_file=args.bench)
-    report = write_report(config, args.out, stream=None if args.no_progress else sys.stderr)
+    report = write_report(config, args.out, stream=None if args.no_progress else sys.stderr, name="--out")
     s = report["summary"]
     counts = ", ".join(f"{n} {v}" for v, n in s["verdict_counts"].items() if n)
     print(f"wrote {args.out}/report.json, report.md, report.html and {len(report['plots'])} plots")

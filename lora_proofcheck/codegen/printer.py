@@ -15,6 +15,7 @@ import sympy as sp
 from sympy.matrices.expressions.diagonal import DiagMatrix
 from sympy.printing.numpy import NumPyPrinter
 
+__all__ = ["XPPrinter"]
 
 
 def _is_ones(e, rows=None, cols=None) -> bool:

@@ -5,11 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import sympy as sp
-
 from sympy.matrices.expressions.diagonal import DiagMatrix
 
 from ..derivations.nodes import ColSlice, Derivation, FaceSplit
 from .printer import XPPrinter
+
+__all__ = ["Kernel", "render_function", "render_module"]
 
 
 @dataclass(frozen=True)

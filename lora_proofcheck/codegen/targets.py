@@ -1,18 +1,29 @@
-"""Generated files of the approximate (polynomial-method) path: the fused low-rank kernels.
+"""Every generated file, and the derivation it is printed from: the three kernel modules under
+`lora_proofcheck/kernels/` and the human-readable records under the checkout's `derivations/`.
 
-Per module subset: the whole chain in one call (`lowrank_gradients_<mods>`), and its three row
-passes (`lowrank.PHASES`) that the chunked runtime calls once per row chunk, adding up Vq and Vk
-(sums over key and query rows) and the weight gradients (sums over rows) between passes.
+Per module subset the exact kernels (`exact_gradients_<mods>`), the fused low-rank chain in one call
+(`lowrank_gradients_<mods>`) and its three row passes (`lowrank_chain.PHASES`) that the chunked
+runtime calls once per row chunk, adding up Vq and Vk (sums over key and query rows) and the weight
+gradients (sums over rows) between passes.
 """
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
-from ..derivations import lowrank
-from .regen import _subsets
+import sympy as sp
+
+from ..derivations import adapter, decomposition, lowrank_chain
 from .render import Kernel, render_module
 
+__all__ = ["KERNELS", "RECORDS", "derivation_record", "module_subsets", "phase_outputs", "targets"]
+
+PACKAGE = Path(__file__).resolve().parent.parent
+KERNELS = PACKAGE / "kernels"
+RECORDS = PACKAGE.parent / "derivations"  # human-readable records, in a source checkout only
+
+EXACT_ARGS = ("X_q", "X_kv", "W_Q", "W_K", "W_V", "Y", "beta")
 LOWRANK_ARGS = ("U1", "U2", "X_q", "X_kv", "W_Q", "W_K", "W_V", "Y", "beta")
 #: fixed signatures of the row passes (an argument a subset does not need is accepted and unused)
 PHASE_ARGS = {
@@ -20,12 +31,38 @@ PHASE_ARGS = {
     "query_pass": ("U1", "Vq", "X_q", "W_Q", "Y", "beta"),
     "key_pass": ("U2", "Vk", "X_kv", "W_V", "beta"),
 }
-HELPERS = "from ._ops import face_contract, face_split"
+LOWRANK_HELPERS = "from ._ops import face_contract, face_split"
+
+
+def module_subsets():
+    """Every non-empty subset of "QKV", in canonical order: Q, K, V, QK, QV, KV, QKV."""
+    for n in (1, 2, 3):
+        yield from ("".join(c) for c in itertools.combinations("QKV", n))
+
+
+def exact_module() -> str:
+    D = decomposition.build()
+    kernels = [Kernel("exact_terms", D, EXACT_ARGS, decomposition.TERMS + ("loss",),
+                      "Every term of the exact decomposition (O(L L_kv) memory; for checks).")]
+    for mods in module_subsets():
+        outs = ("loss",) + tuple(decomposition.WEIGHT_GRADIENTS[m] for m in mods)
+        kernels.append(Kernel(f"exact_gradients_{mods}", D, EXACT_ARGS, outs,
+                              f"Per-sample loss and dL/dW for modules {', '.join(mods)} (rows of X_q may be a block)."))
+    return render_module("Exact O(L^2 d) loss and weight gradients of one attention head.", kernels, [D])
+
+
+def lora_module() -> str:
+    D = adapter.build()
+    kernels = [
+        Kernel("lora_weight", D, ("W0", "A", "B", "scale"), ("W",), "Effective weight W* + (alpha/r) B A."),
+        Kernel("lora_gradients", D, ("dW", "A", "B", "scale"), ("dA", "dB"), "dL/dA and dL/dB from dL/dW."),
+    ]
+    return render_module("LoRA chain rule (adapter factors from weight gradients).", kernels, [D])
 
 
 def phase_outputs(mods: str) -> dict:
     """{phase: outputs} of the row passes a module subset runs (no key pass without K or V)."""
-    grads = tuple(lowrank.WEIGHT_GRADIENTS[m] for m in mods)
+    grads = tuple(lowrank_chain.WEIGHT_GRADIENTS[m] for m in mods)
     key_side = tuple(g for g in grads if g != "dW_Q")
     out = {"key_moments": ("Vq",), "query_pass": ("loss",) + tuple(g for g in grads if g == "dW_Q")
            + (("Vk",) if key_side else ())}
@@ -35,12 +72,12 @@ def phase_outputs(mods: str) -> dict:
 
 
 def lowrank_module() -> str:
-    derivations = [lowrank.build(mods) for mods in _subsets()]
+    derivations = [lowrank_chain.build(mods) for mods in module_subsets()]
     full = next(D for D in derivations if D.name == "lowrank_QKV")
-    kernels = [Kernel("lowrank_terms", full, LOWRANK_ARGS, lowrank.TERMS,
+    kernels = [Kernel("lowrank_terms", full, LOWRANK_ARGS, lowrank_chain.TERMS,
                       "Intermediate terms of the fused low-rank chain (O(L k + L d^2) memory; for checks).")]
-    for mods, D in zip(_subsets(), derivations):
-        outs = ("loss",) + tuple(lowrank.WEIGHT_GRADIENTS[m] for m in mods)
+    for mods, D in zip(module_subsets(), derivations):
+        outs = ("loss",) + tuple(lowrank_chain.WEIGHT_GRADIENTS[m] for m in mods)
         kernels.append(Kernel(f"lowrank_gradients_{mods}", D, LOWRANK_ARGS, outs,
                               f"Per-sample loss and dL/dW for modules {', '.join(mods)} from features U1, U2 "
                               "with U1 U2^T ≈ exp(beta C1 C2^T); never forms an L x L_kv array."))
@@ -49,13 +86,50 @@ def lowrank_module() -> str:
                                   f"Row pass {phase!r} of the fused chain for modules {', '.join(mods)}: "
                                   "its outputs are sums over the rows given (add them up over row chunks)."))
     return render_module("Fused low-rank O(L k d^2) loss and weight gradients of one attention head.",
-                         kernels, derivations, helpers=HELPERS)
+                         kernels, derivations, helpers=LOWRANK_HELPERS)
 
 
-def targets(kernels_dir) -> dict:
-    return {Path(kernels_dir) / "_generated_lowrank.py": lowrank_module()}
+def recorded_derivations() -> list:
+    """The derivations recorded under derivations/, in index order."""
+    return [decomposition.build(), adapter.build(), lowrank_chain.build("QKV"), lowrank_chain.build_lemmas()]
 
 
-def derivations() -> list:
-    """The derivations recorded under derivations/: the fused chain (all modules) and the lemmas'."""
-    return [lowrank.build("QKV"), lowrank.build_lemmas()]
+def derivation_record(D) -> str:
+    lines = [f"# Derivation `{D.name}`", "",
+             "GENERATED by `lora-proofcheck regen` -- DO NOT EDIT.", "",
+             f"sha256 `{D.digest()}`; source `{D.source.replace('.', '/')}.py`.", "",
+             "| step | definition | paper |", "|---|---|---|"]
+    for s in D.steps:
+        paper = s.paper.replace("|", "\\|")  # a bare | would end the table cell
+        latex = sp.latex(s.expr).replace("|", r"\vert ")
+        lines.append(f"| `{s.name}` | ${latex}$ | {paper} |")
+    return "\n".join(lines) + "\n"
+
+
+def records_index(derivations) -> str:
+    lines = ["# Derivation records", "",
+             "GENERATED by `lora-proofcheck regen` -- DO NOT EDIT.", "",
+             "Each file is one SymPy derivation of `lora_proofcheck/derivations/`, step by step as the kernels",
+             "evaluate it (LaTeX of each step, and where the paper states it). `regen` rewrites them with the",
+             "kernels; `regen --check` (run by the tests) proves both current.", "",
+             "| record | derivation | source | kernels |", "|---|---|---|---|"]
+    kernel_of = {"decomposition": "_generated_exact.py", "adapter": "_generated_lora.py"}
+    for D in derivations:
+        kernel = kernel_of.get(D.name, "_generated_lowrank.py" if D.name == "lowrank_QKV" else "(proofs only)")
+        lines.append(f"| [`{D.name}.md`]({D.name}.md) | `{D.name}` | `{D.source.replace('.', '/')}.py` | {kernel} |")
+    return "\n".join(lines) + "\n"
+
+
+def targets() -> dict:
+    """Every generated file: path -> text. Deterministic."""
+    out = {
+        KERNELS / "_generated_exact.py": exact_module(),
+        KERNELS / "_generated_lora.py": lora_module(),
+        KERNELS / "_generated_lowrank.py": lowrank_module(),
+    }
+    if RECORDS.is_dir():
+        derivations = recorded_derivations()
+        for D in derivations:
+            out[RECORDS / f"{D.name}.md"] = derivation_record(D)
+        out[RECORDS / "README.md"] = records_index(derivations)
+    return out

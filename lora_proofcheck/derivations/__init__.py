@@ -1,6 +1,10 @@
 """Stage 1 of the pipeline: SymPy derivations of every term, and their exact proofs.
 
-`exact` holds the exact gradient decomposition (u, alpha, f, c, G, p1, p2, p, dL/dA, dL/dB),
-`lora` the adapter chain rule, `proofs` the brute-force symbolic proofs; `lora-proofcheck regen`
-prints these derivations into the kernels of `lora_proofcheck.kernels`.
+`decomposition` holds the gradient decomposition of the paper (u, alpha, f, c, G, p1, p2, p,
+dL/dW), `adapter` the LoRA chain rule (dL/dA, dL/dB), `lowrank_chain` the chained low-rank
+approximation (Lemmas 3.3-3.7, fused as the kernels run it), `nodes` the matrix nodes SymPy lacks
+and the `Derivation` record, `interpreter` the evaluator on explicit matrices that the proofs use.
+`decomposition_proofs` and `lowrank_proofs` prove the identities; `registry` lists every proof with
+its tier. `lora-proofcheck regen` (`codegen`) prints the derivations into `lora_proofcheck.kernels`
+and writes their human-readable records to the checkout's top-level `derivations/` folder.
 """

@@ -1,7 +1,8 @@
 """The LoRA chain rule: W = W* + s B A (s = alpha/r), so dL/dA = s B^T dL/dW, dL/dB = s dL/dW A^T.
 
 The paper's Lemma 3.2 states dL/dB_Q = C1^T p A_Q C2, which is not even shape-consistent
-(erratum E3); the form below is the corrected one, proved in `proofs.prove_lora_gradients`.
+(erratum E3); the form below is the corrected one, proved in
+`decomposition_proofs.prove_lora_gradients`.
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ scale = sp.Symbol("scale")
 
 INPUTS = [W0, A, B, dW, scale]
 
+__all__ = ["INPUTS", "build"]
+
 
 def build() -> Derivation:
-    D = Derivation("lora", INPUTS)
+    D = Derivation("adapter", INPUTS, source=__name__)
     D.let("W", W0 + scale * B * A, "W = W* + (alpha/r) B A (Def. 1.1)")
     D.let("dA", scale * B.T * dW, "dL/dA = (alpha/r) B^T dL/dW (Lemma 3.2, r x d)")
     D.let("dB", scale * dW * A.T, "dL/dB = (alpha/r) dL/dW A^T (Lemma 3.2 corrected, d x r: E3)")

@@ -1,4 +1,5 @@
-"""The exact gradient of the LoRA attention loss, term by term, with the paper's names.
+"""The gradient decomposition (Lemmas 3.1-3.2): the exact gradient of the LoRA attention loss, term by
+term, with the paper's names.
 
 Per sample, with C1 := X W_Q, C2 := X' W_K, C3 := X' W_V (the paper's C^(1)W, C^(2), C^(3)):
 
@@ -9,7 +10,7 @@ Per sample, with C1 := X W_Q, C2 := X' W_K, C3 := X' W_V (the paper's C^(1)W, C^
     dL/dW_Q = beta X^T p C2,  dL/dW_K = beta X'^T p^T C1,  dL/dW_V = X'^T F^T c
 
 m is any row-wise shift (the row max in the kernels): F does not depend on it, which
-`proofs.prove_shift_invariance` proves. The adapter chain rule lives in `lora.py`.
+`decomposition_proofs.prove_shift_invariance` proves. The adapter chain rule lives in `adapter.py`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,13 @@ from __future__ import annotations
 import sympy as sp
 
 from .nodes import (
-    Derivation, RowMax, divide_rows, exp_elementwise, frobenius_half, rowsum, scale_rows,
+    Derivation,
+    RowMax,
+    divide_rows,
+    exp_elementwise,
+    frobenius_half,
+    rowsum,
+    scale_rows,
 )
 
 L, L_kv, d = sp.symbols("L L_kv d", integer=True, positive=True)
@@ -32,13 +39,15 @@ beta = sp.Symbol("beta")
 
 INPUTS = [X_q, X_kv, W_Q, W_K, W_V, Y, beta]
 
+__all__ = ["INPUTS", "TERMS", "WEIGHT_GRADIENTS", "build"]
+
 # The paper's names for the intermediate terms, in order (exported by the terms kernel).
 TERMS = ("C1", "C2", "C3", "S", "u", "alpha", "F", "c", "G", "p1", "r", "p2", "p")
 WEIGHT_GRADIENTS = {"Q": "dW_Q", "K": "dW_K", "V": "dW_V"}
 
 
 def build() -> Derivation:
-    D = Derivation("exact", INPUTS)
+    D = Derivation("decomposition", INPUTS, source=__name__)
     C1 = D.let("C1", X_q * W_Q, "C^(1) W = X W_Q (queries)")
     C2 = D.let("C2", X_kv * W_K, "C^(2) = X' W_K (keys)")
     C3 = D.let("C3", X_kv * W_V, "C^(3) = X' W_V (values)")

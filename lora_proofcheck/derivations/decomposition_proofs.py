@@ -10,13 +10,14 @@ canonical form and "== 0" is an exact proof. Identities in free E are stronger t
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
-
 import sympy as sp
 
-from . import exact, lora
-from .explicit import Interpreter, symbol_matrix
+from .._lib.records import Outcome, timed
+from . import adapter, decomposition
+from .interpreter import Interpreter, symbol_matrix
+
+__all__ = ["Exp", "laurent_zero", "proved", "prove_G_is_dL_dF", "prove_lora_gradients", "prove_p_is_dL_dS",
+           "prove_rowwise_form", "prove_shift_invariance"]
 
 
 class Exp(sp.Function):
@@ -27,17 +28,8 @@ class Exp(sp.Function):
         return self
 
 
-@dataclass(frozen=True)
-class Proof:
-    name: str
-    statement: str
-    paper: str
-    holds: bool
-    seconds: float
-    size: str
-
-
-def _laurent_zero(M) -> bool:
+def laurent_zero(M) -> bool:
+    """Every entry of M expands to exactly 0 (a canonical form for Laurent polynomials)."""
     return all(sp.expand(x) == 0 for x in M)
 
 
@@ -81,93 +73,85 @@ class _Instance:
     def interpreter(self, **given):
         env = {"X_q": self.X_q, "X_kv": self.X_kv, "W_Q": self.W["Q"], "W_K": self.W["K"],
                "W_V": self.W["V"], "Y": self.Y, "beta": self.beta, **given}
-        sizes = {exact.L: self.L, exact.L_kv: self.L_kv, exact.d: self.d}
+        sizes = {decomposition.L: self.L, decomposition.L_kv: self.L_kv, decomposition.d: self.d}
         return Interpreter(env, sizes, rowmax=lambda S: sp.zeros(S.rows, 1),
                            exp=lambda a: Exp(sp.expand(a)))
 
 
-def _timed(name, statement, paper, size, check) -> Proof:
-    t0 = time.perf_counter()
-    holds = bool(check())
-    return Proof(name, statement, paper, holds, time.perf_counter() - t0, size)
+def proved(name, statement, paper, size, check) -> Outcome:
+    """Time the exact check `check() -> bool` of a proof and record it."""
+    def run():
+        holds = bool(check())
+        return holds, "exactly 0" if holds else "NONZERO"
+
+    return timed(name, run, detail=statement, paper=paper, size=size)
 
 
-def prove_shift_invariance(L=2, L_kv=3) -> Proof:
+def prove_shift_invariance(L=2, L_kv=3) -> Outcome:
     """diag(alpha)^-1 exp(S - m 1^T) is the row softmax of S for every shift m."""
     S = symbol_matrix("s", L, L_kv)
     env = {"S": S}
-    I = Interpreter(env, {exact.L: L, exact.L_kv: L_kv})  # rowmax -> free symbols m_i
-    I.run(exact.build(), ["F"], given=("S",))
+    I = Interpreter(env, {decomposition.L: L, decomposition.L_kv: L_kv})  # rowmax -> free symbols m_i
+    I.run(decomposition.build(), ["F"], given=("S",))
     U = S.applyfunc(sp.exp)
     soft = sp.Matrix(L, L_kv, lambda i, j: U[i, j] / sum(U[i, :]))
-    return _timed("softmax shift invariance", "diag(u 1)^-1 u with u = exp(S - m 1^T) equals softmax_rows(S), any m",
+    return proved("softmax shift invariance", "diag(u 1)^-1 u with u = exp(S - m 1^T) equals softmax_rows(S), any m",
                   "Def. 3.2-3.4", f"L={L} L_kv={L_kv}",
                   lambda: all(sp.simplify(a - b) == 0 for a, b in zip(I.env["F"], soft)))
 
 
-def prove_G_is_dL_dF(L=2, L_kv=3, d=2) -> Proof:
+def prove_G_is_dL_dF(L=2, L_kv=3, d=2) -> Outcome:
     """G = c C3^T is the gradient of 1/2||F C3 - Y||^2 in F (the paper's q, transposed: E1)."""
     inst = _Instance(L=L, d=d, cross=True, L_kv=L_kv)
     F = symbol_matrix("f", L, inst.L_kv)
     I = inst.interpreter(F=F)
-    I.run(exact.build(), ["G"], given=("F",))
+    I.run(decomposition.build(), ["G"], given=("F",))
     c = F * inst.X_kv * inst.W["V"] - inst.Y
     loss = sum(x**2 for x in c) / 2
     brute = sp.Matrix(L, inst.L_kv, lambda i, j: sp.diff(loss, F[i, j]))
-    return _timed("G = dL/dF", "dL/dF = c (X' W_V)^T = G (rows of G are the paper's q_j)",
-                  "Lemma 3.2 / erratum E1", inst.size, lambda: _laurent_zero(brute - I.env["G"]))
+    return proved("G = dL/dF", "dL/dF = c (X' W_V)^T = G (rows of G are the paper's q_j)",
+                  "Lemma 3.2 / erratum E1", inst.size, lambda: laurent_zero(brute - I.env["G"]))
 
 
-def prove_p_is_dL_dS(L=3, L_kv=3, d=2, derivation=None) -> Proof:
+def prove_p_is_dL_dS(L=3, L_kv=3, d=2, derivation=None) -> Outcome:
     """p = F∘G - diag((F∘G)1) F is the gradient of the loss in the logits S."""
     inst = _Instance(L=L, d=d, cross=True, L_kv=L_kv)
     S = symbol_matrix("s", L, inst.L_kv)
     I = inst.interpreter(S=S)
-    I.run(derivation or exact.build(), ["p"], given=("S",))
+    I.run(derivation or decomposition.build(), ["p"], given=("S",))
     loss = inst.softmax_loss(S)
     brute = sp.Matrix(L, inst.L_kv, lambda i, j: sp.diff(loss, S[i, j]))
     diff = inst.rationalize(brute - I.env["p"], S)
-    return _timed("p = dL/dS", "dL/dS = F∘G - diag((F∘G) 1) F = p1 - p2", "Lemma 3.1, 3.2, Def. 3.6",
-                  inst.size, lambda: _laurent_zero(diff))
+    return proved("p = dL/dS", "dL/dS = F∘G - diag((F∘G) 1) F = p1 - p2", "Lemma 3.1, 3.2, Def. 3.6",
+                  inst.size, lambda: laurent_zero(diff))
 
 
-def prove_rowwise_form(L=3, L_kv=3) -> Proof:
+def prove_rowwise_form(L=3, L_kv=3) -> Outcome:
     """Row j of p equals the paper's (diag(f_j) - f_j f_j^T) q_j with q_j = G[j, :]^T."""
     F = symbol_matrix("f", L, L_kv)
     G = symbol_matrix("g", L, L_kv)
-    I = Interpreter({"F": F, "G": G}, {exact.L: L, exact.L_kv: L_kv})
-    I.run(exact.build(), ["p"], given=("F", "G"))
+    I = Interpreter({"F": F, "G": G}, {decomposition.L: L, decomposition.L_kv: L_kv})
+    I.run(decomposition.build(), ["p"], given=("F", "G"))
     rows = [((sp.diag(*F[j, :]) - F[j, :].T * F[j, :]) * G[j, :].T).T for j in range(L)]
-    return _timed("p rows = Lemma 3.2 form", "p_j = (diag(f_j) - f_j f_j^T) q_j, q_j = j-th row of G",
-                  "Lemma 3.2", f"L={L} L_kv={L_kv}", lambda: _laurent_zero(sp.Matrix.vstack(*rows) - I.env["p"]))
+    return proved("p rows = Lemma 3.2 form", "p_j = (diag(f_j) - f_j f_j^T) q_j, q_j = j-th row of G",
+                  "Lemma 3.2", f"L={L} L_kv={L_kv}", lambda: laurent_zero(sp.Matrix.vstack(*rows) - I.env["p"]))
 
 
-def prove_lora_gradients(module: str, *, L=2, d=2, r=1, cross=False, L_kv=None, derivation=None) -> Proof:
+def prove_lora_gradients(module: str, *, L=2, d=2, r=1, cross=False, L_kv=None, derivation=None) -> Outcome:
     """Brute-force dL/dA_mu, dL/dB_mu of the scalar loss equal the generated closed forms."""
     inst = _Instance(L=L, d=d, r=r, cross=cross, L_kv=L_kv, adapt=module)
     I = inst.interpreter()
-    I.run(derivation or exact.build(), [f"dW_{module}"])
+    I.run(derivation or decomposition.build(), [f"dW_{module}"])
     J = Interpreter({"W0": inst.W0[module], "A": inst.A[module], "B": inst.B[module],
-                     "dW": I.env[f"dW_{module}"], "scale": inst.s}, {lora.d: d, lora.r: r})
-    J.run(lora.build(), ["dA", "dB"])
+                     "dW": I.env[f"dW_{module}"], "scale": inst.s}, {adapter.d: d, adapter.r: r})
+    J.run(adapter.build(), ["dA", "dB"])
     loss = inst.softmax_loss(inst.S)
     A, B = inst.A[module], inst.B[module]
     brute_A = sp.Matrix(r, d, lambda i, j: sp.diff(loss, A[i, j]))
     brute_B = sp.Matrix(d, r, lambda i, j: sp.diff(loss, B[i, j]))
     diff = inst.rationalize(sp.Matrix.vstack(brute_A - J.env["dA"], (brute_B - J.env["dB"]).T))
-    return _timed(f"dL/dA_{module}, dL/dB_{module}",
+    return proved(f"dL/dA_{module}, dL/dB_{module}",
                   f"brute-force derivative of the loss in A_{module}, B_{module} = (alpha/r) B^T dW_{module}, "
                   f"(alpha/r) dW_{module} A^T", {"Q": "Lemma 3.2 (corrected, E3)", "K": "Lemma D.4 (corrected)",
                                                  "V": "new (not in the paper)"}[module],
-                  inst.size, lambda: _laurent_zero(diff))
-
-
-def all_proofs(*, full: bool = False) -> list:
-    """Every proof; `full` adds the L = 3 end-to-end instances (about a minute each)."""
-    out = [prove_shift_invariance(), prove_G_is_dL_dF(), prove_p_is_dL_dS(), prove_rowwise_form()]
-    for module in "QKV":
-        out.append(prove_lora_gradients(module))
-        out.append(prove_lora_gradients(module, cross=True, L_kv=3))
-        if full:
-            out.append(prove_lora_gradients(module, L=3))
-    return out
+                  inst.size, lambda: laurent_zero(diff))

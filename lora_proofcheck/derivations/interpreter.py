@@ -8,11 +8,12 @@ brute-force derivatives of the scalar loss. It is deliberately independent of th
 from __future__ import annotations
 
 import sympy as sp
-from sympy.matrices.expressions import MatrixExpr
 from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 from sympy.matrices.expressions.diagonal import DiagMatrix
 
 from .nodes import ColSlice, FaceContract, FaceSplit, HStack, RowDot, RowMax
+
+__all__ = ["Interpreter", "symbol_matrix"]
 
 
 def symbol_matrix(name: str, rows: int, cols: int, **assumptions) -> sp.Matrix:
@@ -107,7 +108,3 @@ class Interpreter:
 
 def _explicit(v) -> bool:
     return isinstance(v, sp.MatrixBase)
-
-
-def is_matrix_expr(e) -> bool:
-    return isinstance(e, MatrixExpr)

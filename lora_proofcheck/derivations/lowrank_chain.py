@@ -24,7 +24,7 @@ formed: L x d^2, never L x k d):
 
 (FaceContract(c, A M') = (A ⊘ c) M: see `nodes.FaceContract`.)  Only the blocks a module subset
 needs are stacked (`build(modules)`).  The two sums over rows (Vq, Vk) split the kernel into three
-passes over row chunks (`PHASES`): the runtime (`lowrank.py`) runs them chunk by chunk, so the
+passes over row chunks (`PHASES`): the runtime (`gradients/lowrank_path.py`) runs them chunk by chunk, so the
 features never exist for all L rows at once.  Cost 2 (L + L_kv) k (2 + 3d + 2d^2) flops for the
 four GEMMs, memory O(chunk k + L d^2).  `lowrank_proofs` proves both chains equal the exact
 derivation when U1 U2^T = exp(S) exactly, and equal the exact gradient formulas of the
@@ -35,9 +35,19 @@ from __future__ import annotations
 
 import sympy as sp
 
-from .exact import L, L_kv, W_K, W_Q, W_V, X_kv, X_q, Y, beta, d
-from .nodes import (ColSlice, Derivation, FaceContract, FaceSplit, HStack, RowDot, divide_rows, frobenius_half,
-                    ones, scale_rows)
+from .decomposition import W_K, W_Q, W_V, L, L_kv, X_kv, X_q, Y, beta, d
+from .nodes import (
+    ColSlice,
+    Derivation,
+    FaceContract,
+    FaceSplit,
+    HStack,
+    RowDot,
+    divide_rows,
+    frobenius_half,
+    ones,
+    scale_rows,
+)
 
 k = sp.Symbol("k", integer=True, positive=True)
 
@@ -46,6 +56,8 @@ _U2 = sp.MatrixSymbol("U2", L_kv, k)
 _X_kv = X_kv
 
 INPUTS = [U1, _U2, X_q, X_kv, W_Q, W_K, W_V, Y, beta]
+
+__all__ = ["INPUTS", "P2_VARIANTS", "PHASES", "TERMS", "WEIGHT_GRADIENTS", "build", "build_lemmas", "k"]
 
 # Intermediate terms exported by the terms kernel (for checks against the exact terms).
 TERMS = ("C1", "C2", "C3", "alpha", "O", "c", "r", "pC2", "pTC1", "FTc", "loss")
@@ -67,11 +79,11 @@ def build_lemmas(p2: str = "rows") -> Derivation:
     if p2 not in P2_VARIANTS:
         raise ValueError(f"p2 must be one of {P2_VARIANTS}, got {p2!r}")
     if p2 == "rows":
-        D = Derivation("lowrank_lemmas", INPUTS)
+        D = Derivation("lowrank_lemmas", INPUTS, source=__name__)
         U2, X_kv = _U2, _X_kv
     else:  # diag(r~) (L x L) next to key-side factors: only self-attention shapes type-check
         U2, X_kv = sp.MatrixSymbol("U2", L, k), sp.MatrixSymbol("X_kv", L, d)
-        D = Derivation("lowrank_paper_p2", [U1, U2, X_q, X_kv, W_Q, W_K, W_V, Y, beta])
+        D = Derivation("lowrank_paper_p2", [U1, U2, X_q, X_kv, W_Q, W_K, W_V, Y, beta], source=__name__)
     ones_kv = ones(U2.shape[0])
     C1 = D.let("C1", X_q * W_Q, "C^(1) W = X W_Q (queries)")
     C2 = D.let("C2", X_kv * W_K, "C^(2) = X' W_K (keys)")
@@ -125,7 +137,7 @@ def build(modules: str = "QKV") -> Derivation:
     if not modules or any(m not in "QKV" for m in modules) or "".join(m for m in "QKV" if m in modules) != modules:
         raise ValueError(f"modules must be a non-empty ordered subset of 'QKV', got {modules!r}")
     q, k_, v = ("Q" in modules), ("K" in modules), ("V" in modules)
-    D = Derivation(f"lowrank_{modules}", INPUTS)
+    D = Derivation(f"lowrank_{modules}", INPUTS, source=__name__)
     U2, X_kv = _U2, _X_kv
     C3 = D.let("C3", X_kv * W_V, "C^(3) = X' W_V (values)")
     key_blocks = [ones(L_kv), C3]

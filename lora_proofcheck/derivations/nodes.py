@@ -15,6 +15,9 @@ from sympy.matrices.expressions import MatrixExpr
 from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 from sympy.matrices.expressions.diagonal import DiagMatrix
 
+__all__ = ["ColSlice", "Derivation", "FaceContract", "FaceSplit", "HStack", "RowDot", "RowMax", "Step",
+           "divide_rows", "exp_elementwise", "frobenius_half", "ones", "rowsum", "scale_rows"]
+
 
 class RowMax(MatrixExpr):
     """max_j M_ij as a column: the shift that keeps exp finite (any shift gives the same softmax)."""
@@ -146,6 +149,7 @@ class Derivation:
     name: str
     inputs: list
     steps: list = field(default_factory=list)
+    source: str = ""  # the module that builds it (named in the generated records)
 
     def let(self, name: str, expr, paper: str = ""):
         """Append a step and return the symbol that stands for it in later steps."""

@@ -22,12 +22,14 @@ import sympy as sp
 from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 from sympy.matrices.expressions.diagonal import DiagMatrix
 
-from .derivations import exact, lowrank
-from .derivations.nodes import ColSlice, FaceContract, FaceSplit, HStack, RowDot, RowMax
-from ._validate import check_int
-from .lowrank import check_modules
+from .._lib.validate import check_int, check_modules
+from ..derivations import decomposition, lowrank_chain
+from ..derivations.nodes import ColSlice, FaceContract, FaceSplit, HStack, RowDot, RowMax
 
-SIZES = (exact.L, exact.L_kv, exact.d, lowrank.k)
+__all__ = ["approx_flops", "exact_bytes", "exact_flops", "feature_flops", "flops_formula", "largest_cheaper_degree",
+           "lowrank_bytes", "lowrank_flops", "path_costs", "peak_entries_formula"]
+
+SIZES = (decomposition.L, decomposition.L_kv, decomposition.d, lowrank_chain.k)
 
 
 def _entries(e):
@@ -144,13 +146,13 @@ def _check_sizes(**sizes) -> list:
 
 def _outputs(modules):
     modules = check_modules(modules)
-    return ("loss",) + tuple(exact.WEIGHT_GRADIENTS[m] for m in modules)
+    return ("loss",) + tuple(decomposition.WEIGHT_GRADIENTS[m] for m in modules)
 
 
 def _derivation(kind: str, outputs: tuple):
     if kind == "exact":
-        return exact.build()
-    return lowrank.build("".join(m for m, name in exact.WEIGHT_GRADIENTS.items() if name in outputs))
+        return decomposition.build()
+    return lowrank_chain.build("".join(m for m, name in decomposition.WEIGHT_GRADIENTS.items() if name in outputs))
 
 
 @functools.lru_cache(maxsize=64)
@@ -180,7 +182,7 @@ def lowrank_flops(L, L_kv, d, k, modules, N=1) -> int:
 
 
 def feature_flops(L, L_kv, d, degree, N=1) -> int:
-    """Flops `lowrank.lowrank_weight_gradients` spends before the kernel: Q = beta X W_Q, K = X' W_K
+    """Flops `lowrank_path.lowrank_weight_gradients` spends before the kernel: Q = beta X W_Q, K = X' W_K
     (2 L d^2 + L d, 2 L_kv d^2) and the monomial features (a product and a scaling per entry of
     U1 and U2 past degree 0, one scaling at degree 0)."""
     L, L_kv, d, N = _check_sizes(L=L, L_kv=L_kv, d=d, N=N)
@@ -204,3 +206,35 @@ def exact_bytes(L, L_kv, d, modules, N=1, *, itemsize=8, inputs=True) -> int:
     itemsize = check_int("itemsize", itemsize, 1)
     peaks = _peaks("exact", _outputs(modules), bool(inputs))
     return N * itemsize * max(int(p(L, L_kv, d, 1)) for p in peaks)
+
+
+def approx_flops(L, L_kv, d, degree, modules, N=1) -> float:
+    """Flops of the whole low-rank path at `degree`: the kernel at rank C(d+g, g) and its features."""
+    degree = check_int("degree", degree, 0)
+    k = math.comb(d + degree, degree)
+    return float(lowrank_flops(L, L_kv, d, k, modules, N=N) + feature_flops(L, L_kv, d, degree, N=N))
+
+
+def path_costs(L, L_kv, d, modules, N=1, degree=None) -> dict:
+    """{"approx_flops", "exact_flops", "ratio"} of the low-rank path at `degree` against the exact path
+    (approx_flops and ratio None when `degree` is None)."""
+    exact = float(exact_flops(L, L_kv, d, modules, N=N))
+    if degree is None:
+        return {"approx_flops": None, "exact_flops": exact, "ratio": None}
+    approx = approx_flops(L, L_kv, d, degree, modules, N=N)
+    return {"approx_flops": approx, "exact_flops": exact, "ratio": approx / exact}
+
+
+def largest_cheaper_degree(L, L_kv, d, modules, N=1, limit: int = 400) -> int | None:
+    """The largest degree g whose low-rank flops stay below the exact path's (None: not even g = 0).
+
+    >>> largest_cheaper_degree(2**16, 2**16, 8, "QKV")
+    7
+    """
+    exact = float(exact_flops(L, L_kv, d, modules, N=N))
+    g = None
+    for cand in range(limit + 1):
+        if approx_flops(L, L_kv, d, cand, modules, N=N) >= exact:
+            break
+        g = cand
+    return g

@@ -1,9 +1,11 @@
 """The low-rank path: loss and weight gradients through the generated fused low-rank kernels.
 
 Features U1, U2 with U1 U2^T = p(Q K^T) (Q = beta X W_Q, K = X' W_K, p ≈ exp) feed the chain of
-`derivations/lowrank.py`; it returns EXACTLY the loss and gradients of the approximate softmax
-F~ = diag(U1 U2^T 1)^-1 U1 U2^T (proved in `derivations/lowrank_proofs.py`) in O(N L k d^2) time.
-How close that is to the exact gradient is the certificate's business (`derivations/certificate.py`):
+`derivations/lowrank_chain.py`; it returns the loss of the approximate softmax
+F~ = diag(U1 U2^T 1)^-1 U1 U2^T and EXACTLY the gradient formulas of the exact path evaluated at F~
+(the plug-in gradient, proved in `derivations/lowrank_proofs.py`; not the derivative of the
+approximate loss) in O(N L k d^2) time.
+How close that is to the exact gradient is the certificate's business (`certification/certificate.py`):
 it holds when every logit lies in [-R, R], R the polynomial's radius.
 
 The chain runs as its three generated row passes (key moments, query pass, key pass), each over
@@ -14,31 +16,16 @@ while its GEMMs read them (measured at L = 16384, d = 8, g = 5: 3x faster than w
 
 from __future__ import annotations
 
+from .._lib import xp as _xp
+from .._lib.blocks import LOWRANK_CHUNKS, chunk_runner, recycle_block_memory, worker_threads
+from .._lib.validate import check_modules
+from ..certification.polynomial import ExpPolynomial
+from ..errors import InvalidInputError, InvalidTypeError
+from ..kernels import _generated_lowrank as gen
+from ..kernels.features import check_feature_inputs, feature_maps, feature_rank, side_features
+from ..problem import LoRAProblem, check_problem
 
-from . import _xp
-from ._chunks import chunk_runner
-from .derivations.polynomial import ExpPolynomial
-from .errors import InvalidInputError, InvalidTypeError
-from .kernels import _generated_lowrank as gen
-from .kernels import features as feature_mod
-from .kernels.features import feature_maps
-from .problem import MODULES, LoRAProblem
-
-# Bytes of one chunk's features (rows x k): a few MiB, so that the features a GEMM reads back are
-# still in the (32 MiB L3 / 1 MiB L2 per core) caches of the dev machine.  Measured at d = 8,
-# L = 16384 (k = 495 / 1287): 4-16 MiB within 10% of each other, whole arrays 2-3x slower.
-CHUNK_BYTES = 8 << 20
-MIN_CHUNK_ROWS = 64
-
-
-def check_modules(modules) -> str:
-    """`modules` as the canonical subset string of "QKV" (e.g. "VQ" -> "QV")."""
-    if not isinstance(modules, str):
-        raise InvalidTypeError(f"modules must be a string over 'Q', 'K', 'V', got {type(modules).__name__}")
-    if not modules or any(m not in MODULES for m in modules) or len(set(modules)) != len(modules):
-        raise InvalidInputError(
-            f"modules must be a non-empty string of distinct 'Q', 'K', 'V', got {modules!r}")
-    return "".join(m for m in MODULES if m in modules)
+__all__ = ["chunk_rows", "lowrank_weight_gradients", "problem_features"]
 
 
 def _check_features(problem: LoRAProblem, features):
@@ -78,10 +65,10 @@ def problem_features(problem: LoRAProblem, poly: ExpPolynomial):
 
 
 def chunk_rows(problem: LoRAProblem, k: int, rows="auto") -> int:
-    """Rows per chunk: "auto" (CHUNK_BYTES of features per chunk, at least MIN_CHUNK_ROWS) or an int."""
+    """Rows per chunk: "auto" (`_lib.blocks.LOWRANK_CHUNKS` bytes of features per chunk) or an int."""
     if rows == "auto":
         itemsize = 4 if problem.dtype_name == "float32" else 8
-        return max(MIN_CHUNK_ROWS, CHUNK_BYTES // (itemsize * problem.N * k))
+        return LOWRANK_CHUNKS.rows(itemsize * problem.N * k)
     if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
         raise InvalidInputError(f"chunk_rows must be 'auto' or a positive int, got {rows!r}")
     return rows
@@ -89,16 +76,15 @@ def chunk_rows(problem: LoRAProblem, k: int, rows="auto") -> int:
 
 def lowrank_weight_gradients(problem: LoRAProblem, poly, modules: str, *, features=None, chunk_rows="auto",
                              threads=None):
-    """Batch-mean loss (0-d array) and {mu: dL/dW_mu} of the approximate softmax, for `modules`.
+    """Batch-mean loss (0-d array) of the approximate softmax and {mu: dL/dW_mu} (exact formulas at F~), for `modules`.
 
-    Same contract as `exact.weight_gradients`. `features` = (U1, U2) replaces the polynomial
+    Same contract as `exact_path.weight_gradients`. `features` = (U1, U2) replaces the polynomial
     features (then `poly` is not used and may be None) and runs the whole chain in one call; shapes
     (N, L, k), (N, L_kv, k) (as `problem_features` returns them), or (L, k), (L_kv, k) for an
     unbatched problem.  Otherwise the features of `poly` are built chunk by chunk (`chunk_rows`:
-    "auto" or rows per chunk) on `threads` threads (None: the BLAS's thread count; see `exact`).
+    "auto" or rows per chunk) on `threads` threads (None: the BLAS's thread count; see `exact_path`).
     """
-    if not isinstance(problem, LoRAProblem):
-        raise InvalidTypeError(f"problem must be a LoRAProblem, got {type(problem).__name__}")
+    check_problem(problem)
     modules = check_modules(modules)
     if features is not None:
         if poly is not None and not isinstance(poly, ExpPolynomial):
@@ -117,16 +103,14 @@ def lowrank_weight_gradients(problem: LoRAProblem, poly, modules: str, *, featur
 
 def _chunked_chain(problem: LoRAProblem, poly, modules, rows, threads) -> dict:
     """The three row passes over chunks: per-sample loss and dW (summed over rows, not batch)."""
-    from .exact import _recycle_block_memory, worker_threads  # noqa: PLC0415 - shared policies
-
     xp, W, beta = problem.xp, problem.weights(), problem.beta
     X, Xkv, Y = problem.X3, problem.Xkv3, problem.Y3
     Q, K = beta * (X @ W["Q"]), Xkv @ W["K"]
-    feature_mod._check_arrays(xp, Q, K)
-    rows = chunk_rows(problem, feature_mod.feature_rank(problem.d, poly.degree), rows)
-    workers = worker_threads(problem, threads)
+    check_feature_inputs(xp, Q, K)
+    rows = chunk_rows(problem, feature_rank(problem.d, poly.degree), rows)
+    workers = worker_threads(xp, threads)
     if rows < max(problem.L, problem.L_kv):
-        _recycle_block_memory(xp)  # chunk temporaries recycled in the heap, not page-faulted in afresh
+        recycle_block_memory(xp)  # chunk temporaries recycled in the heap, not page-faulted in afresh
 
     def keys(s):  # the array API allows no out-of-bounds slice stops
         return slice(s, min(s + rows, problem.L_kv))
@@ -135,7 +119,7 @@ def _chunked_chain(problem: LoRAProblem, poly, modules, rows, threads) -> dict:
         return slice(s, min(s + rows, problem.L))
 
     def U2(s):
-        return feature_mod._side_features(xp, K[:, keys(s), :], poly, True)
+        return side_features(xp, K[:, keys(s), :], poly, True)
 
     def pass_(phase):
         return getattr(gen, f"lowrank_{phase}_{modules}")
@@ -143,7 +127,7 @@ def _chunked_chain(problem: LoRAProblem, poly, modules, rows, threads) -> dict:
     key_moments, query_pass = pass_("key_moments"), pass_("query_pass")
     with chunk_runner(workers, max(problem.L, problem.L_kv), rows) as sums:
         Vq = sums(lambda s: key_moments(U2(s), Xkv[:, keys(s), :], W["K"], W["V"]), problem.L_kv)["Vq"]
-        out = sums(lambda s: query_pass(feature_mod._side_features(xp, Q[:, queries(s), :], poly, False), Vq,
+        out = sums(lambda s: query_pass(side_features(xp, Q[:, queries(s), :], poly, False), Vq,
                                         X[:, queries(s), :], W["Q"], Y[:, queries(s), :], beta), problem.L)
         if "K" in modules or "V" in modules:
             Vk, key_pass = out.pop("Vk"), pass_("key_pass")

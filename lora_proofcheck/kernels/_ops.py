@@ -1,6 +1,6 @@
 """Hand-written runtime ops of the generated low-rank kernels: the face split and its contraction.
 
-(A ⊘ B)[i, a k_B + b] = A[i, a] B[i, b].  The fused chain (derivations/lowrank.py) forms face
+(A ⊘ B)[i, a k_B + b] = A[i, a] B[i, b].  The fused chain (derivations/lowrank_chain.py) forms face
 splits of two NARROW factors only (the data: L x d^2, never the L x k d of a feature factor) and,
 after the GEMM with the features, undoes one with `face_contract`:
 
@@ -12,6 +12,8 @@ Array-API generic; every array may carry the same leading batch dimensions.
 from __future__ import annotations
 
 from array_api_compat import array_namespace
+
+__all__ = ["face_contract", "face_split"]
 
 
 def face_split(A, B):

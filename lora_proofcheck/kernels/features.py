@@ -24,10 +24,12 @@ from fractions import Fraction
 
 import array_api_compat
 
-from .. import _xp
-from .._validate import check_int
-from ..derivations.polynomial import ExpPolynomial
+from .._lib import xp as _xp
+from .._lib.validate import check_int
 from ..errors import InvalidInputError, InvalidTypeError
+
+__all__ = ["check_feature_inputs", "feature_maps", "feature_rank", "feature_scales", "key_features",
+           "monomial_exponents", "paper_rank_bound", "query_features", "side_features"]
 
 # ----------------------------------------------------------------------------------------------
 # the colex order and its plan
@@ -92,7 +94,7 @@ def paper_rank_bound(d: int, degree: int) -> int:
 
 
 @functools.lru_cache(maxsize=256)
-def _scales(d: int, poly: ExpPolynomial) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def _scales(d: int, poly) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """(left, right) float scales of the columns, in colex order."""
     left, right = [], []
     for t, (level, a) in enumerate(zip(_exponents(d, poly.degree), poly.coefficients)):
@@ -106,22 +108,21 @@ def _scales(d: int, poly: ExpPolynomial) -> tuple[tuple[float, ...], tuple[float
     return tuple(left), tuple(right)
 
 
-def feature_scales(d: int, poly: ExpPolynomial) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def feature_scales(d: int, poly) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """(left, right) column scales sqrt(|a_t| t!/m!) and sign(a_t) sqrt(|a_t| t!/m!), in the
     colex order of `monomial_exponents`."""
     d = check_int("d", d, 1)
-    if not isinstance(poly, ExpPolynomial):
-        raise InvalidTypeError(f"poly must be an ExpPolynomial, got {type(poly).__name__}")
+    _check_poly(poly)
     return _scales(d, poly)
 
 
 @functools.lru_cache(maxsize=64)
-def _cached_column(xp, d: int, poly: ExpPolynomial, key: bool, dtype, device):
+def _cached_column(xp, d: int, poly, key: bool, dtype, device):
     values = _scales(d, poly)[1 if key else 0]
     return xp.reshape(xp.asarray(values, dtype=dtype, device=device), (len(values), 1))
 
 
-def _scale_column(xp, X, poly: ExpPolynomial, key: bool):
+def _scale_column(xp, X, poly, key: bool):
     """The (k, 1) scale column for X's d, dtype and device (cached where those are hashable)."""
     args = (xp, X.shape[-1], poly, key, X.dtype, array_api_compat.device(X))
     try:
@@ -164,10 +165,11 @@ def _stack(xp, X, plan, scale, out=None):
     return out * scale
 
 
-def _side_features(xp, X, poly: ExpPolynomial, key: bool, out=None):
+def side_features(xp, X, poly, key: bool, out=None):
     """UNVALIDATED features of the rows of X (..., L, d) -> (..., L, k), a transposed view of a
     (..., k, L) array: right (signed) scales if `key`, else left.  For callers that validated
-    once and call per chunk; `query_features` / `key_features` are the checked entry points.
+    once and call per chunk; `query_features` / `key_features` are the checked entry points, `check_feature_inputs`
+    the checks they run.
 
     `out`: optional (..., k, L) array of X's dtype and device (C-contiguous for speed) to reuse
     across chunks, NumPy / CuPy only (ignored elsewhere); the result is then a view of it.  Reuse
@@ -196,7 +198,7 @@ def _check_finite(xp, name, X):
         raise InvalidInputError(f"{name} has non-finite entries")
 
 
-def _check_arrays(xp, Q, K):
+def check_feature_inputs(xp, Q, K):
     names = {"Q": Q, "K": K}
     for name, X in names.items():
         _check_array(xp, name, X)
@@ -219,8 +221,13 @@ def _check_arrays(xp, Q, K):
 
 
 def _check_poly(poly):
-    if not isinstance(poly, ExpPolynomial):
-        raise InvalidTypeError(f"poly must be an ExpPolynomial, got {type(poly).__name__}")
+    """A polynomial as `certification.polynomial` makes them (an `ExpPolynomial`): an integer `degree`
+    and exact rational `coefficients` a_0..a_g. Duck-typed, so the kernels import nothing above them."""
+    coefficients = getattr(poly, "coefficients", None)
+    degree = getattr(poly, "degree", None)
+    if not isinstance(degree, int) or not isinstance(coefficients, tuple) or len(coefficients) != degree + 1:
+        raise InvalidTypeError("poly must be a polynomial with an int `degree` and a tuple of `degree + 1` "
+                               f"exact `coefficients` (an ExpPolynomial), got {type(poly).__name__}")
 
 
 def _checked_side(name, X, poly, key):
@@ -230,24 +237,24 @@ def _checked_side(name, X, poly, key):
     if X.shape[-1] < 1:
         raise InvalidInputError(f"{name} must have d >= 1 columns")
     _check_finite(xp, name, X)
-    return _side_features(xp, X, poly, key)
+    return side_features(xp, X, poly, key)
 
 
-def query_features(Q, poly: ExpPolynomial):
+def query_features(Q, poly):
     """U1 (..., L, k): left-scaled monomial features sqrt(|a_t| t!/m!) q^m of the rows of Q,
     columns in `monomial_exponents` order; same namespace, device and dtype as Q."""
     return _checked_side("Q", Q, poly, key=False)
 
 
-def key_features(K, poly: ExpPolynomial):
+def key_features(K, poly):
     """U2 (..., L_kv, k): sign-carrying features sign(a_t) sqrt(|a_t| t!/m!) k^m of the rows of K,
     so that query_features(Q) @ key_features(K)^T = p(Q K^T)."""
     return _checked_side("K", K, poly, key=True)
 
 
-def feature_maps(Q, K, poly: ExpPolynomial):
+def feature_maps(Q, K, poly):
     """(U1, U2) of shapes (..., L, k) and (..., L_kv, k), k = C(d+g, g), with
     U1 @ U2^T = p(Q K^T) entrywise (up to rounding); same namespace, device and dtype as Q."""
     _check_poly(poly)
-    _check_arrays(_xp.namespace(Q=Q, K=K), Q, K)  # the cross-argument checks; each side rechecks itself
+    check_feature_inputs(_xp.namespace(Q=Q, K=K), Q, K)  # the cross-argument checks; each side rechecks itself
     return query_features(Q, poly), key_features(K, poly)

@@ -11,7 +11,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .._lib import xp as _xp
+from .._lib.jsonable import jsonable
 from ..errors import InvalidInputError, InvalidTypeError
+
+__all__ = ["BACKENDS", "MAX_SEED", "MODES", "SIZES", "ReportConfig", "check_backend", "check_seed"]
 
 MODES = ("tiny", "quick", "full")
 BACKENDS = ("numpy", "cupy")
@@ -39,7 +43,7 @@ SIZES = {
         timing_L=(64, 128, 256),
     ),
     "quick": dict(
-        proofs="all",
+        proofs="quick",
         chain_instances=10,
         as_lemma_trials=200,
         property_L=(64, 200),
@@ -98,12 +102,29 @@ SIZES = {
 }
 
 
-def check_seed(seed) -> int:
+def check_seed(seed, name: str = "seed") -> int:
+    """An integer in [0, 2^63 - 1]; `name` is what errors call the argument."""
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise InvalidTypeError(f"--seed must be an integer, got {type(seed).__name__}")
+        raise InvalidTypeError(f"{name} must be an integer, got {type(seed).__name__}")
     if not 0 <= int(seed) <= MAX_SEED:
-        raise InvalidInputError(f"--seed must lie in [0, 2**63 - 1], got {seed}")
+        raise InvalidInputError(f"{name} must lie in [0, 2**63 - 1], got {seed}")
     return int(seed)
+
+
+def check_backend(backend: str, name: str = "backend") -> str:
+    """'numpy', or 'cupy' where CuPy sees a CUDA device; `name` is what errors call the argument."""
+    if backend not in BACKENDS:
+        raise InvalidInputError(f"{name} must be 'numpy' or 'cupy', got {backend!r}")
+    if backend == "cupy":
+        try:
+            import cupy  # noqa: PLC0415 - never imported unless asked for by name
+
+            count = cupy.cuda.runtime.getDeviceCount()
+        except Exception as exc:  # noqa: BLE001 - no CuPy, no driver, no device
+            raise InvalidInputError(f"{name} cupy: CuPy with a CUDA device is not available here ({exc})") from None
+        if count < 1:
+            raise InvalidInputError(f"{name} cupy: CuPy found no CUDA device")
+    return backend
 
 
 @dataclass(frozen=True)
@@ -118,7 +139,7 @@ class ReportConfig:
         if self.mode not in MODES:
             raise InvalidInputError(f"mode must be one of {MODES}, got {self.mode!r}")
         if self.backend not in BACKENDS:
-            raise InvalidInputError(f"--backend must be one of {BACKENDS}, got {self.backend!r}")
+            raise InvalidInputError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
         object.__setattr__(self, "seed", check_seed(self.seed))
         object.__setattr__(self, "sizes", dict(SIZES[self.mode]))
 
@@ -131,17 +152,7 @@ class ReportConfig:
 
     def xp(self):
         """The array namespace of the chosen backend."""
-        from .. import _xp  # noqa: PLC0415
-
         return _xp.resolve_namespace("cupy" if self.backend == "cupy" else None)
 
     def as_dict(self) -> dict:
-        return {"mode": self.mode, "seed": self.seed, "backend": self.backend, "sizes": _jsonable(self.sizes)}
-
-
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (tuple, list)):
-        return [_jsonable(v) for v in value]
-    return value
+        return {"mode": self.mode, "seed": self.seed, "backend": self.backend, "sizes": jsonable(self.sizes)}

@@ -1,13 +1,14 @@
-"""State shared by one report run: the configuration, results computed once and reused by several
-claims (proofs, errata re-checks, the property grid, the sweeps), and optional stages."""
+"""State shared by one report run: the configuration, and results computed once and reused by several
+claims (proofs, errata re-checks, the property grid, the sweeps)."""
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 
+from .._lib.records import Skip
 from .config import ReportConfig
-from .outcome import Skip
+
+__all__ = ["Context"]
 
 
 @dataclass
@@ -44,14 +45,3 @@ class Context:
         if state == "error":
             raise value
         return value
-
-
-def optional_module(name: str):
-    """An optional stage of the package (approx, costs, bench), or Skip naming it when absent."""
-    full = f"lora_proofcheck.{name}"
-    try:
-        return importlib.import_module(full)
-    except ModuleNotFoundError as exc:
-        if exc.name != full:
-            raise
-        raise Skip(f"lora_proofcheck.{name} is not available in this installation") from None

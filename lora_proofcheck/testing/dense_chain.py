@@ -1,4 +1,5 @@
-"""Dense reference of the paper's chain (Lemmas 3.2-3.7), in the paper's notation, for checks only.
+"""Dense reference of the paper's chain (Lemmas 3.2-3.7), in the paper's notation: an oracle for the
+report's ledger and errata checks.
 
 An oracle, not the approximate path: it materializes every L x L matrix on purpose, on the host,
 for small L. The same code runs on float64 arrays, on object arrays of mpmath numbers (high-
@@ -17,7 +18,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..testing import host_inputs
+from ..kernels.features import feature_maps
+from .oracles import host_inputs
+
+__all__ = ["adapter_gradients", "approx_F", "approx_terms", "exact_terms", "face_split", "Factors",
+           "float_exp", "logits", "lowrank_factors", "maxnorm", "object_exp", "paper_inputs", "PaperInputs",
+           "softmax_rows", "Terms", "terms_from_F"]
 
 
 def float_exp(M):
@@ -121,8 +127,6 @@ def approx_F(pi: PaperInputs, poly, *, features: bool = True):
     `features` builds A~ as U1 U2^T from the monomial feature maps (the algorithm's factorization,
     float arrays only); otherwise p is evaluated entrywise (exact or high-precision arrays)."""
     if features:
-        from ..kernels.features import feature_maps  # noqa: PLC0415
-
         U1, U2 = feature_maps(np.asarray(pi.C1 @ pi.W, np.float64), np.asarray(pi.C2, np.float64), poly)
         At = U1 @ U2.T
         if pi.transpose:
@@ -188,8 +192,6 @@ def lowrank_factors(pi: PaperInputs, poly, *, paper_literal: bool = False) -> Fa
 
     Corrected (default): U3 = U1 ⊘ V2, V3 = V1 ⊘ U2 (G~ = V2 U2^T: E1), U4 = diag(r~) U1, V4 = V1 (E2).
     `paper_literal`: U3 = U1 ⊘ U2, V3 = V1 ⊘ V2, U4 = U1, V4 = diag(r~) V1, as printed."""
-    from ..kernels.features import feature_maps  # noqa: PLC0415
-
     if pi.transpose:
         raise ValueError("lowrank_factors is written for the query adapter (transpose=False)")
     Uq, Uk = feature_maps(pi.C1 @ pi.W, pi.C2, poly)

@@ -14,10 +14,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import checks_approx as ca
-from . import checks_numeric as cn
-from . import checks_symbolic as cs
-from .outcome import Outcome, run_check
+from ..._lib.records import Outcome, run_check
+from . import measured as ca
+from . import numeric as cn
+from . import symbolic as cs
+
+__all__ = ["ASYMPTOTIC", "CLAIMS", "NUMERIC", "SYMBOLIC", "VERDICTS", "Check", "Claim", "run_ledger", "verdict",
+           "verdict_counts"]
 
 SYMBOLIC, NUMERIC, ASYMPTOTIC = "symbolic identity", "numerical bound", "asymptotic statement"
 VERDICTS = (

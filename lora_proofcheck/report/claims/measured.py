@@ -11,8 +11,12 @@ import math
 
 import numpy as np
 
-from .context import optional_module
-from .outcome import Skip
+from ..._lib.records import Skip
+from ...gradients import costs
+
+__all__ = ["APPROX_EXPONENT_MAX", "BLOWUP_FACTOR", "EXACT_EXPONENT", "USELESS_REL_ERROR", "approx_exponent",
+           "exact_cost_model", "exact_exponent", "frontier_almost_linear", "frontier_band", "proof",
+           "properties", "sweep_blowup"]
 
 # Thresholds of the evidence criteria (asymptotic claims can only be supported, not proved).
 BLOWUP_FACTOR = 100.0  # sweep: min error past x = 1 over error at the smallest x
@@ -38,7 +42,7 @@ def proof(name_part: str, *, size_part: str = ""):
         )
 
     where = f" on {size_part} instances" if size_part else ""
-    check.__doc__ = f"exact symbolic proof(s) '{name_part}'{where} (derivations.proofs, lowrank_proofs) hold"
+    check.__doc__ = f"exact symbolic proof(s) '{name_part}'{where} (derivations.registry) hold"
     return check
 
 
@@ -203,7 +207,6 @@ def approx_exponent(ctx):
 def exact_cost_model(ctx):
     """Theorem F.1: the exact kernels' flops (costs.exact_flops, read off the derivation) divided
     by L² d converge (relative change < 1% between L = 2^16 and 2^20) for d = 8 and 16."""
-    costs = optional_module("costs")
     rows = {}
     ok = True
     for d in (8, 16):

@@ -11,18 +11,22 @@ import math
 
 import numpy as np
 
-from .. import testing
-from ..derivations.polynomial import aggarwal_alman_degree_shape, exp_polynomial, min_degree
-from ..kernels.features import feature_rank, paper_rank_bound
-from ..problem import LoRAProblem
-from . import chain
-from .chain import maxnorm
+from ... import testing
+from ...certification.polynomial import aggarwal_alman_degree_shape, exp_polynomial, min_degree
+from ...kernels.features import feature_rank, paper_rank_bound
+from ...problem import LoRAProblem
+from ...testing import dense_chain as chain
+from ...testing.dense_chain import maxnorm
+
+__all__ = ["RATIO_ROUNDING", "U", "aa22_degree", "adapter_gradients_check", "adapter_gradients_numeric",
+           "as_error_lemma", "chain_grid", "chain_inequality", "chain_ratios", "lemma31_numeric",
+           "paper_composition_on_grid", "stated_ranks"]
 
 U = float(np.finfo(np.float64).eps)
 
 
 def _torch():
-    import torch  # noqa: PLC0415 - the oracle extra
+    import torch  # noqa: PLC0415 - the test-only oracle (`oracle` extra), loaded when a check needs it
 
     return torch
 

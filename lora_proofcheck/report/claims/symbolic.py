@@ -9,7 +9,10 @@ from __future__ import annotations
 import sympy as sp
 from sympy.matrices.expressions.kronecker import kronecker_product
 
-from ..derivations.explicit import symbol_matrix
+from ...derivations.interpreter import symbol_matrix
+
+__all__ = ["face_split_fact", "kron_block_rows", "lemma31_sum", "reduction_substitution", "tensor_trick",
+           "vec", "vec_colmajor"]
 
 
 def _zero(M) -> bool:

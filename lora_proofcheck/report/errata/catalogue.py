@@ -11,9 +11,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from .errata_checks import EVALUATORS
+from ..._lib.jsonable import jsonable
+from ..._lib.records import Outcome
+from .evaluators import EVALUATORS
 from .instances import load
-from .outcome import Outcome
+
+__all__ = ["BY_ID", "ERRATA", "Erratum", "recheck", "run_errata"]
 
 
 @dataclass(frozen=True)
@@ -91,7 +94,7 @@ def _counterexample_summary(record: dict) -> dict:
     sizes = {k: inst[k] for k in ("L", "d", "r")} if inst else {}
     extra = {k: record[k] for k in ("radius", "degree", "method", "Gamma", "eps") if k in record}
     return {
-        "file": f"counterexamples/{record['erratum']}.json",
+        "file": f"errata/counterexamples/{record['erratum']}.json",
         "search": record.get("search", {}),
         **sizes,
         **extra,
@@ -105,31 +108,17 @@ def recheck(erratum: Erratum) -> dict:
     result = EVALUATORS[erratum.id](record, symbolic=True)
     seconds = time.perf_counter() - t0
     outcomes = [
-        Outcome(
-            "paper's form (numeric)",
-            "literal",
-            not result["paper_fails"],
-            result["summary"],
-            _plain(result["numeric"]),
-            seconds,
-        )
+        Outcome("paper's form (numeric)", not result["paper_fails"], result["summary"], role="literal",
+                data=jsonable(result["numeric"]), seconds=seconds)
     ]
     if result["symbolic"] is not None:
         outcomes.append(
-            Outcome(
-                "paper's form (exact / high precision)",
-                "literal",
-                not result["symbolic"]["paper_fails"],
-                result["symbolic"]["detail"],
-            )
+            Outcome("paper's form (exact / high precision)", not result["symbolic"]["paper_fails"],
+                    result["symbolic"]["detail"], role="literal")
         )
     outcomes.append(
-        Outcome(
-            "our correction",
-            "claim",
-            bool(result["ours_holds"]),
-            "holds on the counterexample" if result["ours_holds"] else "FAILS on the counterexample",
-        )
+        Outcome("our correction", bool(result["ours_holds"]),
+                "holds on the counterexample" if result["ours_holds"] else "FAILS on the counterexample")
     )
     paper_fails = all(o.holds is False for o in outcomes if o.role == "literal")
     status = (
@@ -176,14 +165,3 @@ def run_errata(progress=None) -> list[dict]:
         if progress is not None:
             progress.step(f"erratum {erratum.id}")
     return out
-
-
-def _plain(value):
-    """JSON-ready copy (tuples -> lists, numpy scalars -> floats)."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
-        return value.item()
-    return value

@@ -18,13 +18,16 @@ import sympy as sp
 from scipy.linalg import khatri_rao
 from sympy.matrices.exceptions import ShapeError
 
-from .. import testing
-from ..derivations.polynomial import exp_polynomial, min_degree
-from ..kernels.features import feature_rank
-from . import chain
-from .chain import maxnorm
-from .checks_numeric import chain_ratios
+from ... import testing
+from ...certification.polynomial import exp_polynomial, min_degree
+from ...kernels.features import feature_rank
+from ...testing import dense_chain as chain
+from ...testing.dense_chain import maxnorm
+from ..claims.numeric import chain_ratios
 from .instances import problem_from_json
+
+__all__ = ["EVALUATORS", "FAIL_REL", "HOLD_REL", "HP_DIGITS", "evaluate_e1", "evaluate_e2", "evaluate_e3",
+           "evaluate_e4", "evaluate_e5", "evaluate_e6", "evaluate_e7"]
 
 # A paper form "fails" when it misses the oracle by more than this (float rounding is ~1e-15);
 # our form "holds" when it matches to this.

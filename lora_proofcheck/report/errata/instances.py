@@ -12,9 +12,12 @@ from importlib import resources
 
 import numpy as np
 
-from ..problem import MODULES, LoRAProblem
+from ...problem import MODULES, LoRAProblem
 
-PACKAGE = "lora_proofcheck.report"
+__all__ = ["DIRECTORY", "PACKAGE", "dumps", "dyadic_problem", "load", "problem_from_json", "problem_to_json",
+           "stored_names"]
+
+PACKAGE = "lora_proofcheck.report.errata"
 DIRECTORY = "counterexamples"
 
 

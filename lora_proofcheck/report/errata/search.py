@@ -5,7 +5,7 @@ Each search draws candidates from a fixed seed, screens them numerically with th
 evaluator, and keeps the first one that fails the paper's form by a clear margin while our
 correction holds. Regenerate (deterministic) or verify the stored files:
 
-    python -m lora_proofcheck.report.search [--check] [E1 E4 ...]
+    python -m lora_proofcheck.report.errata.search [--check] [E1 E4 ...]
 """
 
 from __future__ import annotations
@@ -18,9 +18,12 @@ from importlib import resources
 
 import numpy as np
 
-from ..problem import LoRAProblem
-from .errata_checks import EVALUATORS
+from ...problem import LoRAProblem
+from .evaluators import EVALUATORS
 from .instances import DIRECTORY, PACKAGE, dumps, dyadic_problem, load, problem_to_json
+
+__all__ = ["SEARCHES", "main", "search_e1", "search_e2", "search_e3", "search_e4", "search_e5", "search_e6",
+           "search_e7"]
 
 
 def _first(erratum, candidates, accept, criterion, seed):
@@ -33,7 +36,7 @@ def _first(erratum, candidates, accept, criterion, seed):
                 "erratum": erratum,
                 **record,
                 "search": {
-                    "function": f"lora_proofcheck.report.search.search_{erratum.lower()}",
+                    "function": f"lora_proofcheck.report.errata.search.search_{erratum.lower()}",
                     "seed": seed,
                     "candidates_tried": tried,
                     "criterion": criterion,
@@ -172,7 +175,7 @@ SEARCHES = {
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m lora_proofcheck.report.search",
+        prog="python -m lora_proofcheck.report.errata.search",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

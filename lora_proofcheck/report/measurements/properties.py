@@ -12,10 +12,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import _xp
-from ..errors import AboveThresholdError
-from ..problem import LoRAProblem
-from .context import optional_module
+from ..._lib.xp import to_host64
+from ...certification import certificate as cert_mod
+from ...errors import AboveThresholdError
+from ...gradients.approx import approx_gradients
+from ...gradients.exact_path import exact_gradients
+from ...problem import LoRAProblem
+
+__all__ = ["FIXED_DEGREES", "property_grid"]
 
 FIXED_DEGREES = (2, 4, 6)
 
@@ -25,15 +29,7 @@ def _case(name: str):
     return adapt, kind == "cross"
 
 
-def _host(a) -> np.ndarray:
-    return np.asarray(_xp.to_numpy(a), dtype=np.float64)
-
-
 def property_grid(ctx, progress=None) -> dict:
-    approx = optional_module("approx")
-    cert_mod = optional_module("derivations.certificate")
-    from ..exact import exact_gradients  # noqa: PLC0415
-
     sizes = ctx.config.sizes
     xp = ctx.config.xp()
     rows = []
@@ -53,14 +49,14 @@ def property_grid(ctx, progress=None) -> dict:
                     seed=seed,
                     xp=xp,
                 )
-                ref = {k: _host(v) for k, v in exact_gradients(p).items()}
+                ref = {k: to_host64(v) for k, v in exact_gradients(p).items()}
                 allowance = cert_mod.certify(p).exact_bound()
                 scale = max(float(np.max(np.abs(v))) for v in ref.values())
                 base = {"case": case, "adapt": adapt, "cross": cross, "L": L, "d": 4, "R": R, "seed": seed}
                 for eps_rel in sizes["property_eps"]:
-                    rows.append(_one(approx, p, ref, allowance, base, eps_rel=eps_rel, scale=scale))
+                    rows.append(_one(p, ref, allowance, base, eps_rel=eps_rel, scale=scale))
                 for g in FIXED_DEGREES:
-                    rows.append(_one(approx, p, ref, allowance, base, degree=g, scale=scale))
+                    rows.append(_one(p, ref, allowance, base, degree=g, scale=scale))
         if progress is not None:
             progress.step(f"properties {case}")
     ran = [r for r in rows if r["status"] == "ok"]
@@ -74,16 +70,16 @@ def property_grid(ctx, progress=None) -> dict:
     }
 
 
-def _one(approx, p, ref, allowance, base, *, eps_rel=None, degree=None, scale=1.0) -> dict:
+def _one(p, ref, allowance, base, *, eps_rel=None, degree=None, scale=1.0) -> dict:
     row = dict(base, eps_rel=eps_rel, eps=None if eps_rel is None else eps_rel * scale, forced_degree=degree)
     try:
         if degree is None:
-            res = approx.approx_gradients(p, eps=row["eps"], on_threshold="force")
+            res = approx_gradients(p, eps=row["eps"], on_threshold="force")
         else:
-            res = approx.approx_gradients(p, eps=1e300, degree=degree, on_threshold="force")
+            res = approx_gradients(p, eps=1e300, degree=degree, on_threshold="force")
     except AboveThresholdError as exc:
         return dict(row, status="no certified degree", reason=str(exc).split(";")[0])
-    errs = {k: float(np.max(np.abs(_host(res.grads[k]) - ref[k]))) for k in ref}
+    errs = {k: float(np.max(np.abs(to_host64(res.grads[k]) - ref[k]))) for k in ref}
     ratios = {k: errs[k] / (res.bound[k] + allowance[k]) for k in ref}
     worst = max(ratios, key=ratios.get)
     return dict(

@@ -9,23 +9,25 @@
 (b) Measured: at a fixed degree (rank budget), the approximate gradients' relative error against
     the exact path as x = √(R / ln L) grows, for several L. A blow-up at a fixed x for all L is the
     threshold seen in data.
-(c) Timing of the exact and approximate paths against L, for the log-log plot when the benchmark
-    stage is not run (tiny mode).
 """
 
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 
-from ..derivations.polynomial import MAX_RADIUS, certified_rel_error, min_degree
-from ..kernels.features import feature_rank
-from ..problem import LoRAProblem
-from .context import optional_module
+from ..._lib.xp import to_host64
+from ...certification.polynomial import MAX_RADIUS, certified_rel_error, min_degree
+from ...gradients import costs
+from ...gradients.approx import approx_gradients
+from ...gradients.exact_path import exact_gradients
+from ...kernels.features import feature_rank
+from ...problem import LoRAProblem
 
-MODULES = "QV"  # the partial case of Thm 3.1 / Thm 4.1
+__all__ = ["ADAPTED", "frontier", "measured_sweep", "rule_label"]
+
+ADAPTED = "QV"  # the partial case of Thm 3.1 / Thm 4.1
 
 
 def _rules(sizes):
@@ -42,21 +44,6 @@ def rule_label(rule) -> str:
     return f"d = {value}" if kind == "fixed" else f"d = ⌈{value:g}·log2 L⌉"
 
 
-def _costs(L, d, degree, costs):
-    k = feature_rank(d, degree)
-    return float(costs.lowrank_flops(L, L, d, k, MODULES) + costs.feature_flops(L, L, d, degree))
-
-
-def largest_cheaper_degree(L, d, costs, limit=400):
-    exact = float(costs.exact_flops(L, L, d, MODULES))
-    g = None
-    for cand in range(limit + 1):
-        if _costs(L, d, cand, costs) >= exact:
-            break
-        g = cand
-    return g, exact
-
-
 def _crossing_radius(g: int, eps: float, tol: float = 1e-3) -> float:
     """Largest R with certified_rel_error(R, g) <= eps (monotone in R), by bisection."""
     lo, hi = 0.0, 1.0
@@ -71,7 +58,6 @@ def _crossing_radius(g: int, eps: float, tol: float = 1e-3) -> float:
 
 
 def frontier(ctx, progress=None) -> dict:
-    costs = optional_module("costs")
     sizes = ctx.config.sizes
     curves, cells = [], []
     for rule in _rules(sizes):
@@ -82,7 +68,8 @@ def frontier(ctx, progress=None) -> dict:
                 d = _d_of(rule, log2L)
                 eps = 1.0 / L if eps_kind == "1/L" else 1.0 / L**2
                 lnL = math.log(L)
-                g_max, exact = largest_cheaper_degree(L, d, costs)
+                g_max = costs.largest_cheaper_degree(L, L, d, ADAPTED)
+                exact = float(costs.exact_flops(L, L, d, ADAPTED))
                 R_star = None if g_max is None else _crossing_radius(g_max, eps)
                 t_star = None if R_star is None else math.sqrt(R_star / lnL)
                 points.append(
@@ -102,7 +89,7 @@ def frontier(ctx, progress=None) -> dict:
                     R = t * t * lnL
                     g = min_degree(R, eps, max_degree=(g_max or 0) + 1) if R <= MAX_RADIUS else None
                     cheaper = g is not None and g_max is not None and g <= g_max
-                    ratio = None if g is None else _costs(L, d, g, costs) / exact
+                    ratio = None if g is None else costs.approx_flops(L, L, d, g, ADAPTED) / exact
                     cells.append(
                         {
                             "rule": rule_label(rule),
@@ -132,7 +119,7 @@ def frontier(ctx, progress=None) -> dict:
     return {
         "curves": curves,
         "cells": cells,
-        "modules": MODULES,
+        "modules": ADAPTED,
         "definition": "t = Γ/√ln L with logits bounded by R = Γ² = t² ln L; eps = relative error of exp "
         "(Lemma 3.3), exact arithmetic; cost = costs.lowrank_flops + feature_flops vs "
         "costs.exact_flops (Q,V adapted)",
@@ -140,9 +127,6 @@ def frontier(ctx, progress=None) -> dict:
 
 
 def measured_sweep(ctx, progress=None) -> dict:
-    approx = optional_module("approx")
-    from ..exact import exact_gradients  # noqa: PLC0415
-
     sizes = ctx.config.sizes
     g, d = sizes["sweep_degree"], sizes["sweep_d"]
     xp = ctx.config.xp()
@@ -153,10 +137,10 @@ def measured_sweep(ctx, progress=None) -> dict:
             p = LoRAProblem.random(
                 L, d, 2, adapt="QV", logit_bound=R, seed=ctx.config.seed_for(f"sweep/{L}/{x}"), xp=xp
             )
-            ref = {k: np.asarray(_host(v)) for k, v in exact_gradients(p).items()}
-            res = approx.approx_gradients(p, eps=1e300, degree=g, on_threshold="force")
+            ref = {k: to_host64(v) for k, v in exact_gradients(p).items()}
+            res = approx_gradients(p, eps=1e300, degree=g, on_threshold="force")
             scale = max(float(np.max(np.abs(v))) for v in ref.values())
-            err = max(float(np.max(np.abs(_host(res.grads[k]) - ref[k]))) for k in ref)
+            err = max(float(np.max(np.abs(to_host64(res.grads[k]) - ref[k]))) for k in ref)
             rows.append(
                 {
                     "L": L,
@@ -180,50 +164,4 @@ def measured_sweep(ctx, progress=None) -> dict:
         "rank": feature_rank(d, g),
         "definition": "x = √(R / ln L), R = Cauchy-Schwarz logit bound; relative max error of the "
         "approximate gradients at a fixed degree against the exact path",
-    }
-
-
-def _host(a):
-    from .._xp import to_numpy  # noqa: PLC0415
-
-    return np.asarray(to_numpy(a), dtype=np.float64)
-
-
-def timing(ctx) -> dict:
-    """Best of 3 in-process timings against L: the exact path over `timing_L`, the approximate path at a
-    fixed degree (rank budget) over `timing_L` and two more doublings (it is cheap)."""
-    approx = optional_module("approx")
-    from ..exact import exact_gradients  # noqa: PLC0415
-
-    sizes = list(ctx.config.sizes["timing_L"])
-    rows = []
-    for L in sizes + [sizes[-1] * 2, sizes[-1] * 4]:
-        p = LoRAProblem.random(L, 4, 2, adapt="QV", logit_bound=1.0, seed=ctx.config.seed_for(f"timing/{L}"))
-        methods = [
-            (
-                "approx (degree 4)",
-                lambda p=p: approx.approx_gradients(p, eps=1e300, degree=4, on_threshold="force"),
-            )
-        ]
-        if L in sizes:
-            methods.insert(0, ("exact", lambda p=p: exact_gradients(p)))
-        for method, fn in methods:
-            times = []
-            for _ in range(3):
-                t0 = time.perf_counter()
-                fn()
-                times.append(time.perf_counter() - t0)
-            rows.append({"method": method, "L": L, "median_s": float(np.median(times)), "best_s": min(times)})
-    fits = {}
-    for method in dict.fromkeys(r["method"] for r in rows):
-        pts = [(r["L"], r["best_s"]) for r in rows if r["method"] == method]
-        if len(pts) >= 2:
-            slope, _ = np.polyfit(np.log([p[0] for p in pts]), np.log([p[1] for p in pts]), 1)
-            fits[method] = float(slope)
-    return {
-        "rows": rows,
-        "slopes": fits,
-        "d": 4,
-        "source": "in-process best of 3 calls (slopes fitted to the best times), Q,V adapted, d = 4, "
-        "logit bound 1, approx forced at degree 4 (rank 70)",
     }

@@ -10,12 +10,9 @@ from __future__ import annotations
 import io
 import math
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.ticker import NullFormatter  # noqa: E402
+__all__ = ["PLOTS", "bound_tightness", "error_vs_bound", "make_plots", "phase_diagram", "sweep", "time_vs_L"]
 
 PLOTS = {
     "error_vs_bound.png": "Measured max-abs error of the approximate gradients against the certified bound "
@@ -29,6 +26,16 @@ PLOTS = {
 }
 
 
+def _pyplot():
+    """matplotlib.pyplot on the Agg backend, imported on first use (~0.5 s, so only when a figure is drawn)."""
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    return plt
+
+
 def _num(x):
     if isinstance(x, str):
         return {"inf": math.inf, "-inf": -math.inf}.get(x, math.nan)
@@ -37,10 +44,10 @@ def _num(x):
 
 def _png(fig) -> bytes:
     for ax in fig.axes:  # minor tick labels of log axes overlap the major ones
-        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.xaxis.set_minor_formatter(_pyplot().NullFormatter())
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
-    plt.close(fig)
+    _pyplot().close(fig)
     return buf.getvalue()
 
 
@@ -59,7 +66,7 @@ def _unavailable(ax, section: dict):
 
 def error_vs_bound(report) -> bytes:
     section = report["measurements"]["properties"]
-    fig, ax = plt.subplots(figsize=(6, 5))
+    fig, ax = _pyplot().subplots(figsize=(6, 5))
     rows = [
         r
         for r in section.get("rows", [])
@@ -87,7 +94,7 @@ def error_vs_bound(report) -> bytes:
 
 def bound_tightness(report) -> bytes:
     section = report["measurements"]["properties"]
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = _pyplot().subplots(figsize=(6, 4))
     rows = [r for r in section.get("rows", []) if r["status"] == "ok" and _num(r["ratio"]) > 0]
     if not rows:
         _unavailable(ax, section if "rows" not in section else {"reason": "no finite points"})
@@ -116,7 +123,7 @@ def bound_tightness(report) -> bytes:
 
 def phase_diagram(report) -> bytes:
     section = report["measurements"]["frontier"]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.8))
+    fig, (a, b) = _pyplot().subplots(1, 2, figsize=(12, 4.8))
     if "curves" not in section:
         _unavailable(a, section)
         _unavailable(b, section)
@@ -177,7 +184,7 @@ def phase_diagram(report) -> bytes:
 
 def sweep(report) -> bytes:
     section = report["measurements"]["sweep"]
-    fig, ax = plt.subplots(figsize=(6, 4.5))
+    fig, ax = _pyplot().subplots(figsize=(6, 4.5))
     if "rows" not in section:
         _unavailable(ax, section)
         return _png(fig)
@@ -206,7 +213,7 @@ def _fit(Ls, ts):
 def time_vs_L(report) -> bytes:
     timing = report["measurements"]["timing"]
     bench = report["measurements"]["benchmark"]
-    fig, ax = plt.subplots(figsize=(6, 4.5))
+    fig, ax = _pyplot().subplots(figsize=(6, 4.5))
     series = {}
     for r in timing.get("rows", []):
         series.setdefault(f"{r['method']} (in-process, best of 3)", []).append((r["L"], r["best_s"]))

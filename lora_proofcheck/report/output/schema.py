@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from importlib import resources
 
+__all__ = ["SCHEMA_FILE", "VOLATILE_KEYS", "VOLATILE_MEASUREMENTS", "comparable", "schema", "validate"]
+
 SCHEMA_FILE = "report.schema.json"
 
 

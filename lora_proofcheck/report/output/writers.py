@@ -7,6 +7,9 @@ import html
 import json
 from pathlib import Path
 
+__all__ = ["CSS", "VERDICT_MARK", "markdown", "tables", "to_html", "write_all", "write_html", "write_json",
+           "write_markdown", "write_plots"]
+
 VERDICT_MARK = {
     "verified": "✅",
     "verified-with-correction": "✅✎",

@@ -4,7 +4,8 @@ import pytest
 import sympy as sp
 from sympy.matrices.expressions.diagonal import DiagMatrix
 
-from lora_proofcheck.derivations import exact, proofs
+from lora_proofcheck.derivations import decomposition
+from lora_proofcheck.derivations import decomposition_proofs as proofs
 from lora_proofcheck.derivations.nodes import Derivation
 
 
@@ -24,11 +25,11 @@ def test_lora_gradients_end_to_end(module, cross):
 
 def _self_attention_variant(replace: dict) -> Derivation:
     """The exact derivation with L_kv = L and some steps replaced (the paper's literal forms)."""
-    D = exact.build()
-    out = Derivation("variant", [i.xreplace({exact.L_kv: exact.L}) for i in D.inputs])
+    D = decomposition.build()
+    out = Derivation("variant", [i.xreplace({decomposition.L_kv: decomposition.L}) for i in D.inputs])
     syms = {}
     for s in D.steps:
-        expr = s.expr.xreplace({exact.L_kv: exact.L})
+        expr = s.expr.xreplace({decomposition.L_kv: decomposition.L})
         expr = replace[s.name](syms) if s.name in replace else expr
         syms[s.name] = out.let(s.name, expr)
     return out

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lora_proofcheck import InvalidInputError, InvalidTypeError, LoRAProblem, exact, testing
+from lora_proofcheck import InvalidInputError, InvalidTypeError
 from lora_proofcheck.benchmarks import RESULT_SCHEMA, BenchConfig, fit_exponent, summarize
 from lora_proofcheck.benchmarks.analysis import fit_all
 from lora_proofcheck.benchmarks.plot import plot
@@ -241,56 +241,3 @@ def test_cupy_backend_without_cupy_is_a_clear_error(capsys):
 def test_config_validation(field, value, match):
     with pytest.raises((InvalidInputError, InvalidTypeError), match=match):
         BenchConfig(**{field: value})
-
-
-# -- the blocked exact path's threading (exact.py) -------------------------------------------------
-
-@pytest.mark.parametrize("threads", [1, 2, 3])
-def test_threaded_blocks_equal_dense(threads):
-    p = LoRAProblem.random(150, 6, 3, adapt="QKV", N=2, cross=True, L_kv=70, seed=11)
-    dense = exact.exact_gradients(p, block_rows=None)
-    blocked = exact.exact_gradients(p, block_rows=13, threads=threads)
-    assert testing.max_abs_error(blocked, dense) <= 1e-13 * testing.max_abs(dense)
-    again = exact.exact_gradients(p, block_rows=13, threads=threads)  # fixed summation order
-    assert all(np.array_equal(again[k], blocked[k]) for k in blocked)
-
-
-def test_thread_count_follows_the_blas():
-    from threadpoolctl import threadpool_limits
-
-    p = LoRAProblem.random(40, 4, 2, adapt="Q")
-    with threadpool_limits(limits=1, user_api="blas"):
-        assert exact.blas_threads() == 1 and exact.worker_threads(p) == 1
-    assert exact.worker_threads(p, 3) == 3
-
-
-def test_threads_only_on_numpy(xp):
-    p = LoRAProblem.random(40, 4, 2, adapt="Q", xp=xp)
-    from array_api_compat import is_numpy_namespace
-
-    assert exact.worker_threads(p, 4) == (4 if is_numpy_namespace(p.xp) else 1)
-
-
-@pytest.mark.parametrize("bad, error", [(0, InvalidInputError), (2.0, InvalidTypeError),
-                                        (True, InvalidTypeError), ("2", InvalidTypeError)])
-def test_bad_threads(bad, error):
-    p = LoRAProblem.random(40, 4, 2, adapt="Q")
-    with pytest.raises(error, match="threads"):
-        exact.exact_gradients(p, block_rows=8, threads=bad)
-
-
-def test_block_rule_bounds_the_working_set():
-    for L in (2**10, 2**14, 2**17):
-        for dtype, size in (("float64", 8), ("float32", 4)):
-            rows = exact.blocked_rows(_Shape(L, dtype))
-            assert 1 <= rows <= L
-            assert rows * L * size <= max(exact.BLOCK_BYTES, exact.MIN_BLOCK_ROWS * L * size)
-    small = LoRAProblem.random(64, 4, 1)
-    assert exact.choose_block_rows(small) is None  # one block would hold it all: dense
-
-
-class _Shape:
-    """Just the sizes `blocked_rows` reads (building a 2^17 instance would cost time, not insight)."""
-
-    def __init__(self, L, dtype_name):
-        self.N, self.L, self.L_kv, self.dtype_name = 1, L, L, dtype_name

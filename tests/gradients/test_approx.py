@@ -1,12 +1,11 @@
 """The public approximate-gradient API: certified gradients, thresholds, plan, CLI, bad arguments.
 
-Reference: the exact path in float64 on the same values (`approx_checks.upcast`), with its own
-certified rounding floor as the allowance. Instance families come from test_certificate.
+Reference: the exact path in float64 on the same values (`checks.approx_checks.reference`), with its own
+certified rounding floor as the allowance. Instance families: `lora_proofcheck.testing`.
 """
 
 from __future__ import annotations
 
-import json
 import math
 
 import array_api_strict
@@ -14,27 +13,19 @@ import numpy as np
 import pytest
 from hypothesis import example, given, note, settings, target
 from hypothesis import strategies as st
-from test_certificate import FAMILIES, make_problem, record
 
-from lora_proofcheck import _xp
-from lora_proofcheck.approx import (
-    ApproxResult, Plan, approx_gradients, largest_cheaper_degree, logit_bound, plan, threshold_report,
-)
-from lora_proofcheck.approx_checks import aligned_problem, checks, upcast
-from lora_proofcheck.cli import main
-from lora_proofcheck.derivations import certificate as cm
-from lora_proofcheck.derivations.polynomial import exp_polynomial, min_degree
+from lora_proofcheck._lib import xp as _xp
+from lora_proofcheck.certification import certificate as cm
+from lora_proofcheck.certification.polynomial import exp_polynomial, min_degree
+from lora_proofcheck.checks.approx_checks import reference
 from lora_proofcheck.errors import AboveThresholdError, InvalidInputError, InvalidTypeError
-from lora_proofcheck.exact import exact_gradients
+from lora_proofcheck.gradients.approx import ApproxResult, approx_gradients
+from lora_proofcheck.gradients.exact_path import exact_gradients
+from lora_proofcheck.gradients.planner import largest_cheaper_degree, logit_bound, threshold_report
 from lora_proofcheck.kernels.features import feature_rank, paper_rank_bound
 from lora_proofcheck.problem import LoRAProblem
-
-
-def reference(problem):
-    """float64 exact gradients (host) and the exact path's own certified rounding floor."""
-    p64 = upcast(problem)
-    ref = {k: np.asarray(_xp.to_numpy(v), np.float64) for k, v in exact_gradients(p64).items()}
-    return ref, cm.certify(p64).exact_bound()
+from lora_proofcheck.testing import aligned_problem, make_problem
+from lora_proofcheck.testing.strategies import problems, record_ratio
 
 
 def measured_over_bound(result: ApproxResult, ref: dict, allowance: dict) -> float:
@@ -42,29 +33,12 @@ def measured_over_bound(result: ApproxResult, ref: dict, allowance: dict) -> flo
                / (result.bound[k] + allowance[k]) for k in ref)
 
 
-@st.composite
-def problems(draw, max_L=256, max_R=3.0, dtypes=("float64",)):
-    family = draw(st.sampled_from(FAMILIES))
-    d = draw(st.integers(1, 8))
-    L = draw(st.integers(2, max_L))
-    cross = draw(st.booleans())
-    L_kv = draw(st.integers(2, max_L)) if cross else None
-    adapt = draw(st.sampled_from(["Q", "QV", "QK", "QKV", "V", "K"]))
-    N = draw(st.integers(1, 3))
-    R = draw(st.floats(0.05, max_R))
-    seed = draw(st.integers(0, 2**32 - 1))
-    dtype = draw(st.sampled_from(dtypes))
-    note(f"{family} L={L} L_kv={L_kv} d={d} adapt={adapt} N={N} R={R:.3g} seed={seed} {dtype}")
-    return make_problem(family, L, d, 2, R=R, adapt=adapt, N=N, cross=cross, L_kv=L_kv, seed=seed,
-                        dtype=dtype)
-
-
 # ----------------------------------------------------------------------------------------------
 # certified gradients
 
 
 @settings(deadline=None)
-@given(problems(), st.floats(-10, -2))
+@given(problems(max_L=256, max_d=8, ranks=(2, 2), max_R=3.0), st.floats(-10, -2))
 @example(aligned_problem(128, 3, 2, 1.0, seed=13, adapt="QV"), -5.0)
 @example(make_problem("residual", 200, 4, 2, R=0.5, adapt="QKV", N=2, cross=True, L_kv=77, seed=3), -8.0)
 @example(make_problem("concentrated", 256, 2, 2, R=2.5, adapt="QK", seed=4), -3.0)
@@ -87,12 +61,12 @@ def test_gradients_within_certified_bound_for_requested_eps(problem, log_eps):
     ratio = measured_over_bound(res, ref, allowance)
     note(f"g={res.degree} {res.method} k={res.rank} ratio={ratio:.3g}")
     target(ratio, label="approx: measured/bound")
-    record(ratio, "approx-eps", problem=problem, degree=res.degree)
+    record_ratio(ratio, "approx-eps", problem=problem, degree=res.degree)
     assert ratio <= 1.0
 
 
 @settings(deadline=None)
-@given(problems(max_L=192, dtypes=("float64", "float32")), st.integers(0, 8))
+@given(problems(max_L=192, max_d=8, ranks=(2, 2), max_R=3.0, dtypes=("float64", "float32")), st.integers(0, 8))
 @example(make_problem("aligned", 96, 3, 2, R=0.5, seed=2, dtype="float32"), 3)
 @example(make_problem("residual", 128, 2, 2, R=1.0, adapt="QKV", N=2, seed=6, dtype="float32"), 6)
 def test_gradients_within_certified_bound_at_a_given_degree(problem, extra):
@@ -105,7 +79,7 @@ def test_gradients_within_certified_bound_at_a_given_degree(problem, extra):
     ratio = measured_over_bound(res, ref, allowance)
     note(f"g={degree} delta={res.delta:.3g} floor share {max(res.floor[k] / res.bound[k] for k in ref):.2f}")
     target(ratio, label=f"degree, {problem.dtype_name}: measured/bound")
-    record(ratio, f"approx-degree-{problem.dtype_name}", problem=problem, degree=degree)
+    record_ratio(ratio, f"approx-degree-{problem.dtype_name}", problem=problem, degree=degree)
     assert ratio <= 1.0
 
 
@@ -190,72 +164,6 @@ def test_array_api_strict_gives_the_same_result():
 
 
 # ----------------------------------------------------------------------------------------------
-# norms, thresholds, plan
-
-
-def test_threshold_report_matches_its_definitions():
-    problem = make_problem("gaussian", 100, 4, 2, R=2.0, adapt="QKV", cross=True, L_kv=60, N=2, seed=9)
-    rep = threshold_report(problem)
-    proj = cm.projections(problem)
-    for m in "QKV":
-        assert rep[f"norm_XW_{m}"] == pytest.approx(float(np.max(np.abs(proj["C"][m]))))
-    assert rep["Gamma"] == max(rep["norm_XW_Q"], rep["norm_XW_K"])
-    assert rep["sqrt_log_L"] == pytest.approx(math.sqrt(math.log(100)))
-    assert rep["Gamma_over_sqrt_log_L"] == pytest.approx(rep["Gamma"] / rep["sqrt_log_L"])
-    assert rep["logit_bound"] == logit_bound(problem) == pytest.approx(2.0, rel=1e-9)
-    assert "Thm 4.1" in rep["statement"] and "sqrt(log L)" in rep["statement"]
-
-
-def test_plan_feasible_and_above_threshold():
-    ok = plan(1 << 16, 2, 0.5, 1e-3, adapt="QV", r=4)
-    assert isinstance(ok, Plan) and ok.feasible and ok.cost["ratio"] < 1.0
-    assert ok.rank == feature_rank(2, ok.degree) and ok.bound <= 1e-3
-    assert ok.max_cheaper_degree >= ok.degree
-    above = plan(256, 8, 20.0, 1e-6, adapt="QKV")
-    assert not above.feasible and "above the threshold" in above.reason
-    assert set(ok.assumptions) >= {"beta", "alpha", "input_bound", "query_bound", "key_bound"}
-
-
-def test_plan_is_conservative_for_data_within_its_magnitudes():
-    problem = make_problem("gaussian", 512, 2, 2, R=0.5, adapt="QV", seed=10)
-    proj = cm.projections(problem)
-    host = upcast(problem)
-    mags = dict(input_bound=float(np.max(np.abs(host.X))), value_bound=float(np.max(np.abs(proj["C"]["V"]))),
-                target_bound=float(np.max(np.abs(host.Y))), query_bound=float(np.max(np.abs(proj["C"]["Q"]))),
-                key_bound=float(np.max(np.abs(proj["C"]["K"]))),
-                adapter_bound=max(float(np.max(np.abs(v)))
-                                  for v in list(host.A.values()) + list(host.B.values())))
-    eps = 1e-2
-    p = plan(512, 2, logit_bound(problem), eps, adapt="QV", r=2, beta=problem.beta, alpha=problem.alpha,
-             **mags)
-    res = approx_gradients(problem, eps=eps, on_threshold="force")
-    assert p.degree >= res.degree
-
-
-@pytest.mark.parametrize("kwargs, name", [
-    (dict(L=0), "L"), (dict(d=1.5), "d"), (dict(logit_bound=-1.0), "logit_bound"), (dict(eps=0.0), "eps"),
-    (dict(adapt="QX"), "adapt"), (dict(r=0), "r"), (dict(method="remez"), "method"),
-    (dict(dtype="float16"), "dtype"), (dict(input_bound=math.inf), "input_bound"), (dict(L_kv=-3), "L_kv"),
-])
-def test_plan_rejects_bad_arguments(kwargs, name):
-    args = dict(L=128, d=2, logit_bound=1.0, eps=1e-4)
-    args.update(kwargs)
-    with pytest.raises((InvalidInputError, InvalidTypeError), match=name):
-        plan(args.pop("L"), args.pop("d"), args.pop("logit_bound"), args.pop("eps"), **args)
-
-
-def test_cli_plan_exit_codes_and_json(capsys):
-    assert main(["plan", "--L", "65536", "--d", "2", "--logit-bound", "0.5", "--eps", "1e-3"]) == 0
-    assert "FEASIBLE" in capsys.readouterr().out
-    assert main(["plan", "--L", "256", "--d", "8", "--logit-bound", "20", "--eps", "1e-6", "--adapt", "QKV",
-                 "--json"]) == 3
-    data = json.loads(capsys.readouterr().out)
-    assert data["feasible"] is False and "above the threshold" in data["reason"]
-    assert main(["plan", "--L", "0", "--d", "2", "--logit-bound", "1", "--eps", "1e-3"]) == 2
-    assert "L must be" in capsys.readouterr().err
-
-
-# ----------------------------------------------------------------------------------------------
 # bad arguments
 
 
@@ -296,14 +204,3 @@ def test_non_problems_are_rejected():
     for fn in (approx_gradients, logit_bound, threshold_report):
         with pytest.raises(InvalidTypeError, match="problem"):
             fn(np.zeros((3, 3)))
-
-
-# ----------------------------------------------------------------------------------------------
-# the `check` entries
-
-
-def test_approx_checks_pass():
-    results = checks(False)
-    assert len(results) >= 3
-    for r in results:
-        assert r.passed, (r.name, r.measured)

@@ -13,8 +13,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from numpy.polynomial import chebyshev as npcheb
 
-from lora_proofcheck.derivations import polynomial as poly_mod
-from lora_proofcheck.derivations.polynomial import (
+from lora_proofcheck.certification import polynomial as poly_mod
+from lora_proofcheck.certification.polynomial import (
     ExpPolynomial,
     aggarwal_alman_degree_shape,
     certified_rel_error,

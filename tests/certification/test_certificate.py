@@ -1,15 +1,14 @@
 """The certified error bound: each step's inequality, the whole chain, its tightness, the floors.
 
 The oracle here is a dense NumPy (or PyTorch) evaluation of the exact gradient formulas with an
-arbitrary perturbed kernel E~ = E∘(1+theta) or E~ = p(S): nothing from the certificate or the
-low-rank kernel. Set LORA_PROOFCHECK_RATIO_LOG=path to append every measured/bound ratio.
+arbitrary perturbed kernel E~ = E∘(1+theta) or E~ = p(S) (`testing.dense_gradients`): nothing from
+the certificate or the low-rank kernel. Set LORA_PROOFCHECK_RATIO_LOG=path to append every
+measured/bound ratio.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
 
 import array_api_strict
 import numpy as np
@@ -19,104 +18,17 @@ from hypothesis import assume, example, given, note, settings, target
 from hypothesis import strategies as st
 
 from lora_proofcheck import testing
-from lora_proofcheck.derivations import certificate as cm
-from lora_proofcheck.derivations import rounding
-from lora_proofcheck.derivations.polynomial import exp_polynomial, min_degree
+from lora_proofcheck._lib import blocks
+from lora_proofcheck.certification import certificate as cm
+from lora_proofcheck.certification import rounding
+from lora_proofcheck.certification.degree import select_degree
+from lora_proofcheck.certification.polynomial import exp_polynomial, min_degree
 from lora_proofcheck.errors import InvalidInputError, InvalidTypeError
-from lora_proofcheck.problem import LoRAProblem, rescale_to_logit_bound
-
-FAMILIES = ("gaussian", "aligned", "concentrated", "residual")
-
-
-# ----------------------------------------------------------------------------------------------
-# instance families and the dense oracle (shared with test_approx)
-
-
-def make_problem(family, L, d, r, *, R, adapt="QKV", N=1, cross=False, L_kv=None, seed=0, dtype="float64",
-                 xp=None):
-    """A problem of `family` whose Cauchy-Schwarz logit bound is R.
-
-    gaussian      LoRAProblem.random
-    aligned       every row near one direction and W_K = -W_Q: all logits near -R, where the
-                  polynomial's relative error is largest; values move with the logits
-    concentrated  one key of large norm aligned with the queries: rows put their mass on it
-    residual      targets far outside the range of the values: large, one-signed residuals
-    """
-    if family == "gaussian":
-        return LoRAProblem.random(L, d, r, adapt=adapt, N=N, logit_bound=R, cross=cross, seed=seed,
-                                  dtype=dtype, xp=xp, L_kv=L_kv if cross else None)
-    rng = np.random.default_rng(seed)
-    L_kv = L if not cross or L_kv is None else L_kv
-    x0 = rng.standard_normal(d)
-    x0 /= np.linalg.norm(x0)
-    noise = {"aligned": 0.05, "concentrated": 0.3, "residual": 1.0}[family]
-    X = x0 + noise * rng.standard_normal((N, L, d))
-    Xkv = x0 + noise * rng.standard_normal((N, L_kv, d)) if cross else None
-    WQ = rng.standard_normal((d, d)) / math.sqrt(d)
-    WK = {"aligned": -WQ, "concentrated": WQ}.get(family, rng.standard_normal((d, d)) / math.sqrt(d))
-    WV = WK + 0.3 * rng.standard_normal((d, d))
-    Y = rng.standard_normal((N, L, d))
-    keys = X if Xkv is None else Xkv
-    if family == "concentrated":  # one long key along the queries' direction takes the mass
-        keys[:, 0, :] = 4.0 * x0
-    if family == "residual":
-        Y = 6.0 + np.abs(Y)
-    small = 0.01 if family == "aligned" else 1.0 / math.sqrt(d)
-    A = {m: small * rng.standard_normal((r, d)) for m in adapt}
-    B = {m: small * rng.standard_normal((d, r)) for m in adapt}
-    alpha, beta = 2.0 * r, 1.0 / math.sqrt(d)
-    W = {"Q": WQ, "K": WK, "V": WV}
-    rescale_to_logit_bound(X, keys, W, A, B, alpha=alpha, beta=beta, logit_bound=R)
-    from lora_proofcheck import _xp  # noqa: PLC0415
-
-    ns = _xp.resolve_namespace(xp)
-    sq = (lambda a: a) if N > 1 else (lambda a: a[0])
-    cast = lambda a: _xp.from_numpy(np.asarray(a, dtype=dtype), ns)  # noqa: E731
-    return LoRAProblem(cast(sq(X)), cast(sq(Y)), {m: cast(w) for m, w in W.items()},
-                       {m: cast(a) for m, a in A.items()}, {m: cast(b) for m, b in B.items()},
-                       alpha=alpha, beta=beta, X_kv=None if Xkv is None else cast(sq(Xkv)))
-
-
-def dense_gradients(problem, *, kernel=None, theta=None, lib=np):
-    """Exact formulas of the paper (errata applied) with F = softmax, or F~ from E~ = kernel(S) or
-    E~ = exp(S)∘(1+theta): dense, float64, from first principles. lib=torch for autograd."""
-    h = testing.host_inputs(problem)
-    if lib is not np:
-        h = {k: ({m: lib.tensor(w) for m, w in v.items()} if isinstance(v, dict) else lib.tensor(v))
-             for k, v in h.items()}
-    s, beta, N = problem.scale, problem.beta, problem.N
-    W = {m: h["W"][m] + s * h["B"][m] @ h["A"][m] if m in h["A"] else h["W"][m] for m in "QKV"}
-    tr = (lambda a: np.swapaxes(a, -1, -2)) if lib is np else (lambda a: a.transpose(-1, -2))
-    X, Xkv, Y = h["X"], h["X_kv"], h["Y"]
-    C1, C2, C3 = X @ W["Q"], Xkv @ W["K"], Xkv @ W["V"]
-    S = beta * C1 @ tr(C2)
-    if kernel is not None:
-        Et = kernel(S)
-    else:
-        shift = S.max(-1, keepdims=True) if lib is np else S.max(-1, keepdim=True).values
-        Et = lib.exp(S - shift)
-        if theta is not None:
-            Et = Et * (1 + theta)
-    F = Et / Et.sum(-1)[..., None]
-    c = F @ C3 - Y
-    P1 = F * (c @ tr(C3))
-    P = P1 - P1.sum(-1)[..., None] * F
-    dW = {"Q": beta * (tr(X) @ P @ C2).sum(0) / N, "K": beta * (tr(Xkv) @ tr(P) @ C1).sum(0) / N,
-          "V": (tr(Xkv) @ tr(F) @ c).sum(0) / N}
-    out = {}
-    for m in problem.adapted:
-        out[f"A_{m}"] = s * tr(h["B"][m]) @ dW[m]
-        out[f"B_{m}"] = s * dW[m] @ tr(h["A"][m])
-    return out
-
-
-def record(ratio: float, label: str, **info) -> None:
-    """Append a measured/bound ratio to $LORA_PROOFCHECK_RATIO_LOG (for the figures in reports)."""
-    path = os.environ.get("LORA_PROOFCHECK_RATIO_LOG")
-    if path:
-        with open(path, "a") as fh:
-            row = {"label": label, "ratio": ratio, **{k: str(v) for k, v in info.items()}}
-            fh.write(json.dumps(row) + "\n")
+from lora_proofcheck.gradients.exact_path import lora_factor_gradients
+from lora_proofcheck.gradients.lowrank_path import lowrank_weight_gradients
+from lora_proofcheck.problem import LoRAProblem
+from lora_proofcheck.testing import FAMILIES, dense_gradients, make_problem, upcast, with_dtype
+from lora_proofcheck.testing.strategies import problems, record_ratio
 
 
 def max_ratio(got: dict, want: dict, bound: dict) -> float:
@@ -241,22 +153,6 @@ def test_alman_song_bound_is_attained_up_to_its_constant():
 # the whole chain: any relative perturbation, and real polynomials
 
 
-@st.composite
-def problems(draw, max_L=64):
-    family = draw(st.sampled_from(FAMILIES))
-    d = draw(st.integers(1, 6))
-    L = draw(st.integers(2, max_L))
-    cross = draw(st.booleans())
-    L_kv = draw(st.integers(2, max_L)) if cross else None
-    adapt = draw(st.sampled_from(["Q", "QV", "QK", "QKV", "V", "K"]))
-    N = draw(st.integers(1, 3))
-    R = draw(st.floats(0.05, 6.0))
-    seed = draw(st.integers(0, 2**32 - 1))
-    r = draw(st.integers(1, 3))
-    note(f"{family} L={L} L_kv={L_kv} d={d} r={r} adapt={adapt} N={N} R={R:.3g} seed={seed}")
-    return make_problem(family, L, d, r, R=R, adapt=adapt, N=N, cross=cross, L_kv=L_kv, seed=seed)
-
-
 @settings(deadline=None)
 @given(problems(max_L=40), st.floats(1e-10, 0.3), st.data())
 def test_any_relative_perturbation_within_kappa_K(problem, dlt, data):
@@ -277,7 +173,7 @@ def test_any_relative_perturbation_within_kappa_K(problem, dlt, data):
     ratio = max_ratio(got, exact, bound)
     note(f"key={key} ratio={ratio:.3g}")
     target(ratio, label="adversarial theta: measured/bound")
-    record(ratio, "theta")
+    record_ratio(ratio, "theta")
     assert ratio <= 1.0
 
 
@@ -303,7 +199,7 @@ def test_polynomial_kernel_within_certified_bound(problem, extra, method):
     ratio = max_ratio(got, exact, bound)
     note(f"degree={poly.degree} {poly.method} delta={poly.rel_error:.3g} ratio={ratio:.3g}")
     target(ratio, label="polynomial: measured/bound")
-    record(ratio, "polynomial", problem=problem, degree=poly.degree, method=poly.method, delta=poly.rel_error,
+    record_ratio(ratio, "polynomial", problem=problem, degree=poly.degree, method=poly.method, delta=poly.rel_error,
            approx=max(cm.kappa_of(poly.rel_error) * float(np.max(K))
                       for K in cert.coefficients_for(poly.rel_error).values()))
     assert ratio <= 1.0
@@ -440,9 +336,9 @@ def test_bad_arguments_name_themselves():
         cert.bound(3)
     for bad in (0, -1.0, math.nan, math.inf):
         with pytest.raises(InvalidInputError, match="eps"):
-            cm.check_eps(bad)
+            select_degree(cert, bad)
     with pytest.raises(InvalidTypeError, match="eps"):
-        cm.check_eps("small")
+        select_degree(cert, "small")
     with pytest.raises(InvalidTypeError, match="dtype"):
         cm.unit_roundoff("float16")
 
@@ -463,26 +359,14 @@ def test_tight_coefficients_are_below_the_general_ones_and_switch_at_the_cap():
     assert k <= k_cap and max(cert.approximation_bound(cm.delta_of(k)).values()) <= eps * (1 + 1e-12)
 
 
-def _as_float64(p):
-    """The same problem with its (float32) entries held exactly in float64."""
-    f = lambda a: np.asarray(a, dtype=np.float64)  # noqa: E731
-    sq = (lambda a: a) if p.batched else (lambda a: a[0])
-    return LoRAProblem(f(sq(p.X3)), f(sq(p.Y3)), {m: f(w) for m, w in p.W.items()},
-                       {m: f(a) for m, a in p.A.items()}, {m: f(b) for m, b in p.B.items()},
-                       alpha=p.alpha, beta=p.beta, X_kv=None if p.Xkv3 is p.X3 else f(sq(p.Xkv3)))
-
-
 @settings(deadline=None, max_examples=15)
 @given(problems(max_L=80), st.integers(0, 4))
 @example(make_problem("residual", 80, 4, 2, R=1.0, adapt="QKV", N=2, seed=3), 4)
 def test_float32_rounding_of_the_low_rank_path_within_its_floor(problem, extra):
     """Same polynomial, same exact-arithmetic result: the float32 low-rank path differs from the
     float64 one by rounding alone, which the two a-posteriori floors must cover."""
-    from lora_proofcheck.exact import lora_factor_gradients  # noqa: PLC0415
-    from lora_proofcheck.lowrank import lowrank_weight_gradients  # noqa: PLC0415
-
-    p32 = _as_float32(problem)
-    p64 = _as_float64(p32)
+    p32 = with_dtype(problem, "float32")
+    p64 = upcast(p32)
     c32, c64 = cm.certify(p32), cm.certify(p64)
     R = max(c32.logit_bound, c64.logit_bound)  # float32's enclosure covers its coarser logits
     poly = exp_polynomial(R, degree=min_degree(R, 0.5) + extra)
@@ -496,14 +380,6 @@ def test_float32_rounding_of_the_low_rank_path_within_its_floor(problem, extra):
     ratio = max_ratio(got["float32"], got["float64"], bound)
     note(f"degree={poly.degree} ratio={ratio:.3g} floor32={max(bound.values()):.3g}")
     assert ratio <= 1.0
-
-
-def _as_float32(p):
-    f = lambda a: np.asarray(a, dtype=np.float32)  # noqa: E731
-    sq = (lambda a: a) if p.batched else (lambda a: a[0])
-    return LoRAProblem(f(sq(p.X3)), f(sq(p.Y3)), {m: f(w) for m, w in p.W.items()},
-                       {m: f(a) for m, a in p.A.items()}, {m: f(b) for m, b in p.B.items()},
-                       alpha=p.alpha, beta=p.beta, X_kv=None if p.Xkv3 is p.X3 else f(sq(p.Xkv3)))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -559,7 +435,7 @@ def test_capped_products_equal_the_direct_evaluation(case):
 
 
 def _dense_staged_floor(rows, ab, u, N, L, L_kv, d, dprime):
-    """The floor's per-entry formulas (`_staged_floor` docstring), evaluated directly with
+    """The floor's per-entry formulas (`staged_floor` docstring), evaluated directly with
     (N, L, d, d) arrays in row layout from the same per-row inputs: the oracle for the blocked,
     capped, regrouped evaluation."""
     g = lambda n: cm.gamma(n, u)  # noqa: E731
@@ -629,11 +505,10 @@ def test_staged_floor_equals_the_dense_per_entry_evaluation(problem, extra, exac
     """Small row blocks (many blocks, runs of the capped products crossing them) and the dense
     (N, L, d, d) evaluation of the same formulas agree to float64 rounding."""
     seen = []
-    fast = rounding._staged_floor
+    fast = rounding.staged_floor
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(rounding, "_BLOCK", 16)
-        mp.setattr(rounding, "_MIN_ROWS", 5)
-        mp.setattr(cm, "_staged_floor", lambda *args: seen.append(args) or fast(*args))
+        mp.setattr(cm, "CERTIFICATE_BLOCKS", blocks.BlockPolicy(budget_bytes=16 * 8, min_rows=5))
+        mp.setattr(cm, "staged_floor", lambda *args: seen.append(args) or fast(*args))
         cert = cm.certify(problem)
         if exact:
             cert.exact_floor()
@@ -666,8 +541,7 @@ def test_certificate_is_invariant_under_row_order_and_blocking(monkeypatch, bloc
     want = cm.certify(base)
     poly = exp_polynomial(want.logit_bound * (1 + 1e-12), degree=7)
     if block is not None:
-        monkeypatch.setattr(rounding, "_BLOCK", block)
-        monkeypatch.setattr(rounding, "_MIN_ROWS", 3)
+        monkeypatch.setattr(cm, "CERTIFICATE_BLOCKS", blocks.BlockPolicy(budget_bytes=block * 8, min_rows=3))
     rng = np.random.default_rng(block or 0)
     got = cm.certify(_permuted(base, rng.permutation(90), rng.permutation(70)))
     for name in ("coefficients", "tight_coefficients"):

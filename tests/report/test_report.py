@@ -8,15 +8,16 @@ report on 2 cores; the module builds two (the second checks determinism).
 import base64
 import copy
 import json
-from pathlib import Path
 from html.parser import HTMLParser
+from pathlib import Path
 
 import jsonschema
 import pytest
 
 from lora_proofcheck.cli import main
-from lora_proofcheck.report import build, command, schema, writers
+from lora_proofcheck.report import build
 from lora_proofcheck.report.config import ReportConfig
+from lora_proofcheck.report.output import schema, writers
 
 SEED = 3
 
@@ -92,18 +93,18 @@ def test_errata_are_confirmed_on_their_stored_counterexamples(tiny):
     assert {e["id"] for e in report["errata"]} == {f"E{i}" for i in range(1, 8)}
     for e in report["errata"]:
         assert e["status"] == "confirmed", e
-        assert e["counterexample"]["file"] == f"counterexamples/{e['id']}.json"
+        assert e["counterexample"]["file"] == f"errata/counterexamples/{e['id']}.json"
         assert any(o["role"] == "literal" and o["holds"] is False for o in e["outcomes"])
 
 
 def test_verdicts_are_consistent_with_the_outcomes(tiny):
     _, report = tiny
-    from lora_proofcheck.report import ledger
-    from lora_proofcheck.report.outcome import Outcome
+    from lora_proofcheck._lib.records import Outcome
+    from lora_proofcheck.report.claims import ledger
 
     for claim in report["claims"]:
         outcomes = [
-            Outcome(c["name"], c["role"], c["holds"], "", status=c["status"], required=c["required"])
+            Outcome(c["name"], c["holds"], "", role=c["role"], status=c["status"], required=c["required"])
             for c in claim["checks"]
         ]
         assert claim["verdict"] == ledger.verdict(claim["kind"], outcomes)
@@ -133,17 +134,17 @@ def test_atomic_write_leaves_nothing_on_failure(tiny, tmp_path, monkeypatch):
     monkeypatch.setattr(writers, "write_html", broken)
     target = tmp_path / "new"
     with pytest.raises(RuntimeError, match="simulated"):
-        command.write_report(ReportConfig("tiny"), target)
+        build.write_report(ReportConfig("tiny"), target)
     assert list(tmp_path.iterdir()) == []  # no DIR, no temporary folder
 
     # a previous report survives a failed replacement untouched
     monkeypatch.undo()
     monkeypatch.setattr(build, "build_report", lambda config, stream=None: (report, plots))
-    command.write_report(ReportConfig("tiny"), target)
+    build.write_report(ReportConfig("tiny"), target)
     before = {p.name: p.read_bytes() for p in target.iterdir()}
     monkeypatch.setattr(writers, "write_markdown", broken)
     with pytest.raises(RuntimeError):
-        command.write_report(ReportConfig("tiny"), target)
+        build.write_report(ReportConfig("tiny"), target)
     assert {p.name: p.read_bytes() for p in target.iterdir()} == before
     assert [p.name for p in tmp_path.iterdir()] == ["new"]
 
@@ -192,13 +193,13 @@ def test_recorded_benchmark_is_summarized(tmp_path):
     import json as _json
 
     from lora_proofcheck.cli import main
-    from lora_proofcheck.report.build import recorded_benchmark
+    from lora_proofcheck.report.measurements.benchmark import recorded_benchmark
 
     bad = tmp_path / "bad.json"
     bad.write_text('{"no": "results"}')
     assert main(["report", "--tiny", "--no-progress", "--out", str(tmp_path / "r"), "--bench", str(bad)]) == 2
     assert not (tmp_path / "r").exists()
-    recorded = Path(__file__).resolve().parent.parent / "reports" / "benchmarks" / "bench_cpu_full.json"
+    recorded = Path(__file__).resolve().parents[2] / "reports" / "benchmarks" / "bench_cpu_full.json"
     section = recorded_benchmark(recorded)
     assert section["status"] == "ok" and section["summary"]["methods"]
     assert _json.loads(recorded.read_text())["results"] == section["results"]

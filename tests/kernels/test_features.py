@@ -14,8 +14,8 @@ import sympy as sp
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from lora_proofcheck import _xp
-from lora_proofcheck.derivations.polynomial import ExpPolynomial, exp_polynomial
+from lora_proofcheck._lib import xp as _xp
+from lora_proofcheck.certification.polynomial import ExpPolynomial, exp_polynomial
 from lora_proofcheck.errors import InvalidInputError, InvalidTypeError
 from lora_proofcheck.kernels import features as features_module
 from lora_proofcheck.kernels.features import (
@@ -237,8 +237,8 @@ def test_fast_and_generic_paths_agree_exactly(d, degree, batch, length, dtype, k
     generic = features_module._stack(NP, X, plan, scale)
     assert fast.shape == generic.shape == batch + (k, length) and fast.dtype == generic.dtype == X.dtype
     assert np.array_equal(fast, generic)
-    U = features_module._side_features(NP, X, p, key)
-    S = features_module._side_features(array_api_strict, array_api_strict.asarray(X), p, key)
+    U = features_module.side_features(NP, X, p, key)
+    S = features_module.side_features(array_api_strict, array_api_strict.asarray(X), p, key)
     assert U.shape == batch + (length, k)
     assert np.array_equal(U, np.matrix_transpose(fast)) and np.array_equal(np.asarray(S), U)
 
@@ -247,8 +247,8 @@ def test_side_features_match_the_validated_entry_points():
     p = exp_polynomial(8.0, degree=5, method="chebyshev")  # negative a_1..a_3 (see above)
     rng = np.random.default_rng(5)
     Q, K = rng.standard_normal((2, 7, 4)), rng.standard_normal((2, 3, 4))
-    assert np.array_equal(features_module._side_features(NP, Q, p, False), query_features(Q, p))
-    assert np.array_equal(features_module._side_features(NP, K, p, True), key_features(K, p))
+    assert np.array_equal(features_module.side_features(NP, Q, p, False), query_features(Q, p))
+    assert np.array_equal(features_module.side_features(NP, K, p, True), key_features(K, p))
     left, right = feature_scales(4, p)
     assert left != right  # the Chebyshev coefficients have both signs, so the sides differ
 
@@ -259,18 +259,18 @@ def test_reused_buffer_gives_the_same_features_in_place():
     buffer = np.full((2, feature_rank(5, 3), 8), np.nan)
     for seed in range(2):  # second call overwrites the first's values entirely
         X = rng.standard_normal((2, 8, 5))
-        U = features_module._side_features(NP, X, p, True, out=buffer)
+        U = features_module.side_features(NP, X, p, True, out=buffer)
         assert np.shares_memory(U, buffer)
-        assert np.array_equal(U, features_module._side_features(NP, X, p, True))
+        assert np.array_equal(U, features_module.side_features(NP, X, p, True))
 
 
 def test_all_namespaces_agree_with_numpy(xp):
     """Same values on every namespace of the conftest fixture (CuPy under the gpu marker)."""
     p = exp_polynomial(4.0, degree=3, method="chebyshev")
     X = np.random.default_rng(8).standard_normal((2, 6, 3))
-    expected = features_module._side_features(NP, X, p, True)
+    expected = features_module.side_features(NP, X, p, True)
     Xs = xp.asarray(X)
-    got = features_module._side_features(array_api_compat.array_namespace(Xs), Xs, p, True)
+    got = features_module.side_features(array_api_compat.array_namespace(Xs), Xs, p, True)
     assert np.array_equal(_xp.to_numpy(got), expected)
 
 

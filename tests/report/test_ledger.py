@@ -9,18 +9,21 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lora_proofcheck.exact import exact_gradients
+from lora_proofcheck._lib.records import Outcome, Skip, run_check
+from lora_proofcheck.gradients.exact_path import exact_gradients
 from lora_proofcheck.problem import LoRAProblem
-from lora_proofcheck.report import chain, errata, ledger, search
+from lora_proofcheck.report.claims import ledger
 from lora_proofcheck.report.config import ReportConfig
 from lora_proofcheck.report.context import Context
-from lora_proofcheck.report.errata_checks import EVALUATORS
-from lora_proofcheck.report.instances import load, problem_from_json, problem_to_json, stored_names
-from lora_proofcheck.report.outcome import Outcome, Skip, run_check
+from lora_proofcheck.report.errata import catalogue as errata
+from lora_proofcheck.report.errata import search
+from lora_proofcheck.report.errata.evaluators import EVALUATORS
+from lora_proofcheck.report.errata.instances import load, problem_from_json, problem_to_json, stored_names
+from lora_proofcheck.testing import dense_chain as chain
 
 
 def _o(role, holds, status="ran", required=True):
-    return Outcome("c", role, holds, "", status=status, required=required)
+    return Outcome("c", holds, "", role=role, status=status, required=required)
 
 
 def test_verdict_rules():
@@ -125,7 +128,7 @@ def test_chain_oracle_matches_the_exact_path(L, d, r, cross, R, seed, module):
 
 def test_paper_literal_factors_differ_from_the_corrected_ones():
     """Lemma 3.6/3.7 as printed (U1 ⊘ U2 with q = C3 c^T; F~ diag(r~)) do not give p~1, p~2."""
-    from lora_proofcheck.derivations.polynomial import exp_polynomial
+    from lora_proofcheck.certification.polynomial import exp_polynomial
 
     p = LoRAProblem.random(12, 3, 2, adapt="QV", logit_bound=1.0, seed=4)
     pi = chain.paper_inputs(p, "Q")
@@ -152,7 +155,7 @@ def _frontier(log_ts, fixed_ts):
 
 def test_phase_evidence_can_fail():
     """The Thm 4.1 evidence checks decide on the data: a drifting log-rule frontier or a flat sweep fails."""
-    from lora_proofcheck.report import checks_approx as ca
+    from lora_proofcheck.report.claims import measured as ca
 
     ctx = Context(ReportConfig("tiny"))
     ctx.put("frontier", _frontier([0.4, 0.4, 0.39, 0.38], [0.3, 0.4, 0.5, 0.6]))
@@ -173,7 +176,7 @@ def test_phase_evidence_can_fail():
 def test_chain_inequality_allows_rounding_at_equality_only():
     """An inequality attained with equality may exceed 1 by a few ulps of its float64 evaluation
     (seen in --full: Lemma 3.7 at 1 + 7e-16); anything beyond rounding still fails."""
-    from lora_proofcheck.report import checks_numeric as cn
+    from lora_proofcheck.report.claims import numeric as cn
 
     class Ctx:
         def __init__(self, worst):

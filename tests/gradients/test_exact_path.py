@@ -14,9 +14,11 @@ from hypothesis import strategies as st
 from scipy.special import softmax
 
 from lora_proofcheck import InvalidInputError, InvalidTypeError, LoRAProblem, exact_gradients, loss, testing
-from lora_proofcheck.derivations.explicit import symbol_matrix
-from lora_proofcheck.derivations.proofs import Exp
-from lora_proofcheck.exact import choose_block_rows
+from lora_proofcheck._lib.blocks import EXACT_BLOCKS, blas_threads, worker_threads
+from lora_proofcheck._lib.xp import to_numpy
+from lora_proofcheck.derivations.decomposition_proofs import Exp
+from lora_proofcheck.derivations.interpreter import symbol_matrix
+from lora_proofcheck.gradients.exact_path import blocked_rows, choose_block_rows
 from lora_proofcheck.kernels import _generated_exact as gen
 
 if os.environ.get("CI"):
@@ -126,7 +128,7 @@ def test_array_namespaces_agree(xp):
     want, got = exact_gradients(p_np), exact_gradients(p_xp)
     for key in want:
         assert type(got[key]) is type(p_xp.X)  # output stays in the input's namespace
-        np.testing.assert_allclose(testing.to_numpy(got[key]), want[key], rtol=1e-13, atol=1e-13)
+        np.testing.assert_allclose(to_numpy(got[key]), want[key], rtol=1e-13, atol=1e-13)
 
 
 @pytest.mark.parametrize("adapt", ["QV", "QKV", "K"])
@@ -169,3 +171,59 @@ def test_block_rule():
 def test_problem_type_checked():
     with pytest.raises(InvalidTypeError, match="problem must be a LoRAProblem"):
         exact_gradients({"X": 1})
+
+
+# ----------------------------------------------------------------------------------------------
+# row blocks on threads
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_threaded_blocks_equal_dense(threads):
+    p = LoRAProblem.random(150, 6, 3, adapt="QKV", N=2, cross=True, L_kv=70, seed=11)
+    dense = exact_gradients(p, block_rows=None)
+    blocked = exact_gradients(p, block_rows=13, threads=threads)
+    assert testing.max_abs_error(blocked, dense) <= 1e-13 * testing.max_abs(dense)
+    again = exact_gradients(p, block_rows=13, threads=threads)  # fixed summation order
+    assert all(np.array_equal(again[k], blocked[k]) for k in blocked)
+
+
+def test_thread_count_follows_the_blas():
+    from threadpoolctl import threadpool_limits
+
+    p = LoRAProblem.random(40, 4, 2, adapt="Q")
+    with threadpool_limits(limits=1, user_api="blas"):
+        assert blas_threads() == 1 and worker_threads(p.xp) == 1
+    assert worker_threads(p.xp, 3) == 3
+
+
+def test_threads_only_on_numpy(xp):
+    p = LoRAProblem.random(40, 4, 2, adapt="Q", xp=xp)
+    from array_api_compat import is_numpy_namespace
+
+    assert worker_threads(p.xp, 4) == (4 if is_numpy_namespace(p.xp) else 1)
+
+
+@pytest.mark.parametrize("bad, error", [(0, InvalidInputError), (2.0, InvalidTypeError),
+                                        (True, InvalidTypeError), ("2", InvalidTypeError)])
+def test_bad_threads(bad, error):
+    p = LoRAProblem.random(40, 4, 2, adapt="Q")
+    with pytest.raises(error, match="threads"):
+        exact_gradients(p, block_rows=8, threads=bad)
+
+
+def test_block_rule_bounds_the_working_set():
+    for L in (2**10, 2**14, 2**17):
+        for dtype, size in (("float64", 8), ("float32", 4)):
+            rows = blocked_rows(_Shape(L, dtype))
+            assert 1 <= rows <= L
+            assert rows * L * size <= max(EXACT_BLOCKS.budget_bytes, EXACT_BLOCKS.min_rows * L * size)
+    small = LoRAProblem.random(64, 4, 1)
+    assert choose_block_rows(small) is None  # one block would hold it all: dense
+
+
+class _Shape:
+    """Just the sizes `blocked_rows` reads (building a 2^17 instance would cost time, not insight)."""
+
+    def __init__(self, L, dtype_name):
+        self.N, self.L, self.L_kv, self.dtype_name = 1, L, L, dtype_name
+

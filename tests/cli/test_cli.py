@@ -1,4 +1,4 @@
-"""The command line: help, env, check's exit status, clear errors."""
+"""The command line: help, env, check's exit status, plan's exit codes, clear errors."""
 
 import json
 import subprocess
@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from lora_proofcheck import checks
+from lora_proofcheck._lib.records import Outcome
 from lora_proofcheck.cli import build_parser, main
 
 
@@ -26,8 +27,8 @@ def test_env_json(capsys):
 
 
 def test_check_reports_failures(monkeypatch, capsys):
-    bad = checks.CheckResult("demo", "a failing check", False, "1e+00", 0.0)
-    good = checks.CheckResult("demo2", "a passing check", True, "0", 0.0)
+    bad = Outcome("demo", False, "1e+00", detail="a failing check")
+    good = Outcome("demo2", True, "0", detail="a passing check")
     monkeypatch.setattr(checks, "all_checks", lambda full=False: [good, bad])
     assert main(["check"]) == 1
     out = capsys.readouterr().out
@@ -45,3 +46,15 @@ def test_unknown_command_is_a_usage_error():
 def test_module_entry_point():
     out = subprocess.run([sys.executable, "-m", "lora_proofcheck", "env"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "sympy" in out.stdout
+
+
+def test_cli_plan_exit_codes_and_json(capsys):
+    assert main(["plan", "--L", "65536", "--d", "2", "--logit-bound", "0.5", "--eps", "1e-3"]) == 0
+    assert "FEASIBLE" in capsys.readouterr().out
+    assert main(["plan", "--L", "256", "--d", "8", "--logit-bound", "20", "--eps", "1e-6", "--adapt", "QKV",
+                 "--json"]) == 3
+    data = json.loads(capsys.readouterr().out)
+    assert data["feasible"] is False and "above the threshold" in data["reason"]
+    assert main(["plan", "--L", "0", "--d", "2", "--logit-bound", "1", "--eps", "1e-3"]) == 2
+    assert "L must be" in capsys.readouterr().err
+

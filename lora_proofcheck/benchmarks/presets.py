@@ -1,0 +1,20 @@
+"""The one table of benchmark presets: the `bench` command's `--quick` and default (full) runs, and
+the small runs a report makes when no recorded benchmark is given (`report --quick` / `--full`).
+
+Each preset is a dict of `BenchConfig` fields; the command line overrides any of them.
+"""
+
+from __future__ import annotations
+
+__all__ = ["PRESETS"]
+
+PRESETS = {
+    # lora-proofcheck bench --quick / bench
+    "quick": dict(L_min=256, L_max=2048, repeats=1, max_seconds=30.0, budget_seconds=180.0, gemm_square=512),
+    "full": dict(L_min=1024, L_max=131072, repeats=3, max_seconds=300.0, budget_seconds=1200.0, gemm_square=2048),
+    # the benchmark section of lora-proofcheck report --quick / --full
+    "report-quick": dict(L_list=(1024, 2048, 4096), repeats=1, eps=(1e-3,), budget_seconds=90.0, max_seconds=60.0,
+                         fit_min_L=1024, gemm_square=512),
+    "report-full": dict(L_min=1024, L_max=32768, repeats=3, eps=(1e-3, 1e-6), budget_seconds=900.0,
+                        max_seconds=300.0, fit_min_L=4096, gemm_square=2048),
+}

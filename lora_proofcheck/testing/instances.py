@@ -1,0 +1,92 @@
+"""The one set of test instances: adversarial families of LoRA problems shared by the tests, the
+`check` command, the report and the stress campaign.
+
+Every family is reproducible from its seed and scaled so that the Cauchy-Schwarz logit bound
+R = beta max_i ||(X W_Q)_i|| max_j ||(X' W_K)_j|| equals the R asked for.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .._lib import xp as _xp
+from ..problem import LoRAProblem, rescale_to_logit_bound
+
+__all__ = ["FAMILIES", "aligned_problem", "make_problem", "upcast", "with_dtype"]
+
+FAMILIES = ("gaussian", "aligned", "concentrated", "residual")
+
+
+def make_problem(family, L, d, r, *, R, adapt="QKV", N=1, cross=False, L_kv=None, seed=0, dtype="float64",
+                 xp=None) -> LoRAProblem:
+    """A problem of `family` whose Cauchy-Schwarz logit bound is R.
+
+    gaussian      LoRAProblem.random
+    aligned       every row near one direction and W_K = -W_Q: all logits near -R, where the
+                  polynomial's relative error is largest; values move with the logits
+    concentrated  one key of large norm aligned with the queries: rows put their mass on it
+    residual      targets far outside the range of the values: large, one-signed residuals
+    """
+    if family == "gaussian":
+        return LoRAProblem.random(L, d, r, adapt=adapt, N=N, logit_bound=R, cross=cross, seed=seed,
+                                  dtype=dtype, xp=xp, L_kv=L_kv if cross else None)
+    rng = np.random.default_rng(seed)
+    L_kv = L if not cross or L_kv is None else L_kv
+    x0 = rng.standard_normal(d)
+    x0 /= np.linalg.norm(x0)
+    noise = {"aligned": 0.05, "concentrated": 0.3, "residual": 1.0}[family]
+    X = x0 + noise * rng.standard_normal((N, L, d))
+    Xkv = x0 + noise * rng.standard_normal((N, L_kv, d)) if cross else None
+    WQ = rng.standard_normal((d, d)) / math.sqrt(d)
+    WK = {"aligned": -WQ, "concentrated": WQ}.get(family, rng.standard_normal((d, d)) / math.sqrt(d))
+    WV = WK + 0.3 * rng.standard_normal((d, d))
+    Y = rng.standard_normal((N, L, d))
+    keys = X if Xkv is None else Xkv
+    if family == "concentrated":  # one long key along the queries' direction takes the mass
+        keys[:, 0, :] = 4.0 * x0
+    if family == "residual":
+        Y = 6.0 + np.abs(Y)
+    small = 0.01 if family == "aligned" else 1.0 / math.sqrt(d)
+    A = {m: small * rng.standard_normal((r, d)) for m in adapt}
+    B = {m: small * rng.standard_normal((d, r)) for m in adapt}
+    alpha, beta = 2.0 * r, 1.0 / math.sqrt(d)
+    W = {"Q": WQ, "K": WK, "V": WV}
+    rescale_to_logit_bound(X, keys, W, A, B, alpha=alpha, beta=beta, logit_bound=R)
+    ns = _xp.resolve_namespace(xp)
+    sq = (lambda a: a) if N > 1 else (lambda a: a[0])
+    cast = lambda a: _xp.from_numpy(np.asarray(a, dtype=dtype), ns)  # noqa: E731
+    return LoRAProblem(cast(sq(X)), cast(sq(Y)), {m: cast(w) for m, w in W.items()},
+                       {m: cast(a) for m, a in A.items()}, {m: cast(b) for m, b in B.items()},
+                       alpha=alpha, beta=beta, X_kv=None if Xkv is None else cast(sq(Xkv)))
+
+
+def aligned_problem(L, d, r, R, *, seed=0, adapt="QKV") -> LoRAProblem:
+    """An adversarial instance: rows near one direction and W_K = -W_Q, so every logit is near -R
+    where the polynomial's relative error is largest; the values move with the logits."""
+    rng = np.random.default_rng(seed)
+    x0 = rng.standard_normal(d)
+    X = x0 / np.linalg.norm(x0) + 0.05 * rng.standard_normal((L, d))
+    WQ = rng.standard_normal((d, d)) / math.sqrt(d)
+    W = {"Q": WQ, "K": -WQ, "V": -WQ + 0.3 * rng.standard_normal((d, d))}
+    A = {m: 0.01 * rng.standard_normal((r, d)) for m in adapt}
+    B = {m: 0.01 * rng.standard_normal((d, r)) for m in adapt}
+    alpha, beta = 2.0 * r, 1.0 / math.sqrt(d)
+    rescale_to_logit_bound(X, X, W, A, B, alpha=alpha, beta=beta, logit_bound=R)
+    return LoRAProblem(X, rng.standard_normal((L, d)), W, A, B, alpha=alpha, beta=beta)
+
+
+def with_dtype(problem: LoRAProblem, dtype: str) -> LoRAProblem:
+    """The same problem on the host with its entries cast to `dtype` ("float32" or "float64")."""
+    f = lambda a: np.asarray(_xp.to_numpy(a), dtype=dtype)  # noqa: E731
+    sq = (lambda a: a) if problem.batched else (lambda a: a[0])
+    return LoRAProblem(f(sq(problem.X3)), f(sq(problem.Y3)), {m: f(w) for m, w in problem.W.items()},
+                       {m: f(a) for m, a in problem.A.items()}, {m: f(b) for m, b in problem.B.items()},
+                       alpha=problem.alpha, beta=problem.beta,
+                       X_kv=None if not problem.cross else f(sq(problem.Xkv3)))
+
+
+def upcast(problem: LoRAProblem) -> LoRAProblem:
+    """The same problem in float64 on the host (float32 values are exact in float64)."""
+    return with_dtype(problem, "float64")

@@ -1,0 +1,134 @@
+"""Independent oracles: nothing here uses the generated kernels or the certificate.
+
+The reference loss is a plain NumPy/SciPy forward pass; its gradients come from central finite
+differences or PyTorch autograd (test-only: `oracle` extra, imported on first use). `dense_gradients`
+evaluates the exact gradient formulas (errata applied) densely from first principles, with the exact
+softmax or any perturbed kernel E~ = kernel(S) or exp(S)(1 + theta).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.special import softmax
+
+from .._lib.xp import from_numpy, to_host64, to_numpy
+from ..problem import LoRAProblem
+
+__all__ = ["dense_gradients", "exact_features", "finite_difference_gradients", "host_inputs", "kernel_inputs",
+           "max_abs", "max_abs_error", "reference_loss", "torch_gradients"]
+
+
+def host_inputs(problem: LoRAProblem) -> dict:
+    """The problem's arrays on the host in float64 (batched shapes)."""
+    f = lambda a: np.asarray(to_numpy(a), dtype=np.float64)  # noqa: E731
+    return {
+        "X": f(problem.X3), "X_kv": f(problem.Xkv3), "Y": f(problem.Y3),
+        "W": {m: f(w) for m, w in problem.W.items()},
+        "A": {m: f(a) for m, a in problem.A.items()},
+        "B": {m: f(b) for m, b in problem.B.items()},
+    }
+
+
+def reference_loss(h: dict, alpha: float, beta: float, r: int) -> float:
+    """1/(2N) sum_n ||softmax(beta X W_Q W_K^T X'^T) X' W_V - Y||_F^2 from first principles."""
+    W = {m: h["W"][m] + (alpha / r) * h["B"][m] @ h["A"][m] if m in h["A"] else h["W"][m] for m in "QKV"}
+    S = beta * (h["X"] @ W["Q"]) @ np.swapaxes(h["X_kv"] @ W["K"], -1, -2)
+    O = softmax(S, axis=-1) @ (h["X_kv"] @ W["V"])
+    return float(np.sum((O - h["Y"]) ** 2) / (2 * h["X"].shape[0]))
+
+
+def finite_difference_gradients(problem: LoRAProblem, step: float = 1e-6) -> dict:
+    """Central differences of `reference_loss` in every entry of every A_mu, B_mu (float64)."""
+    h = host_inputs(problem)
+    out = {}
+    for kind in ("A", "B"):
+        for m in problem.adapted:
+            base = h[kind][m]
+            grad = np.empty_like(base)
+            for idx in np.ndindex(base.shape):
+                orig = base[idx]
+                base[idx] = orig + step
+                up = reference_loss(h, problem.alpha, problem.beta, problem.r)
+                base[idx] = orig - step
+                down = reference_loss(h, problem.alpha, problem.beta, problem.r)
+                base[idx] = orig
+                grad[idx] = (up - down) / (2 * step)
+            out[f"{kind}_{m}"] = grad
+    return out
+
+
+def torch_gradients(problem: LoRAProblem) -> tuple[float, dict]:
+    """Loss and dL/dA, dL/dB by PyTorch autograd in float64 (needs the `oracle` extra)."""
+    import torch  # noqa: PLC0415 - test-only oracle: never imported unless asked for
+
+    h = host_inputs(problem)
+    leaf = lambda a: torch.tensor(a, dtype=torch.float64, requires_grad=True)  # noqa: E731
+    A = {m: leaf(a) for m, a in h["A"].items()}
+    B = {m: leaf(b) for m, b in h["B"].items()}
+    W = {m: torch.tensor(h["W"][m]) + (problem.alpha / problem.r) * B[m] @ A[m] if m in A
+         else torch.tensor(h["W"][m]) for m in "QKV"}
+    X, Xkv, Y = (torch.tensor(h[k]) for k in ("X", "X_kv", "Y"))
+    S = problem.beta * (X @ W["Q"]) @ (Xkv @ W["K"]).transpose(-1, -2)
+    O = torch.softmax(S, dim=-1) @ (Xkv @ W["V"])
+    loss = ((O - Y) ** 2).sum() / (2 * X.shape[0])
+    loss.backward()
+    grads = {f"A_{m}": A[m].grad.numpy() for m in A} | {f"B_{m}": B[m].grad.numpy() for m in B}
+    return float(loss.detach()), grads
+
+
+def max_abs_error(got: dict, want: dict) -> float:
+    """max over keys of max |got - want| (host float64)."""
+    return max(float(np.max(np.abs(np.asarray(to_numpy(got[k]), np.float64) - want[k]))) for k in want)
+
+
+def max_abs(values: dict) -> float:
+    return max(float(np.max(np.abs(np.asarray(to_numpy(v), np.float64)))) for v in values.values())
+
+
+def dense_gradients(problem: LoRAProblem, *, kernel=None, theta=None, lib=np) -> dict:
+    """Exact formulas of the paper (errata applied) with F = softmax, or F~ from E~ = kernel(S) or
+    E~ = exp(S)∘(1+theta): dense, float64, from first principles. lib=torch for autograd."""
+    h = host_inputs(problem)
+    if lib is not np:
+        h = {k: ({m: lib.tensor(w) for m, w in v.items()} if isinstance(v, dict) else lib.tensor(v))
+             for k, v in h.items()}
+    s, beta, N = problem.scale, problem.beta, problem.N
+    W = {m: h["W"][m] + s * h["B"][m] @ h["A"][m] if m in h["A"] else h["W"][m] for m in "QKV"}
+    tr = (lambda a: np.swapaxes(a, -1, -2)) if lib is np else (lambda a: a.transpose(-1, -2))
+    X, Xkv, Y = h["X"], h["X_kv"], h["Y"]
+    C1, C2, C3 = X @ W["Q"], Xkv @ W["K"], Xkv @ W["V"]
+    S = beta * C1 @ tr(C2)
+    if kernel is not None:
+        Et = kernel(S)
+    else:
+        shift = S.max(-1, keepdims=True) if lib is np else S.max(-1, keepdim=True).values
+        Et = lib.exp(S - shift)
+        if theta is not None:
+            Et = Et * (1 + theta)
+    F = Et / Et.sum(-1)[..., None]
+    c = F @ C3 - Y
+    P1 = F * (c @ tr(C3))
+    P = P1 - P1.sum(-1)[..., None] * F
+    dW = {"Q": beta * (tr(X) @ P @ C2).sum(0) / N, "K": beta * (tr(Xkv) @ tr(P) @ C1).sum(0) / N,
+          "V": (tr(Xkv) @ tr(F) @ c).sum(0) / N}
+    out = {}
+    for m in problem.adapted:
+        out[f"A_{m}"] = s * tr(h["B"][m]) @ dW[m]
+        out[f"B_{m}"] = s * dW[m] @ tr(h["A"][m])
+    return out
+
+
+def kernel_inputs(problem: LoRAProblem) -> tuple:
+    """The data arguments of the generated kernels for `problem`: (X_q, X_kv, W_Q, W_K, W_V, Y, beta)."""
+    W = problem.weights()
+    return (problem.X3, problem.Xkv3, W["Q"], W["K"], W["V"], problem.Y3, problem.beta)
+
+
+def exact_features(problem: LoRAProblem, xp):
+    """Features that make the low-rank chain exact: U1 = exp(S) (dense, unshifted: for bounded logits),
+    U2 = I, so that U1 U2^T = exp(S); arrays of namespace `xp`, shapes (N, L, L_kv), (N, L_kv, L_kv)."""
+    W = {m: to_host64(w) for m, w in problem.weights().items()}
+    X, Xkv = to_host64(problem.X3), to_host64(problem.Xkv3)
+    S = problem.beta * (X @ W["Q"]) @ np.swapaxes(Xkv @ W["K"], -1, -2)
+    U2 = np.broadcast_to(np.eye(problem.L_kv), (problem.N, problem.L_kv, problem.L_kv))
+    return from_numpy(np.exp(S), xp), from_numpy(np.ascontiguousarray(U2), xp)

@@ -1,0 +1,60 @@
+"""Hypothesis strategies of test problems (needs hypothesis: the `test` extra; imported only by tests).
+
+`problems` draws from the adversarial families of `instances.make_problem`; `small_problems` draws
+tiny Gaussian instances for exact-arithmetic comparisons. Every draw is noted, so a failing example
+prints the instance it ran.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from hypothesis import note
+from hypothesis import strategies as st
+
+from ..problem import LoRAProblem
+from .instances import FAMILIES, make_problem
+
+__all__ = ["ADAPTS", "problems", "record_ratio", "small_problems"]
+
+ADAPTS = ("Q", "QV", "QK", "QKV", "V", "K")
+
+
+@st.composite
+def problems(draw, *, max_L=64, max_d=6, ranks=(1, 3), max_R=6.0, dtypes=("float64",)):
+    """A problem of any family: L, L_kv in [2, max_L], d in [1, max_d], r in `ranks` (inclusive
+    range), logit bound R in [0.05, max_R], self or cross attention, N in [1, 3], any module subset."""
+    family = draw(st.sampled_from(FAMILIES))
+    d = draw(st.integers(1, max_d))
+    L = draw(st.integers(2, max_L))
+    cross = draw(st.booleans())
+    L_kv = draw(st.integers(2, max_L)) if cross else None
+    adapt = draw(st.sampled_from(ADAPTS))
+    N = draw(st.integers(1, 3))
+    R = draw(st.floats(0.05, max_R))
+    seed = draw(st.integers(0, 2**32 - 1))
+    r = draw(st.integers(*ranks))
+    dtype = draw(st.sampled_from(dtypes))
+    note(f"{family} L={L} L_kv={L_kv} d={d} r={r} adapt={adapt} N={N} R={R:.3g} seed={seed} {dtype}")
+    return make_problem(family, L, d, r, R=R, adapt=adapt, N=N, cross=cross, L_kv=L_kv, seed=seed,
+                        dtype=dtype)
+
+
+@st.composite
+def small_problems(draw, xp=None):
+    """A tiny Gaussian Q,K,V problem (L, L_kv <= 12, d <= 5), batched or not, self or cross."""
+    cross = draw(st.booleans())
+    return LoRAProblem.random(
+        draw(st.integers(1, 12)), draw(st.integers(1, 5)), draw(st.integers(1, 2)), adapt="QKV",
+        N=draw(st.integers(1, 3)), cross=cross, L_kv=draw(st.integers(1, 12)) if cross else None,
+        logit_bound=draw(st.sampled_from([0.1, 1.0, 4.0])), seed=draw(st.integers(0, 2**31)), xp=xp,
+    )
+
+
+def record_ratio(ratio: float, label: str, **info) -> None:
+    """Append a measured/bound ratio to $LORA_PROOFCHECK_RATIO_LOG, when set (for the figures in reports)."""
+    path = os.environ.get("LORA_PROOFCHECK_RATIO_LOG")
+    if path:
+        with open(path, "a") as fh:
+            fh.write(json.dumps({"label": label, "ratio": ratio, **{k: str(v) for k, v in info.items()}}) + "\n")
