@@ -1,7 +1,10 @@
 """`LoRAProblem`: one validated instance of the LoRA attention-head regression problem.
 
     L = 1/(2N) sum_n || softmax_rows(beta * X_n W_Q W_K^T X'_n^T) X'_n W_V - Y_n ||_F^2,
-    W_mu = W*_mu + (alpha/r) B_mu A_mu   for the adapted modules mu (keys of A and B).
+    W_mu = W*_mu + (alpha/r) B_mu A_mu   for the adapted modules mu (keys of A and B),
+
+with softmax_rows(S)_ij = e^S_ij / (n + sum_l e^S_il): n = 0 is softmax, n > 0 Softmax_1 (the
+outlier-free attention of the paper's App. G, with n = 1 there).
 
 Everything is checked once here so the kernels never see bad input.
 """
@@ -49,6 +52,9 @@ class LoRAProblem:
         The paper's setting is beta = 1.
     X_kv : array of shape (L_kv, d) or (N, L_kv, d), optional
         Key/value input for cross-attention; self-attention when omitted.
+    normalizer_offset : float, optional
+        n >= 0 in the row normaliser n + sum_l e^S_il: 0 (default) is softmax, 1 is Softmax_1
+        ("off-by-one" / outlier-free attention, OutEffHop).
 
     Raises
     ------
@@ -72,7 +78,7 @@ class LoRAProblem:
     lora_proofcheck.errors.InvalidInputError: A and B must adapt the same modules: A without B for ['Q'], B without A for ['V']
     """
 
-    def __init__(self, X, Y, W, A, B, *, alpha, beta=None, X_kv=None):
+    def __init__(self, X, Y, W, A, B, *, alpha, beta=None, X_kv=None, normalizer_offset=0.0):
         W = _check_modules("W", W)
         A = _check_modules("A", A)
         B = _check_modules("B", B)
@@ -145,6 +151,9 @@ class LoRAProblem:
 
         self.alpha = check_real("alpha", alpha)
         self.beta = 1.0 / math.sqrt(d) if beta is None else check_real("beta", beta)
+        self.normalizer_offset = check_real("normalizer_offset", normalizer_offset)
+        if self.normalizer_offset < 0:
+            raise InvalidInputError(f"normalizer_offset must be >= 0, got {self.normalizer_offset}")
         self.N, self.L, self.d, self.r = N, L, d, r
         self.L_kv = Xkv3.shape[1]
         self.cross = X_kv is not None
@@ -184,6 +193,11 @@ class LoRAProblem:
         return self.alpha / self.r
 
     @property
+    def log_n(self) -> float:
+        """log of the normaliser offset n (-inf for softmax): what the generated kernels take."""
+        return math.log(self.normalizer_offset) if self.normalizer_offset > 0 else -math.inf
+
+    @property
     def dtype_name(self) -> str:
         return _xp.dtype_name(self.xp, self.dtype)
 
@@ -196,17 +210,18 @@ class LoRAProblem:
 
     def __repr__(self) -> str:
         kind = "cross" if self.cross else "self"
+        offset = f", normalizer_offset={self.normalizer_offset:g}" if self.normalizer_offset else ""
         return (
             f"LoRAProblem(N={self.N}, L={self.L}, L_kv={self.L_kv}, d={self.d}, r={self.r}, "
             f"adapt={''.join(self.adapted)!r}, {kind}-attention, alpha={self.alpha:g}, "
-            f"beta={self.beta:g}, dtype={self.dtype_name})"
+            f"beta={self.beta:g}{offset}, dtype={self.dtype_name})"
         )
 
     # -- reproducible instances -----------------------------------------------------------
     @classmethod
     def random(
         cls, L, d, r, *, adapt="QV", N=1, logit_bound=None, cross=False, seed=0,
-        dtype="float64", xp=None, L_kv=None,
+        dtype="float64", xp=None, L_kv=None, normalizer_offset=0.0,
     ) -> "LoRAProblem":
         """A reproducible Gaussian instance.
 
@@ -251,7 +266,7 @@ class LoRAProblem:
             {m: cast(a) for m, a in A.items()},
             {m: cast(b) for m, b in B.items()},
             alpha=alpha, beta=beta,
-            X_kv=None if X_kv is None else cast(squeeze(X_kv)),
+            X_kv=None if X_kv is None else cast(squeeze(X_kv)), normalizer_offset=normalizer_offset,
         )
 
 

@@ -74,6 +74,8 @@ def test_non_finite_cross_input():
     (dict(X_kv=np.ones((1, 4, 3))), r"X_kv must have as many dimensions as X"),
     (dict(alpha=float("nan")), r"alpha must be finite"),
     (dict(beta=float("inf")), r"beta must be finite"),
+    (dict(normalizer_offset=-1.0), r"normalizer_offset must be >= 0"),
+    (dict(normalizer_offset=float("nan")), r"normalizer_offset must be finite"),
 ])
 def test_bad_values(changes, match):
     with pytest.raises(InvalidInputError, match=match):
@@ -88,6 +90,7 @@ def test_bad_values(changes, match):
     (dict(W=[1, 2, 3]), r"W must be a dict"),
     (dict(alpha="2"), r"alpha must be a real number"),
     (dict(alpha=True), r"alpha must be a real number"),
+    (dict(normalizer_offset="1"), r"normalizer_offset must be a real number"),
 ])
 def test_bad_types(changes, match):
     with pytest.raises(InvalidTypeError, match=match):
@@ -137,3 +140,9 @@ def test_random_is_reproducible_and_shapes():
     assert np.array_equal(a.X, b.X) and np.array_equal(a.A["V"], b.A["V"])
     assert a.X.shape == (7, 3) and LoRAProblem.random(7, 3, 2, N=3).X.shape == (3, 7, 3)
     assert LoRAProblem.random(7, 3, 2, dtype="float32").dtype == np.float32
+
+
+def test_softmax_1_offset_is_kept_and_shown():
+    p = LoRAProblem.random(8, 3, 1, normalizer_offset=1.0)
+    assert p.normalizer_offset == 1.0 and p.log_n == 0.0 and "normalizer_offset=1" in repr(p)
+    assert LoRAProblem.random(8, 3, 1).log_n == -float("inf")

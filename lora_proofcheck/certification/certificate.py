@@ -105,7 +105,7 @@ import sympy as sp
 from .._lib import xp as _xp
 from .._lib.blocks import CERTIFICATE_BLOCKS, accumulate, recycle_block_memory
 from .._lib.xp import to_host64, transposed_rows, transposed_take
-from ..errors import InvalidTypeError
+from ..errors import InvalidInputError, InvalidTypeError
 from ..problem import check_problem
 from .polynomial import ExpPolynomial
 from .rounding import DELTA_CAP, PHI_CAP, floor_rows, gamma, kernel_depth, staged_floor, unit_roundoff
@@ -392,6 +392,9 @@ def projections(problem) -> dict:
     product order (E is formed block by block where it is used, never for all rows at once).
     "norms" holds the row norms (N, L) of C_Q, E_Q, C_K, E_K (keys "Q", "EQ", "K", "EK")."""
     check_problem(problem)
+    if problem.normalizer_offset:  # rows of F then sum to less than 1: not what the steps below assume
+        raise InvalidInputError("normalizer_offset > 0 (Softmax_1): the certificate covers softmax only; "
+                                "use exact_gradients")
     xp = problem.xp
     u = unit_roundoff(problem.dtype_name)
     s = abs(problem.scale)

@@ -49,7 +49,11 @@ class XPPrinter(NumPyPrinter):
         raise NotImplementedError(f"elementwise {body}")
 
     def _print_RowMax(self, e):
-        return f"xp.max({self._print(e.arg)}, axis=-1, keepdims=True)"
+        row_max = f"xp.max({self._print(e.arg)}, axis=-1, keepdims=True)"
+        return row_max if e.floor is None else f"xp.maximum({row_max}, {self._print(e.floor)})"
+
+    def _print_Fill(self, e):
+        return self.parenthesize(e.value, 50)  # a scalar broadcasts wherever the matrix would
 
     def _print_RowDot(self, e):
         A, B = (self._print(a) for a in e.args)

@@ -23,12 +23,12 @@ PACKAGE = Path(__file__).resolve().parent.parent
 KERNELS = PACKAGE / "kernels"
 RECORDS = PACKAGE.parent / "derivations"  # human-readable records, in a source checkout only
 
-EXACT_ARGS = ("X_q", "X_kv", "W_Q", "W_K", "W_V", "Y", "beta")
-LOWRANK_ARGS = ("U1", "U2", "X_q", "X_kv", "W_Q", "W_K", "W_V", "Y", "beta")
+EXACT_ARGS = ("X_q", "X_kv", "W_Q", "W_K", "W_V", "Y", "beta", "log_n")
+LOWRANK_ARGS = ("U1", "U2", "X_q", "X_kv", "W_Q", "W_K", "W_V", "Y", "beta", "n")
 #: fixed signatures of the row passes (an argument a subset does not need is accepted and unused)
 PHASE_ARGS = {
     "key_moments": ("U2", "X_kv", "W_K", "W_V"),
-    "query_pass": ("U1", "Vq", "X_q", "W_Q", "Y", "beta"),
+    "query_pass": ("U1", "Vq", "X_q", "W_Q", "Y", "beta", "n"),
     "key_pass": ("U2", "Vk", "X_kv", "W_V", "beta"),
 }
 LOWRANK_HELPERS = "from ._ops import face_contract, face_split"

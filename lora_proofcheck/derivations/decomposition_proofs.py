@@ -6,6 +6,10 @@ by `explicit.Interpreter`) must vanish identically. After differentiating, each 
 replaced by a free positive symbol E_ij (`Exp` keeps them atoms) and E_i0 by alpha_i - sum_{k>0} E_ik, so both sides
 become Laurent polynomials (the only denominators are the row sums alpha_i); `expand` is then a
 canonical form and "== 0" is an exact proof. Identities in free E are stronger than needed.
+
+The softmax carries the Softmax_1 offset as a free positive symbol n (the normaliser is n + sum_l e^S_il
+and the kernels take log n): the differences are Laurent polynomials in n too, so an identity for every
+n > 0 is a polynomial identity and holds at n = 0, i.e. for softmax itself.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ class _Instance:
         self.S = (self.beta * self.X_q * self.W["Q"] * self.W["K"].T * self.X_kv.T).applyfunc(sp.expand)
         self.E = sp.Matrix(L, self.L_kv, lambda i, j: sp.Symbol(f"E_{i}_{j}", positive=True))
         self.alpha = [sp.Symbol(f"alpha_{i}", positive=True) for i in range(L)]
+        self.n = sp.Symbol("n", positive=True)
 
     @property
     def size(self) -> str:
@@ -57,22 +62,25 @@ class _Instance:
         return f"L={self.L} d={self.d} r={self.r} {kind}"
 
     def rationalize(self, M, S=None):
-        """exp(S_ij) -> E_ij, then E_i0 -> alpha_i - sum_k>0 E_ik."""
+        """exp(S_ij) -> E_ij and exp(log n) -> n, then E_i0 -> alpha_i - n - sum_k>0 E_ik (alpha_i
+        the whole normaliser n + sum_j E_ij)."""
         S = self.S if S is None else S
         table = {Exp(S[i, j]): self.E[i, j] for i in range(self.L) for j in range(self.L_kv)}
-        elim = {self.E[i, 0]: self.alpha[i] - sum(self.E[i, 1:]) for i in range(self.L)}
+        table[Exp(sp.log(self.n))] = self.n
+        elim = {self.E[i, 0]: self.alpha[i] - self.n - sum(self.E[i, 1:]) for i in range(self.L)}
         return M.xreplace(table).xreplace(elim)
 
     def softmax_loss(self, S):
-        """Brute force: 1/2 ||softmax_rows(S) X' W_V - Y||_F^2 written entry by entry."""
+        """Brute force: 1/2 ||softmax_rows(S) X' W_V - Y||_F^2 written entry by entry, the softmax
+        e^S_ij / (n + sum_l e^S_il)."""
         U = S.applyfunc(Exp)
-        F = sp.Matrix(U.rows, U.cols, lambda i, j: U[i, j] / sum(U[i, :]))
+        F = sp.Matrix(U.rows, U.cols, lambda i, j: U[i, j] / (sum(U[i, :]) + self.n))
         c = F * self.X_kv * self.W["V"] - self.Y
         return sum(x**2 for x in c) / 2
 
     def interpreter(self, **given):
         env = {"X_q": self.X_q, "X_kv": self.X_kv, "W_Q": self.W["Q"], "W_K": self.W["K"],
-               "W_V": self.W["V"], "Y": self.Y, "beta": self.beta, **given}
+               "W_V": self.W["V"], "Y": self.Y, "beta": self.beta, "log_n": sp.log(self.n), **given}
         sizes = {decomposition.L: self.L, decomposition.L_kv: self.L_kv, decomposition.d: self.d}
         return Interpreter(env, sizes, rowmax=lambda S: sp.zeros(S.rows, 1),
                            exp=lambda a: Exp(sp.expand(a)))
@@ -88,14 +96,17 @@ def proved(name, statement, paper, size, check) -> Outcome:
 
 
 def prove_shift_invariance(L=2, L_kv=3) -> Outcome:
-    """diag(alpha)^-1 exp(S - m 1^T) is the row softmax of S for every shift m."""
+    """diag(u 1 + n e^-m)^-1 u with u = exp(S - m 1^T) is the row softmax of S, e^S_ij / (n + sum_l e^S_il),
+    for every shift m and offset n > 0 (and so at n = 0: both sides are rational in n)."""
     S = symbol_matrix("s", L, L_kv)
-    env = {"S": S}
+    n = sp.Symbol("n", positive=True)
+    env = {"S": S, "log_n": sp.log(n)}
     I = Interpreter(env, {decomposition.L: L, decomposition.L_kv: L_kv})  # rowmax -> free symbols m_i
     I.run(decomposition.build(), ["F"], given=("S",))
     U = S.applyfunc(sp.exp)
-    soft = sp.Matrix(L, L_kv, lambda i, j: U[i, j] / sum(U[i, :]))
-    return proved("softmax shift invariance", "diag(u 1)^-1 u with u = exp(S - m 1^T) equals softmax_rows(S), any m",
+    soft = sp.Matrix(L, L_kv, lambda i, j: U[i, j] / (sum(U[i, :]) + n))
+    return proved("softmax shift invariance", "diag(u 1 + n e^-m)^-1 u with u = exp(S - m 1^T) equals "
+                  "e^S / (n + rowsum e^S) (n = 0: softmax_rows(S)), any m",
                   "Def. 3.2-3.4", f"L={L} L_kv={L_kv}",
                   lambda: all(sp.simplify(a - b) == 0 for a, b in zip(I.env["F"], soft)))
 

@@ -11,7 +11,7 @@ import sympy as sp
 from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 from sympy.matrices.expressions.diagonal import DiagMatrix
 
-from .nodes import ColSlice, FaceContract, FaceSplit, HStack, RowDot, RowMax
+from .nodes import ColSlice, FaceContract, FaceSplit, Fill, HStack, RowDot, RowMax
 
 __all__ = ["Interpreter", "symbol_matrix"]
 
@@ -80,8 +80,10 @@ class Interpreter:
             return sp.diag(*[1 / x for x in v])
         if isinstance(e, DiagMatrix):
             return sp.diag(*list(self(e.args[0])))
-        if isinstance(e, RowMax):
+        if isinstance(e, RowMax):  # any shift is valid, the floor included
             return self.rowmax(self(e.arg))
+        if isinstance(e, Fill):
+            return sp.ones(*self._shape(e)) * self(e.value)
         if isinstance(e, FaceSplit):
             A, B = (self(a) for a in e.args)
             return sp.Matrix(A.rows, A.cols * B.cols, lambda i, j: A[i, j // B.cols] * B[i, j % B.cols])

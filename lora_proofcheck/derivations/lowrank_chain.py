@@ -1,7 +1,8 @@
 """The chained low-rank gradient (Lemmas 3.3-3.7, Thm 3.1, Thm A.1), never forming an L x L_kv array.
 
 Given features U1 (L x k) and U2 (L_kv x k) of Q := beta C1 and K := C2 with U1 U2^T ≈ exp(S),
-F~ = diag(alpha~)^-1 U1 U2^T (alpha~ = U1 U2^T 1) and G~ = c~ C3^T (E1).  `build_lemmas` writes the
+F~ = diag(alpha~)^-1 U1 U2^T (alpha~ = U1 U2^T 1 + n, n the Softmax_1 offset, 0 for softmax) and
+G~ = c~ C3^T (E1).  `build_lemmas` writes the
 chain as the paper's lemmas do, one small product per term:
 
     O~ = U1n (U2^T C3),  c~ = O~ - Y,  r~ = RowDot(c~, O~) = rowsum(F~ ∘ G~),  U1n = diag(alpha~)^-1 U1
@@ -17,7 +18,7 @@ each time by a GEMM k wide and about d^2 + 2d + 1 long (the narrow face splits o
 formed: L x d^2, never L x k d):
 
     Vq = U2^T [1 | C3 | C2 | C3 ⊘ C2]      (k x (1 + 2d + d^2), a sum over the keys)
-    T  = U1 Vq,  alpha~ = T[:, 0],  [O~ | F~C2 | T3] = diag(alpha~)^-1 T[:, 1:]
+    T  = U1 Vq,  alpha~ = T[:, 0] + n,  [O~ | F~C2 | T3] = diag(alpha~)^-1 T[:, 1:]
     P~ C2 = FaceContract(c~, T3) - diag(r~) F~C2
     Vk = U1^T diag(alpha~)^-1 [c~ ⊘ C1 | diag(r~) C1 | c~]   (k x (d^2 + 2d), a sum over the queries)
     T' = U2 Vk,  P~^T C1 = FaceContract(C3, T'[:, :d^2]) - T'[:, d^2:d^2+d],  F~^T c~ = T'[:, d^2+d:]
@@ -39,6 +40,7 @@ from .decomposition import W_K, W_Q, W_V, L, L_kv, X_kv, X_q, Y, beta, d
 from .nodes import (
     ColSlice,
     Derivation,
+    Fill,
     FaceContract,
     FaceSplit,
     HStack,
@@ -50,14 +52,15 @@ from .nodes import (
 )
 
 k = sp.Symbol("k", integer=True, positive=True)
+n = sp.Symbol("n")  # the Softmax_1 normaliser offset, added exactly to alpha~ (0 for softmax)
 
 U1 = sp.MatrixSymbol("U1", L, k)
 _U2 = sp.MatrixSymbol("U2", L_kv, k)
 _X_kv = X_kv
 
-INPUTS = [U1, _U2, X_q, X_kv, W_Q, W_K, W_V, Y, beta]
+INPUTS = [U1, _U2, X_q, X_kv, W_Q, W_K, W_V, Y, beta, n]
 
-__all__ = ["INPUTS", "P2_VARIANTS", "PHASES", "TERMS", "WEIGHT_GRADIENTS", "build", "build_lemmas", "k"]
+__all__ = ["INPUTS", "P2_VARIANTS", "PHASES", "TERMS", "WEIGHT_GRADIENTS", "build", "build_lemmas", "k", "n"]
 
 # Intermediate terms exported by the terms kernel (for checks against the exact terms).
 TERMS = ("C1", "C2", "C3", "alpha", "O", "c", "r", "pC2", "pTC1", "FTc", "loss")
@@ -83,13 +86,14 @@ def build_lemmas(p2: str = "rows") -> Derivation:
         U2, X_kv = _U2, _X_kv
     else:  # diag(r~) (L x L) next to key-side factors: only self-attention shapes type-check
         U2, X_kv = sp.MatrixSymbol("U2", L, k), sp.MatrixSymbol("X_kv", L, d)
-        D = Derivation("lowrank_paper_p2", [U1, U2, X_q, X_kv, W_Q, W_K, W_V, Y, beta], source=__name__)
+        D = Derivation("lowrank_paper_p2", [U1, U2, X_q, X_kv, W_Q, W_K, W_V, Y, beta, n], source=__name__)
     ones_kv = ones(U2.shape[0])
     C1 = D.let("C1", X_q * W_Q, "C^(1) W = X W_Q (queries)")
     C2 = D.let("C2", X_kv * W_K, "C^(2) = X' W_K (keys)")
     C3 = D.let("C3", X_kv * W_V, "C^(3) = X' W_V (values)")
     s = D.let("s", U2.T * ones_kv, "U2^T 1 (k x 1)")
-    alpha = D.let("alpha", U1 * s, "alpha~ = U1 (U2^T 1) = E~ 1, E~ := U1 U2^T ≈ exp(S) (Lemma 3.3)")
+    alpha = D.let("alpha", U1 * s + Fill(n, L),
+                  "alpha~ = U1 (U2^T 1) + n = E~ 1 + n, E~ := U1 U2^T ≈ exp(S) (Lemma 3.3; n: Softmax_1)")
     U1n = D.let("U1n", divide_rows(U1, alpha), "U1n = diag(alpha~)^-1 U1, so F~ = U1n U2^T (Lemma 3.3)")
     V1C3 = D.let("V1C3", U2.T * C3, "U2^T C^(3) (k x d)")
     O = D.let("O", U1n * V1C3, "O~ = F~ C^(3) = U1n (U2^T C^(3))")
@@ -148,7 +152,7 @@ def build(modules: str = "QKV") -> Derivation:
     Vq = D.let("Vq", U2.T * Z2,
                "U2^T [1 | C3 | C2 | C3 ⊘ C2]: U2^T 1 (Lemma 3.3), V1 = U2^T C3, U2^T C2, V3^T C2 (Lemma 3.6)")
     T = D.let("T", U1 * Vq, "U1 Vq: E~ 1, E~ C3, E~ C2, (U1 ⊘ ...) terms, E~ := U1 U2^T ≈ exp(S)")
-    alpha = D.let("alpha", ColSlice(T, 0, 1), "alpha~ = E~ 1 (Lemma 3.3)")
+    alpha = D.let("alpha", ColSlice(T, 0, 1) + Fill(n, L), "alpha~ = E~ 1 + n (Lemma 3.3; n exactly: Softmax_1)")
     Tn = D.let("Tn", divide_rows(ColSlice(T, 1, Vq.shape[1]), alpha), "diag(alpha~)^-1 T: F~ times each block")
     O = D.let("O", ColSlice(Tn, 0, d), "O~ = F~ C^(3)")
     c = D.let("c", O - Y, "c~ = O~ - Y (Lemma 3.4)")

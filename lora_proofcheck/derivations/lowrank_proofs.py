@@ -99,15 +99,17 @@ class _Head:
     def __init__(self, L, L_kv, d, cross):
         self.L, self.L_kv, self.d = L, L_kv, d
         X_q = symbol_matrix("x", L, d)
+        self.n = sp.Symbol("n", positive=True)  # the Softmax_1 offset (n -> 0: softmax; see decomposition_proofs)
         self.env = {"X_q": X_q, "X_kv": symbol_matrix("z", L_kv, d) if cross else X_q,
                     "Y": symbol_matrix("y", L, d), "beta": sp.Symbol("beta", real=True),
+                    "n": self.n, "log_n": sp.log(self.n),
                     "C1": symbol_matrix("q", L, d), "C2": symbol_matrix("k", L_kv, d),
                     "C3": symbol_matrix("v", L_kv, d)}
         self.alpha = [sp.Symbol(f"alpha_{i}", positive=True) for i in range(L)]
 
     def run(self, derivation, k, outputs=OUTPUTS, **given):
         sizes = {decomposition.L: self.L, decomposition.L_kv: self.L_kv, decomposition.d: self.d, lowrank_chain.k: k}
-        I = Interpreter({**self.env, **given}, sizes)
+        I = Interpreter({**self.env, **given}, sizes, rowmax=lambda S: sp.zeros(S.rows, 1))  # u given unshifted
         I.run(derivation, list(outputs), given=PROJECTIONS + tuple(given))
         return {name: I.env[name] for name in outputs}
 
@@ -132,7 +134,7 @@ def prove_chain_exact_features(L=3, L_kv=None, d=2, derivation=None, outputs=OUT
     E = sp.Matrix(L, L_kv, lambda i, j: sp.Symbol(f"E_{i}_{j}", positive=True))
     chain = head.run(D, L_kv, outputs, U1=E, U2=sp.eye(L_kv))
     ref = head.run(decomposition.build(), L_kv, outputs, u=E)
-    elim = {E[i, 0]: head.alpha[i] - sum(E[i, 1:]) for i in range(L)}  # row sums -> alpha_i
+    elim = {E[i, 0]: head.alpha[i] - head.n - sum(E[i, 1:]) for i in range(L)}  # normalisers -> alpha_i
     diff = _difference(chain, ref, lambda M: M.xreplace(elim))
     kind = f"cross L_kv={L_kv}" if cross else "self"
     return proved(f"chain = exact ({D.name}, U1 = exp(S), U2 = I)",
@@ -157,12 +159,12 @@ def prove_chain_is_gradient_of_approximate_softmax(L=3, L_kv=2, d=2, k=2, deriva
     sizes = {decomposition.L: L, decomposition.L_kv: L_kv, decomposition.d: d, lowrank_chain.k: k}
     names = {s.name for s in D.steps}
     split = "U1n" if "U1n" in names else "alpha"
-    I = Interpreter({"U1": U1, "U2": U2, **{n: head.env[n] for n in PROJECTIONS if n in names}}, sizes)
+    I = Interpreter({"U1": U1, "U2": U2, "n": head.n, **{p: head.env[p] for p in PROJECTIONS if p in names}}, sizes)
     I.run(D, [split], given=tuple(n for n in PROJECTIONS if n in names))
     E = U1 * U2.T
     if split == "U1n":
         V = symbol_matrix("f", L, k)
-        F = sp.diag(*[1 / sum(E[i, :]) for i in range(L)]) * E
+        F = sp.diag(*[1 / (sum(E[i, :]) + head.n) for i in range(L)]) * E
         step_i = [sp.cancel(x) for x in I.env["U1n"] * U2.T - F]
         chain = head.run(D, k, U1n=V, U2=U2)
         ref = head.run(decomposition.build(), k, F=V * U2.T)
@@ -171,12 +173,12 @@ def prove_chain_is_gradient_of_approximate_softmax(L=3, L_kv=2, d=2, k=2, deriva
         reads_u1 = "U1" in uses
     else:
         A = sp.Matrix(L, 1, lambda i, _: sp.Symbol(f"alpha_{i}", positive=True))
-        step_i = [sp.expand(x) for x in I.env["alpha"] - E * sp.ones(L_kv, 1)]
+        step_i = [sp.expand(x) for x in I.env["alpha"] - E * sp.ones(L_kv, 1) - head.n * sp.ones(L, 1)]
         chain = head.run(D, k, U1=U1, U2=U2, alpha=A)
         ref = head.run(decomposition.build(), k, F=sp.diag(*[1 / a for a in A]) * E)
         reads_u1 = False  # every step may read U1: the identity (ii) holds for all U1 and alpha
     return proved(f"chain = grad of approx. softmax ({D.name})",
-                  "for any U1, U2: chain = exact formulas at F~ = diag(U1 U2^T 1)^-1 U1 U2^T",
+                  "for any U1, U2: chain = exact formulas at F~ = diag(U1 U2^T 1 + n)^-1 U1 U2^T",
                   "Lemmas 3.3-3.7 (what the certificate relies on)", f"L={L} L_kv={L_kv} d={d} k={k}",
                   lambda: all(x == 0 for x in step_i) and not reads_u1 and _shared_projections(D)
                   and laurent_zero(_difference(chain, ref)))

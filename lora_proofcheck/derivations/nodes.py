@@ -15,23 +15,46 @@ from sympy.matrices.expressions import MatrixExpr
 from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
 from sympy.matrices.expressions.diagonal import DiagMatrix
 
-__all__ = ["ColSlice", "Derivation", "FaceContract", "FaceSplit", "HStack", "RowDot", "RowMax", "Step",
+__all__ = ["ColSlice", "Derivation", "FaceContract", "FaceSplit", "Fill", "HStack", "RowDot", "RowMax", "Step",
            "divide_rows", "exp_elementwise", "frobenius_half", "ones", "rowsum", "scale_rows"]
 
 
 class RowMax(MatrixExpr):
-    """max_j M_ij as a column: the shift that keeps exp finite (any shift gives the same softmax)."""
+    """max(max_j M_ij, floor) as a column: the shift that keeps exp finite (any shift gives the same
+    softmax); the optional scalar `floor` keeps a Softmax_1 sink term e^(log n - m) at most 1 too."""
 
-    def __new__(cls, arg):
-        return super().__new__(cls, arg)
+    def __new__(cls, arg, floor=None):
+        return super().__new__(cls, arg) if floor is None else super().__new__(cls, arg, sp.sympify(floor))
 
     @property
     def arg(self):
         return self.args[0]
 
     @property
+    def floor(self):
+        return self.args[1] if len(self.args) > 1 else None
+
+    @property
     def shape(self):
         return (self.arg.shape[0], sp.S.One)
+
+
+class Fill(MatrixExpr):
+    """The rows x cols matrix with every entry the scalar `value` (printed as the broadcast scalar)."""
+
+    def __new__(cls, value, rows, cols=1):
+        return super().__new__(cls, sp.sympify(value), sp.sympify(rows), sp.sympify(cols))
+
+    @property
+    def value(self):
+        return self.args[0]
+
+    @property
+    def shape(self):
+        return (self.args[1], self.args[2])
+
+    def _latex(self, printer):
+        return r"%s \mathbb{1}" % printer.parenthesize(self.value, 60)
 
 
 class FaceSplit(MatrixExpr):

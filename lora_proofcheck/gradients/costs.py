@@ -24,7 +24,7 @@ from sympy.matrices.expressions.diagonal import DiagMatrix
 
 from .._lib.validate import check_int, check_modules
 from ..derivations import decomposition, lowrank_chain
-from ..derivations.nodes import ColSlice, FaceContract, FaceSplit, HStack, RowDot, RowMax
+from ..derivations.nodes import ColSlice, FaceContract, FaceSplit, Fill, HStack, RowDot, RowMax
 
 __all__ = ["approx_flops", "exact_bytes", "exact_flops", "feature_flops", "flops_formula", "largest_cheaper_degree",
            "lowrank_bytes", "lowrank_flops", "path_costs", "peak_entries_formula"]
@@ -56,7 +56,9 @@ def _matmul(e):
         if isinstance(f, DiagMatrix) or (isinstance(f, sp.Inverse) and isinstance(f.arg, DiagMatrix)):
             sub = _cost(sp.MatMul(*rest)) if len(rest) > 1 else _cost(rest[0])
             if len(rest) == 1 and not isinstance(rest[0], (sp.MatrixSymbol, ColSlice)):
-                sub = (sub[0], sub[1] + _entries(rest[0]))  # the scaled operand is formed first
+                # the scaled operand is formed first (its own temporaries are freed once it exists),
+                # then scaled into the step's result: the peak is the larger of the two phases
+                sub = (sub[0], sp.Max(sub[1], _entries(rest[0])))
             return flops + sub[0] + rest_shape[0] * rest_shape[1], temps + sub[1]
         if _is_ones(f, 1) and acc is not None:  # M 1: a row sum
             flops += acc[0] * acc[1]
@@ -89,9 +91,11 @@ def _cost(e):
     if isinstance(e, ElementwiseApplyFunction):
         f, t = _cost(e.expr)
         return f + _entries(e), t + (_entries(e.expr) if not isinstance(e.expr, sp.MatrixSymbol) else 0)
-    if isinstance(e, RowMax):
+    if isinstance(e, RowMax):  # the max over each row, then the floor (one comparison per row)
         f, t = _cost(e.arg)
-        return f + _entries(e.arg), t
+        return f + _entries(e.arg) + (_entries(e) if e.floor is not None else 0), t
+    if isinstance(e, Fill):  # a broadcast scalar
+        return sp.S.Zero, sp.S.Zero
     if isinstance(e, RowDot):
         return 2 * _entries(e.args[0]), _entries(e.args[0])
     if isinstance(e, FaceSplit):  # materialised: only narrow (data) factors in the fused chain

@@ -49,7 +49,8 @@ def _blocked_sums(problem: LoRAProblem, kernel, args, rows, workers) -> dict:
     xp = problem.xp
 
     def block(i):  # row blocks add up: every term is a sum over query rows
-        out = kernel(problem.X3[:, i:i + rows, :], *args, problem.Y3[:, i:i + rows, :], problem.beta)
+        out = kernel(problem.X3[:, i:i + rows, :], *args, problem.Y3[:, i:i + rows, :], problem.beta,
+                     problem.log_n)
         return {k: xp.sum(v, axis=0) for k, v in out.items()}
 
     if rows < problem.L:
@@ -74,7 +75,8 @@ def weight_gradients(problem: LoRAProblem, modules: str, *, block_rows="auto", t
 
 
 def loss(problem: LoRAProblem, *, block_rows="auto", threads=None):
-    """The loss L = 1/(2N) sum_n ||F_n X'_n W_V - Y_n||_F^2, a 0-d array in the input's namespace.
+    """The loss L = 1/(2N) sum_n ||F_n X'_n W_V - Y_n||_F^2 (F the row softmax, or Softmax_1 when the
+    problem's normalizer_offset is > 0), a 0-d array in the input's namespace.
 
     Parameters
     ----------

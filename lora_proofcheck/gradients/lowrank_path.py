@@ -92,7 +92,8 @@ def lowrank_weight_gradients(problem: LoRAProblem, poly, modules: str, *, featur
         U1, U2 = _check_features(problem, features)
         W = problem.weights()
         kernel = getattr(gen, f"lowrank_gradients_{modules}")
-        out = kernel(U1, U2, problem.X3, problem.Xkv3, W["Q"], W["K"], W["V"], problem.Y3, problem.beta)
+        out = kernel(U1, U2, problem.X3, problem.Xkv3, W["Q"], W["K"], W["V"], problem.Y3, problem.beta,
+                     problem.normalizer_offset)
     else:
         if not isinstance(poly, ExpPolynomial):
             raise InvalidTypeError(f"poly must be an ExpPolynomial, got {type(poly).__name__}")
@@ -128,7 +129,8 @@ def _chunked_chain(problem: LoRAProblem, poly, modules, rows, threads) -> dict:
     with chunk_runner(workers, max(problem.L, problem.L_kv), rows) as sums:
         Vq = sums(lambda s: key_moments(U2(s), Xkv[:, keys(s), :], W["K"], W["V"]), problem.L_kv)["Vq"]
         out = sums(lambda s: query_pass(side_features(xp, Q[:, queries(s), :], poly, False), Vq,
-                                        X[:, queries(s), :], W["Q"], Y[:, queries(s), :], beta), problem.L)
+                                        X[:, queries(s), :], W["Q"], Y[:, queries(s), :], beta,
+                                        problem.normalizer_offset), problem.L)
         if "K" in modules or "V" in modules:
             Vk, key_pass = out.pop("Vk"), pass_("key_pass")
             out.update(sums(lambda s: key_pass(U2(s), Vk, Xkv[:, keys(s), :], W["V"], beta), problem.L_kv))

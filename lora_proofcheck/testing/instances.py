@@ -20,7 +20,7 @@ FAMILIES = ("gaussian", "aligned", "concentrated", "residual")
 
 
 def make_problem(family, L, d, r, *, R, adapt="QKV", N=1, cross=False, L_kv=None, seed=0, dtype="float64",
-                 xp=None) -> LoRAProblem:
+                 xp=None, normalizer_offset=0.0) -> LoRAProblem:
     """A problem of `family` whose Cauchy-Schwarz logit bound is R.
 
     gaussian      LoRAProblem.random
@@ -31,7 +31,8 @@ def make_problem(family, L, d, r, *, R, adapt="QKV", N=1, cross=False, L_kv=None
     """
     if family == "gaussian":
         return LoRAProblem.random(L, d, r, adapt=adapt, N=N, logit_bound=R, cross=cross, seed=seed,
-                                  dtype=dtype, xp=xp, L_kv=L_kv if cross else None)
+                                  dtype=dtype, xp=xp, L_kv=L_kv if cross else None,
+                                  normalizer_offset=normalizer_offset)
     rng = np.random.default_rng(seed)
     L_kv = L if not cross or L_kv is None else L_kv
     x0 = rng.standard_normal(d)
@@ -59,7 +60,8 @@ def make_problem(family, L, d, r, *, R, adapt="QKV", N=1, cross=False, L_kv=None
     cast = lambda a: _xp.from_numpy(np.asarray(a, dtype=dtype), ns)  # noqa: E731
     return LoRAProblem(cast(sq(X)), cast(sq(Y)), {m: cast(w) for m, w in W.items()},
                        {m: cast(a) for m, a in A.items()}, {m: cast(b) for m, b in B.items()},
-                       alpha=alpha, beta=beta, X_kv=None if Xkv is None else cast(sq(Xkv)))
+                       alpha=alpha, beta=beta, X_kv=None if Xkv is None else cast(sq(Xkv)),
+                       normalizer_offset=normalizer_offset)
 
 
 def aligned_problem(L, d, r, R, *, seed=0, adapt="QKV") -> LoRAProblem:
@@ -84,7 +86,8 @@ def with_dtype(problem: LoRAProblem, dtype: str) -> LoRAProblem:
     return LoRAProblem(f(sq(problem.X3)), f(sq(problem.Y3)), {m: f(w) for m, w in problem.W.items()},
                        {m: f(a) for m, a in problem.A.items()}, {m: f(b) for m, b in problem.B.items()},
                        alpha=problem.alpha, beta=problem.beta,
-                       X_kv=None if not problem.cross else f(sq(problem.Xkv3)))
+                       X_kv=None if not problem.cross else f(sq(problem.Xkv3)),
+                       normalizer_offset=problem.normalizer_offset)
 
 
 def upcast(problem: LoRAProblem) -> LoRAProblem:

@@ -9,13 +9,13 @@ softmax or any perturbed kernel E~ = kernel(S) or exp(S)(1 + theta).
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import softmax
+from scipy.special import logsumexp, softmax
 
 from .._lib.xp import from_numpy, to_host64, to_numpy
 from ..problem import LoRAProblem
 
-__all__ = ["dense_gradients", "exact_features", "finite_difference_gradients", "host_inputs", "kernel_inputs",
-           "max_abs", "max_abs_error", "reference_loss", "torch_gradients"]
+__all__ = ["attention_weights", "dense_gradients", "exact_features", "finite_difference_gradients", "host_inputs",
+           "kernel_inputs", "max_abs", "max_abs_error", "reference_loss", "torch_gradients"]
 
 
 def host_inputs(problem: LoRAProblem) -> dict:
@@ -29,11 +29,21 @@ def host_inputs(problem: LoRAProblem) -> dict:
     }
 
 
-def reference_loss(h: dict, alpha: float, beta: float, r: int) -> float:
-    """1/(2N) sum_n ||softmax(beta X W_Q W_K^T X'^T) X' W_V - Y||_F^2 from first principles."""
+def attention_weights(S: np.ndarray, n: float = 0.0) -> np.ndarray:
+    """softmax_rows(S) for n = 0 (SciPy), else Softmax_1: e^S_ij / (n + sum_l e^S_il), as a softmax over
+    the row with one extra logit log n whose column is dropped (SciPy's logsumexp)."""
+    if n == 0:
+        return softmax(S, axis=-1)
+    sink = np.full(S.shape[:-1] + (1,), np.log(n))
+    return np.exp(S - logsumexp(np.concatenate([S, sink], axis=-1), axis=-1, keepdims=True))
+
+
+def reference_loss(h: dict, alpha: float, beta: float, r: int, n: float = 0.0) -> float:
+    """1/(2N) sum_n ||softmax(beta X W_Q W_K^T X'^T) X' W_V - Y||_F^2 from first principles (Softmax_1
+    with offset n when n > 0)."""
     W = {m: h["W"][m] + (alpha / r) * h["B"][m] @ h["A"][m] if m in h["A"] else h["W"][m] for m in "QKV"}
     S = beta * (h["X"] @ W["Q"]) @ np.swapaxes(h["X_kv"] @ W["K"], -1, -2)
-    O = softmax(S, axis=-1) @ (h["X_kv"] @ W["V"])
+    O = attention_weights(S, n) @ (h["X_kv"] @ W["V"])
     return float(np.sum((O - h["Y"]) ** 2) / (2 * h["X"].shape[0]))
 
 
@@ -48,9 +58,9 @@ def finite_difference_gradients(problem: LoRAProblem, step: float = 1e-6) -> dic
             for idx in np.ndindex(base.shape):
                 orig = base[idx]
                 base[idx] = orig + step
-                up = reference_loss(h, problem.alpha, problem.beta, problem.r)
+                up = reference_loss(h, problem.alpha, problem.beta, problem.r, problem.normalizer_offset)
                 base[idx] = orig - step
-                down = reference_loss(h, problem.alpha, problem.beta, problem.r)
+                down = reference_loss(h, problem.alpha, problem.beta, problem.r, problem.normalizer_offset)
                 base[idx] = orig
                 grad[idx] = (up - down) / (2 * step)
             out[f"{kind}_{m}"] = grad
@@ -69,7 +79,12 @@ def torch_gradients(problem: LoRAProblem) -> tuple[float, dict]:
          else torch.tensor(h["W"][m]) for m in "QKV"}
     X, Xkv, Y = (torch.tensor(h[k]) for k in ("X", "X_kv", "Y"))
     S = problem.beta * (X @ W["Q"]) @ (Xkv @ W["K"]).transpose(-1, -2)
-    O = torch.softmax(S, dim=-1) @ (Xkv @ W["V"])
+    if problem.normalizer_offset:  # Softmax_1: one extra logit log n in every row, its column dropped
+        sink = torch.full(S.shape[:-1] + (1,), float(np.log(problem.normalizer_offset)), dtype=S.dtype)
+        F = torch.softmax(torch.cat([S, sink], dim=-1), dim=-1)[..., :-1]
+    else:
+        F = torch.softmax(S, dim=-1)
+    O = F @ (Xkv @ W["V"])
     loss = ((O - Y) ** 2).sum() / (2 * X.shape[0])
     loss.backward()
     grads = {f"A_{m}": A[m].grad.numpy() for m in A} | {f"B_{m}": B[m].grad.numpy() for m in B}
@@ -98,14 +113,19 @@ def dense_gradients(problem: LoRAProblem, *, kernel=None, theta=None, lib=np) ->
     X, Xkv, Y = h["X"], h["X_kv"], h["Y"]
     C1, C2, C3 = X @ W["Q"], Xkv @ W["K"], Xkv @ W["V"]
     S = beta * C1 @ tr(C2)
+    n = problem.normalizer_offset
     if kernel is not None:
         Et = kernel(S)
-    else:
+        sink = n
+    else:  # shifted by max(row max, log n); the sink's weight n e^-shift is exact (no theta)
         shift = S.max(-1, keepdims=True) if lib is np else S.max(-1, keepdim=True).values
+        if n:
+            shift = np.maximum(shift, np.log(n)) if lib is np else lib.clamp(shift, min=float(np.log(n)))
         Et = lib.exp(S - shift)
+        sink = n * lib.exp(-shift[..., 0]) if n else 0.0
         if theta is not None:
             Et = Et * (1 + theta)
-    F = Et / Et.sum(-1)[..., None]
+    F = Et / (Et.sum(-1) + sink)[..., None]
     c = F @ C3 - Y
     P1 = F * (c @ tr(C3))
     P = P1 - P1.sum(-1)[..., None] * F
@@ -118,10 +138,12 @@ def dense_gradients(problem: LoRAProblem, *, kernel=None, theta=None, lib=np) ->
     return out
 
 
-def kernel_inputs(problem: LoRAProblem) -> tuple:
-    """The data arguments of the generated kernels for `problem`: (X_q, X_kv, W_Q, W_K, W_V, Y, beta)."""
+def kernel_inputs(problem: LoRAProblem, kernel: str = "exact") -> tuple:
+    """The data arguments of the generated kernels for `problem`: (X_q, X_kv, W_Q, W_K, W_V, Y, beta) and
+    the normaliser offset, as log n for the exact kernels and n for the low-rank ones."""
     W = problem.weights()
-    return (problem.X3, problem.Xkv3, W["Q"], W["K"], W["V"], problem.Y3, problem.beta)
+    offset = problem.log_n if kernel == "exact" else problem.normalizer_offset
+    return (problem.X3, problem.Xkv3, W["Q"], W["K"], W["V"], problem.Y3, problem.beta, offset)
 
 
 def exact_features(problem: LoRAProblem, xp):

@@ -43,12 +43,14 @@ def problems(draw, *, max_L=64, max_d=6, ranks=(1, 3), max_R=6.0, dtypes=("float
 
 @st.composite
 def small_problems(draw, xp=None):
-    """A tiny Gaussian Q,K,V problem (L, L_kv <= 12, d <= 5), batched or not, self or cross."""
+    """A tiny Gaussian Q,K,V problem (L, L_kv <= 12, d <= 5), batched or not, self or cross, softmax or
+    Softmax_1 (normaliser offset 1)."""
     cross = draw(st.booleans())
     return LoRAProblem.random(
         draw(st.integers(1, 12)), draw(st.integers(1, 5)), draw(st.integers(1, 2)), adapt="QKV",
         N=draw(st.integers(1, 3)), cross=cross, L_kv=draw(st.integers(1, 12)) if cross else None,
         logit_bound=draw(st.sampled_from([0.1, 1.0, 4.0])), seed=draw(st.integers(0, 2**31)), xp=xp,
+        normalizer_offset=draw(st.sampled_from([0.0, 1.0])),
     )
 
 

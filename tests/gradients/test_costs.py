@@ -27,10 +27,10 @@ def test_flop_formulas_have_the_expected_leading_terms():
 
 def test_flop_formula_matches_a_hand_count():
     """lowrank_gradients_V, step by step: C3 2 L'd^2, Z2 = [1 | C3] 0, Vq = U2^T Z2 2kL'(1 + d),
-    T = U1 Vq 2Lk(1 + d), T[:, 1:]/alpha Ld, c Ld, loss 2Ld + 1, Z1 = c/alpha Ld, Vk = U1^T Z1 2kLd,
-    Tk = U2 Vk 2L'kd, dW_V = X'^T Tk 2dL'd."""
+    T = U1 Vq 2Lk(1 + d), alpha = T[:, :1] + n L, T[:, 1:]/alpha Ld, c Ld, loss 2Ld + 1, Z1 = c/alpha Ld,
+    Vk = U1^T Z1 2kLd, Tk = U2 Vk 2L'kd, dW_V = X'^T Tk 2dL'd."""
     L, L_kv, d, k = decomposition.L, decomposition.L_kv, decomposition.d, lowrank_chain.k
-    hand = (2 * L_kv * d**2 + 2 * k * L_kv * (1 + d) + 2 * L * k * (1 + d) + L * d + L * d + 2 * L * d + 1
+    hand = (2 * L_kv * d**2 + 2 * k * L_kv * (1 + d) + 2 * L * k * (1 + d) + L + L * d + L * d + 2 * L * d + 1
             + L * d + 2 * k * L * d + 2 * L_kv * k * d + 2 * d * L_kv * d)
     assert sp.expand(costs.flops_formula(lowrank_chain.build("V"), ("loss", "dW_V")) - hand) == 0
 

@@ -20,6 +20,7 @@ from lora_proofcheck.derivations.decomposition_proofs import Exp
 from lora_proofcheck.derivations.interpreter import symbol_matrix
 from lora_proofcheck.gradients.exact_path import blocked_rows, choose_block_rows
 from lora_proofcheck.kernels import _generated_exact as gen
+from lora_proofcheck.testing.oracles import attention_weights
 
 if os.environ.get("CI"):
     import torch  # CI installs the oracle extra: a missing torch must fail, not skip
@@ -36,6 +37,7 @@ def problems(draw, max_L=24):
         adapt=draw(st.sampled_from(["Q", "K", "V", "QV", "QK", "KV", "QKV"])),
         N=draw(st.integers(1, 3)), cross=cross, L_kv=draw(st.integers(1, max_L)) if cross else None,
         logit_bound=draw(st.sampled_from([None, 0.1, 2.0, 20.0])), seed=draw(st.integers(0, 2**31)),
+        normalizer_offset=draw(st.sampled_from([0.0, 1.0, 7.5])),  # softmax and Softmax_1
     )
 
 
@@ -60,7 +62,7 @@ def term_scale(p) -> float:
     W = {m: h["W"][m] + p.scale * h["B"][m] @ h["A"][m] if m in h["A"] else h["W"][m] for m in "QKV"}
     C1, C2, C3 = h["X"] @ W["Q"], h["X_kv"] @ W["K"], h["X_kv"] @ W["V"]
     S = p.beta * C1 @ np.swapaxes(C2, -1, -2)
-    c = softmax(S, axis=-1) @ C3 - h["Y"]
+    c = attention_weights(S, p.normalizer_offset) @ C3 - h["Y"]
     m = lambda a: float(np.max(np.abs(a)))  # noqa: E731
     c1 = float(np.max(np.sum(np.abs(c), axis=-1)))
     dW = max(p.beta * 2 * c1 * m(C3) * max(p.L * m(h["X"]) * m(C2), p.L_kv * m(h["X_kv"]) * m(C1)),
@@ -88,28 +90,32 @@ def test_shapes_follow_the_corrected_lemma():
     assert all(g[f"A_{m}"].shape == (2, 5) and g[f"B_{m}"].shape == (5, 2) for m in "QKV")
 
 
-def test_terms_against_exact_sympy():
-    """Each generated term (u, alpha, F, c, G, p1, p2, p) against exact SymPy on a 3 x 3 head."""
+@pytest.mark.parametrize("n", [0.0, 1.0, 7.5], ids=["softmax", "softmax_1", "offset_7.5"])
+def test_terms_against_exact_sympy(n):
+    """Each generated term (u, alpha, F, c, G, p1, p2, p) against exact SymPy on a 3 x 3 head, for
+    softmax and Softmax_1 (e^S_ij / (n + sum_l e^S_il))."""
     rng = np.random.default_rng(1)
     L, Lk, d = 3, 3, 2
     vals = {k: rng.standard_normal(s) for k, s in
             dict(X_q=(L, d), X_kv=(Lk, d), W_Q=(d, d), W_K=(d, d), W_V=(d, d), Y=(L, d)).items()}
     beta = 0.7
-    t = gen.exact_terms(**vals, beta=beta)
+    t = gen.exact_terms(**vals, beta=beta, log_n=np.log(n) if n else -np.inf)
     S = beta * vals["X_q"] @ vals["W_Q"] @ vals["W_K"].T @ vals["X_kv"].T
-    F = softmax(S, axis=-1)
+    F = np.exp(S) / (np.exp(S).sum(axis=1, keepdims=True) + n)
+    if n == 0:
+        np.testing.assert_allclose(F, softmax(S, axis=-1), rtol=1e-14)
+    shift = np.maximum(S.max(axis=1, keepdims=True), np.log(n) if n else -np.inf)
     np.testing.assert_allclose(t["S"], S, rtol=1e-14)
-    np.testing.assert_allclose(t["u"] * np.exp(S.max(axis=1, keepdims=True)), np.exp(S), rtol=1e-14)
-    np.testing.assert_allclose(t["alpha"] * np.exp(S.max(axis=1, keepdims=True)),
-                               np.exp(S).sum(axis=1, keepdims=True), rtol=1e-14)
+    np.testing.assert_allclose(t["u"] * np.exp(shift), np.exp(S), rtol=1e-14)
+    np.testing.assert_allclose(t["alpha"] * np.exp(shift), np.exp(S).sum(axis=1, keepdims=True) + n, rtol=1e-14)
     np.testing.assert_allclose(t["F"], F, rtol=1e-14)
     C3 = vals["X_kv"] @ vals["W_V"]
     # brute-force SymPy gradients of the loss in free F and in free S, lambdified
     Fs, Ss = symbol_matrix("f", L, Lk), symbol_matrix("s", L, Lk)
     lossF = sum(x**2 for x in (Fs * sp.Matrix(C3) - sp.Matrix(vals["Y"]))) / 2
     U = Ss.applyfunc(sp.exp)
-    lossS = sum(x**2 for x in (sp.Matrix(L, Lk, lambda i, j: U[i, j] / sum(U[i, :])) * sp.Matrix(C3)
-                               - sp.Matrix(vals["Y"]))) / 2
+    lossS = sum(x**2 for x in (sp.Matrix(L, Lk, lambda i, j: U[i, j] / (sum(U[i, :]) + sp.Float(n)))
+                               * sp.Matrix(C3) - sp.Matrix(vals["Y"]))) / 2
     G = sp.lambdify([list(Fs)], sp.Matrix(L, Lk, lambda i, j: sp.diff(lossF, Fs[i, j])))(list(F.ravel()))
     P = sp.lambdify([list(Ss)], sp.Matrix(L, Lk, lambda i, j: sp.diff(lossS, Ss[i, j])))(list(S.ravel()))
     np.testing.assert_allclose(t["c"], F @ C3 - vals["Y"], rtol=1e-13)

@@ -150,7 +150,7 @@ def test_float32_stays_float32(xp):
     loss, dW = lowrank_weight_gradients(problem, poly, "QKV")
     assert loss.dtype == xp.float32 and all(v.dtype == xp.float32 for v in dW.values())
     U1, U2 = problem_features(problem, poly)
-    assert all(v.dtype == xp.float32 for v in gen.lowrank_terms(U1, U2, *kernel_inputs(problem)).values())
+    assert all(v.dtype == xp.float32 for v in gen.lowrank_terms(U1, U2, *kernel_inputs(problem, "lowrank")).values())
     ref = LoRAProblem.random(40, 4, 2, adapt="QKV", N=2, logit_bound=1.0, seed=3)
     _, dW64 = lowrank_weight_gradients(ref, poly, "QKV")
     for m in "QKV":  # same features in float64: agreement to float32 rounding
@@ -162,7 +162,7 @@ def test_never_allocates_an_L_by_L_array():
     problem = LoRAProblem.random(L, d, 2, adapt="QKV", logit_bound=1.0, seed=0)
     poly = exp_polynomial(1.0, degree=g)
     U1, U2 = problem_features(problem, poly)
-    args = kernel_inputs(problem)
+    args = kernel_inputs(problem, "lowrank")
     tracemalloc.start()
     try:
         gen.lowrank_gradients_QKV(U1, U2, *args)

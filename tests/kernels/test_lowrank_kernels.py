@@ -80,7 +80,7 @@ def test_generated_module_is_current_and_never_materialises():
     splits = re.findall(r"face_split\(([^)]*)\)", body)
     assert splits and all(set(a.split(", ")) <= {"C1", "C2", "C3", "c"} for a in splits), splits
     for mods in SUBSETS:
-        assert f"def lowrank_gradients_{mods}(U1, U2, X_q, X_kv, W_Q, W_K, W_V, Y, beta):" in text
+        assert f"def lowrank_gradients_{mods}(U1, U2, X_q, X_kv, W_Q, W_K, W_V, Y, beta, n):" in text
 
 
 def test_printer_prints_the_fused_nodes():
@@ -121,7 +121,7 @@ def test_exact_features_reproduce_the_exact_kernels(xp, data):
     problem = data.draw(small_problems(xp=xp))
     mods = data.draw(st.sampled_from(SUBSETS))
     U1, U2 = exact_features(problem, xp)
-    got = getattr(gen, f"lowrank_gradients_{mods}")(U1, U2, *kernel_inputs(problem))
+    got = getattr(gen, f"lowrank_gradients_{mods}")(U1, U2, *kernel_inputs(problem, "lowrank"))
     want = getattr(gen_exact, f"exact_gradients_{mods}")(*kernel_inputs(problem))
     assert set(got) == set(want)
     scales = rounding_scales(problem)
@@ -138,7 +138,7 @@ def test_terms_kernel_matches_exact_terms(xp):
     problem = LoRAProblem.random(11, 3, 2, adapt="QKV", N=2, cross=True, L_kv=7, logit_bound=2.0, seed=8,
                                  xp=xp)
     U1, U2 = exact_features(problem, xp)
-    t = {k: to_host64(v) for k, v in gen.lowrank_terms(U1, U2, *kernel_inputs(problem)).items()}
+    t = {k: to_host64(v) for k, v in gen.lowrank_terms(U1, U2, *kernel_inputs(problem, "lowrank")).items()}
     e = {k: to_host64(v) for k, v in gen_exact.exact_terms(*kernel_inputs(problem)).items()}
     assert set(t) == set(lowrank_chain.TERMS)
     pairs = {"O": e["F"] @ e["C3"], "c": e["c"], "r": e["r"], "loss": e["loss"],

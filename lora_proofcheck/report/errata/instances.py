@@ -37,6 +37,7 @@ def problem_to_json(problem: LoRAProblem) -> dict:
         "W": {m: f(problem.W[m]) for m in MODULES},
         "A": {m: f(problem.A[m]) for m in problem.adapted},
         "B": {m: f(problem.B[m]) for m in problem.adapted},
+        **({"normalizer_offset": problem.normalizer_offset} if problem.normalizer_offset else {}),
     }
 
 
@@ -51,6 +52,7 @@ def problem_from_json(data: dict) -> LoRAProblem:
         alpha=data["alpha"],
         beta=data["beta"],
         X_kv=None if data["X_kv"] is None else a(data["X_kv"]),
+        normalizer_offset=data.get("normalizer_offset", 0.0),
     )
 
 
