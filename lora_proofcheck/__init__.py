@@ -15,6 +15,7 @@ from ._lib.version import __version__
 from .errors import AboveThresholdError, InvalidInputError, InvalidTypeError, ProofcheckError
 from .gradients.approx import ApproxResult, approx_gradients
 from .gradients.exact_path import exact_gradients, loss
+from .gradients.peers import peer_gradients
 from .gradients.planner import Plan, logit_bound, plan, threshold_report
 from .problem import MODULES, LoRAProblem
 
@@ -31,6 +32,7 @@ __all__ = [
     "exact_gradients",
     "logit_bound",
     "loss",
+    "peer_gradients",
     "plan",
     "threshold_report",
     "__version__",

@@ -28,8 +28,9 @@ needs are stacked (`build(modules)`).  The two sums over rows (Vq, Vk) split the
 passes over row chunks (`PHASES`): the runtime (`gradients/lowrank_path.py`) runs them chunk by chunk, so the
 features never exist for all L rows at once.  Cost 2 (L + L_kv) k (2 + 3d + 2d^2) flops for the
 four GEMMs, memory O(chunk k + L d^2).  `lowrank_proofs` proves both chains equal the exact
-derivation when U1 U2^T = exp(S) exactly, and equal the exact gradient formulas of the
-approximate softmax F~ for any U1, U2.
+derivation when U1 U2^T = exp(S) exactly, and equal the exact gradient formulas evaluated at the
+approximate softmax F~ for any U1, U2 (the plug-in gradient; the derivative of the approximate loss,
+the model gradient, is `peers.py`).
 """
 
 from __future__ import annotations

@@ -7,8 +7,10 @@
 (c) with the "approximation" exact (U1 = E, a matrix of free positive symbols standing for
     exp(S), and U2 = I) every output of the chain equals the exact derivation's with u = E;
 (d) with general U1, U2 (rank k = 2) the chain equals the exact formulas applied to
-    F~ := diag(U1 U2^T 1)^-1 U1 U2^T: it computes exactly the gradient of the approximate softmax,
-    so its error is the exact path's sensitivity to F~ - F alone (what the certificate bounds).
+    F~ := diag(U1 U2^T 1)^-1 U1 U2^T: it evaluates the exact gradient formulas exactly at F~
+    (the plug-in gradient), so its error is the exact path's sensitivity to F~ - F alone (what the
+    certificate bounds).  It is not the derivative of the approximate loss (the model gradient):
+    `peer_proofs` refutes that.
 
 In (c) the only denominators are the row sums of E; renaming them to free symbols alpha_i makes
 both sides Laurent polynomials, so `expand(...) == 0` is a proof. (d) splits where the chain normalises (see there)
@@ -29,7 +31,7 @@ from .nodes import FaceSplit
 
 __all__ = [
     "OUTPUTS", "prove_chain_exact_features", "prove_chain_is_gradient_of_approximate_softmax", "prove_face_split_identity",
-    "prove_face_split_swap", "prove_rowdot",
+    "prove_face_split_swap", "prove_rowdot", "shared_projections",
 ]
 
 OUTPUTS = ("loss", "dW_Q", "dW_K", "dW_V")
@@ -85,7 +87,7 @@ def prove_rowdot(L=3, L_kv=2, k=2, d=2) -> Outcome:
 PROJECTIONS = ("C1", "C2", "C3")
 
 
-def _shared_projections(D) -> bool:
+def shared_projections(D) -> bool:
     """Both derivations define C1, C2, C3 by the same expressions, so the proofs may take them as
     free matrices: an identity for all C's holds in particular for C = X W (and is smaller)."""
     ref = decomposition.build()  # compared as text: the wrong p2 variant has other (square) shape symbols
@@ -140,7 +142,7 @@ def prove_chain_exact_features(L=3, L_kv=None, d=2, derivation=None, outputs=OUT
     return proved(f"chain = exact ({D.name}, U1 = exp(S), U2 = I)",
                   "loss, dW_Q, dW_K, dW_V of the low-rank chain = exact derivation when U1 U2^T = exp(S)",
                   "Thm 3.1 / A.1 (E1, E2 fixed)", f"L={L} d={d} {kind}; C1, C2, C3 free",
-                  lambda: _shared_projections(D) and laurent_zero(diff))
+                  lambda: shared_projections(D) and laurent_zero(diff))
 
 
 def prove_chain_is_gradient_of_approximate_softmax(L=3, L_kv=2, d=2, k=2, derivation=None) -> Outcome:
@@ -177,9 +179,9 @@ def prove_chain_is_gradient_of_approximate_softmax(L=3, L_kv=2, d=2, k=2, deriva
         chain = head.run(D, k, U1=U1, U2=U2, alpha=A)
         ref = head.run(decomposition.build(), k, F=sp.diag(*[1 / a for a in A]) * E)
         reads_u1 = False  # every step may read U1: the identity (ii) holds for all U1 and alpha
-    return proved(f"chain = grad of approx. softmax ({D.name})",
+    return proved(f"chain = exact formulas at F~ ({D.name})",
                   "for any U1, U2: chain = exact formulas at F~ = diag(U1 U2^T 1 + n)^-1 U1 U2^T",
                   "Lemmas 3.3-3.7 (what the certificate relies on)", f"L={L} L_kv={L_kv} d={d} k={k}",
-                  lambda: all(x == 0 for x in step_i) and not reads_u1 and _shared_projections(D)
+                  lambda: all(x == 0 for x in step_i) and not reads_u1 and shared_projections(D)
                   and laurent_zero(_difference(chain, ref)))
 

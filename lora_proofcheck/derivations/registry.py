@@ -19,6 +19,7 @@ from .._lib.validate import check_choice
 from . import decomposition_proofs as dp
 from . import lowrank_chain
 from . import lowrank_proofs as lp
+from . import peer_proofs as pp
 
 __all__ = ["PROOFS", "TIERS", "ProofEntry", "proofs", "run"]
 
@@ -59,6 +60,22 @@ PROOFS = (
     ProofEntry("lemma chain = exact formulas at F~",
                lambda: lp.prove_chain_is_gradient_of_approximate_softmax(derivation=lowrank_chain.build_lemmas()),
                "quick"),
+    # the peers' model gradient (derivations/peers.py): route (a), route (b), agreement, FAVOR+
+    ProofEntry("model gradient of the low-rank loss (route a, d=1)", pp.prove_model_lowrank_is_gradient, "quick"),
+    ProofEntry("model gradient of the low-rank loss (route a, L=3)",
+               lambda: pp.prove_model_lowrank_is_gradient(L=3, L_kv=2, k=1, d=1), "quick"),
+    ProofEntry("model gradient of the low-rank loss (route a, d=2)",
+               lambda: pp.prove_model_lowrank_is_gradient(L=2, L_kv=2, k=2, d=2), "full"),
+    ProofEntry("model gradient of an entrywise kernel (route b, QKV)", pp.prove_model_poly_is_gradient, "quick"),
+    ProofEntry("model gradient of an entrywise kernel (route b, QV)",
+               lambda: pp.prove_model_poly_is_gradient(L=2, L_kv=2, d=2, modules="QV"), "quick"),
+    ProofEntry("model gradient of an entrywise kernel (route b, L=3)",
+               lambda: pp.prove_model_poly_is_gradient(L=3, L_kv=3, d=2), "full"),
+    ProofEntry("model = plug-in when P' = P", pp.prove_model_is_plugin_for_exp, "quick"),
+    ProofEntry("plug-in and model agree on W_V", pp.prove_plugin_model_agree_on_V, "quick"),
+    ProofEntry("stabiliser gradients = n r~/alpha~", pp.prove_shift_gradient, "quick"),
+    ProofEntry("FAVOR+ map and VJP", pp.prove_favor_vjp, "quick"),
+    ProofEntry("FAVOR+ unbiased", pp.prove_favor_unbiased, "quick"),
 )
 
 

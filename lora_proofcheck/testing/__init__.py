@@ -2,11 +2,13 @@
 
 `oracles`: independent references (a SciPy forward pass, central finite differences, PyTorch
 autograd, the dense exact formulas); `dense_chain`: the paper's chain materialised in its own
-notation; `instances`: the adversarial families of test problems.
+notation; `instances`: the adversarial families of test problems; `peer_oracles`: the dense
+approximate attention of a peer kernel, its loss, finite differences, autograd and plug-in formulas.
 """
 
 from .instances import FAMILIES, aligned_problem, make_problem, upcast, with_dtype
 from .oracles import (
+                      central_differences,
                       dense_gradients,
                       exact_features,
                       finite_difference_gradients,
@@ -17,6 +19,16 @@ from .oracles import (
                       reference_loss,
                       torch_gradients,
 )
+from .peer_oracles import (
+                           approx_finite_difference_gradients,
+                           approx_kernel,
+                           approx_reference_loss,
+                           dense_plugin_gradients,
+                           torch_approx_model_gradients,
+)
 
-__all__ = ["FAMILIES", "aligned_problem", "dense_gradients", "exact_features", "finite_difference_gradients",
-           "host_inputs", "kernel_inputs", "make_problem", "max_abs", "max_abs_error", "reference_loss", "torch_gradients", "upcast", "with_dtype"]
+__all__ = ["FAMILIES", "aligned_problem", "approx_finite_difference_gradients", "approx_kernel",
+           "approx_reference_loss", "central_differences", "dense_gradients", "dense_plugin_gradients",
+           "exact_features", "finite_difference_gradients", "host_inputs", "kernel_inputs", "make_problem", "max_abs",
+           "max_abs_error", "reference_loss", "torch_approx_model_gradients", "torch_gradients", "upcast",
+           "with_dtype"]
