@@ -1,7 +1,7 @@
 """Run every section of a report and assemble the JSON-ready document; `write_report` also writes it.
 
 Order: environment, derivation proofs, errata re-checks, property grid, frontier, measured sweep,
-timing, benchmark, then the ledger (which reads the sections), then the plots. A section that
+timing, benchmark, peers, then the ledger (which reads the sections), then the plots. A section that
 raises is recorded as {"status": "error", "reason": ...} (its checks then report "error").
 """
 
@@ -24,6 +24,7 @@ from .context import Context
 from .errata import catalogue as errata_mod
 from .measurements import properties, sweeps
 from .measurements.benchmark import benchmark
+from .measurements.peers import peers
 from .measurements.timing import timing
 from .output import plots as plots_mod
 from .output import writers
@@ -83,7 +84,7 @@ def build_report(config: ReportConfig, *, stream=None) -> tuple[dict, dict]:
         + len(sizes["property_cases"])
         + 2 * n_rules
         + len(sizes["sweep_L"])
-        + 2
+        + 3
         + len(ledger.CLAIMS)
         + 1
     )
@@ -116,6 +117,7 @@ def build_report(config: ReportConfig, *, stream=None) -> tuple[dict, dict]:
     _section(ctx, "sweep", lambda: sweeps.measured_sweep(ctx, progress), timings)
     _section(ctx, "timing", lambda: timing(ctx), timings, progress)
     _section(ctx, "benchmark", lambda: benchmark(config), timings, progress)
+    _section(ctx, "peers", lambda: peers(config), timings, progress)
     t0 = time.perf_counter()
     claims = ledger.run_ledger(ctx, progress)
     timings["ledger"] = round(time.perf_counter() - t0, 3)
@@ -138,7 +140,7 @@ def build_report(config: ReportConfig, *, stream=None) -> tuple[dict, dict]:
         "claims": jsonable(claims),
         "errata": section("errata"),
         "measurements": {
-            key: section(key) for key in ("properties", "frontier", "sweep", "timing", "benchmark")
+            key: section(key) for key in ("properties", "frontier", "sweep", "timing", "benchmark", "peers")
         },
         "plots": [],
         "timings": {"sections": timings},

@@ -133,6 +133,7 @@ class ReportConfig:
     seed: int = 0
     backend: str = "numpy"
     bench_file: str | None = None  # a recorded `lora-proofcheck bench` result to summarize instead
+    peers_file: str | None = None  # a recorded `lora-proofcheck bench --peers` result to carry
     sizes: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self):

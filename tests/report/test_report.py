@@ -53,12 +53,14 @@ def test_report_has_every_file_and_section(tiny):
         "phase_diagram.png",
         "sweep.png",
         "time_vs_L.png",
+        "peers_frontier.png",
     }
     env = report["environment"]
     assert env["versions"]["numpy"] and env["cpu"]["cores"] >= 1 and "id" in env["commit"]
     assert report["summary"]["claims"] == len(report["claims"]) >= 20
-    assert {m for m in report["measurements"]} == {"properties", "frontier", "sweep", "timing", "benchmark"}
+    assert {m for m in report["measurements"]} == {"properties", "frontier", "sweep", "timing", "benchmark", "peers"}
     assert report["measurements"]["benchmark"]["status"] == "not run"  # tiny mode says so, no numbers
+    assert report["measurements"]["peers"]["status"] == "not run" and "--peers" in report["measurements"]["peers"]["reason"]
     md = (out / "report.md").read_text(encoding="utf-8")
     for plot in report["plots"]:
         assert f"]({plot['file']})" in md
@@ -112,6 +114,10 @@ def test_verdicts_are_consistent_with_the_outcomes(tiny):
     assert by_id["Lemma 2.1"] == "verified"
     assert by_id["App. C.7"] == "verified-with-correction"  # E4: the paper's composed bound fails
     assert by_id["Theorem 4.1"] == "supported"
+    finding = next(c for c in report["claims"] if c["id"] == "Finding (plug-in vs model)")
+    measured = {k["name"]: k for k in finding["checks"]}
+    assert measured["refutation: the chain is not the model gradient"]["holds"] is True
+    assert measured["measured: the two modes at the issue's setting"]["holds"] is True
 
 
 def test_same_seed_same_content(tiny, tmp_path):

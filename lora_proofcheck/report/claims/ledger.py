@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from ..._lib.records import Outcome, run_check
 from . import measured as ca
 from . import numeric as cn
+from . import peers as cp
 from . import symbolic as cs
 
 __all__ = ["ASYMPTOTIC", "CLAIMS", "NUMERIC", "SYMBOLIC", "VERDICTS", "Check", "Claim", "run_ledger", "verdict",
@@ -274,7 +275,9 @@ CLAIMS = (
         )
         + _lit("E6", "E4"),
         errata=("E6", "E4"),
-        notes="Supported under the corrected hypothesis max|S| = o(log L) (E6).",
+        notes="Supported under the corrected hypothesis max|S| = o(log L) (E6). The chain's output is the "
+        "plug-in gradient (the exact formulas at F~), not the derivative of the approximate loss: see "
+        "'Finding (plug-in vs model)'.",
     ),
     Claim(
         "Theorem A.1",
@@ -331,6 +334,25 @@ CLAIMS = (
                 required=False,
             ),
         ),
+    ),
+    Claim(
+        "Finding (plug-in vs model)",
+        "the chain is not the gradient of the approximate loss",
+        "A finding of this toolkit, not a claim of the paper. The chain of Lemmas 3.3-3.7 / Thm 3.1 evaluates "
+        "the exact gradient formulas at the approximate softmax F~ = diag(E~ 1)^-1 E~ (the plug-in gradient). "
+        "The derivative of the approximate loss (the model gradient, what training through the approximation "
+        "computes) differs: for E~ = P(S) its softmax Jacobian carries P'(S) where the chain carries P(S). "
+        "Both share the loss and dL/dA_V, dL/dB_V; they differ on Q and K.",
+        SYMBOLIC,
+        (
+            Check("proof: model gradient of an entrywise kernel",
+                  ca.proof("model gradient of an entrywise kernel")),
+            Check("proof: plug-in and model agree on W_V", ca.proof("plug-in and model agree on W_V")),
+            Check("refutation: the chain is not the model gradient", cp.plugin_is_not_model_gradient),
+            Check("measured: the two modes at the issue's setting", cp.modes_compared),
+        ),
+        notes="lp.peer_gradients(problem, method, mode='plugin' | 'model') computes both; `bench --peers` "
+        "measures them side by side (the report's peers section).",
     ),
     Claim(
         "Theorem F.1",

@@ -12,7 +12,10 @@ import math
 
 import numpy as np
 
-__all__ = ["PLOTS", "bound_tightness", "error_vs_bound", "make_plots", "phase_diagram", "sweep", "time_vs_L"]
+from ...benchmarks.plot import peers_figure
+
+__all__ = ["PLOTS", "bound_tightness", "error_vs_bound", "make_plots", "peers_frontier", "phase_diagram", "sweep",
+           "time_vs_L"]
 
 PLOTS = {
     "error_vs_bound.png": "Measured max-abs error of the approximate gradients against the certified bound "
@@ -23,6 +26,9 @@ PLOTS = {
     "(× = no degree cheaper than the exact path certifies eps).",
     "sweep.png": "Measured relative error at a fixed rank budget against x = √(R / ln L), several L.",
     "time_vs_L.png": "Time against L (log-log) with fitted slopes.",
+    "peers_frontier.png": "Peers side by side (a recorded `bench --peers` run): relative Frobenius error of the "
+    "LoRA gradients against time and against rank / feature count, per family and R at the largest L; filled: "
+    "plug-in gradient (exact formulas at F~), open: model gradient (derivative of the approximate loss).",
 }
 
 
@@ -235,6 +241,15 @@ def time_vs_L(report) -> bytes:
     return _png(fig)
 
 
+def peers_frontier(report) -> bytes:
+    section = report["measurements"].get("peers", {"status": "not run", "reason": "absent"})
+    if section.get("status") != "ok":
+        fig, ax = _pyplot().subplots(figsize=(6, 3))
+        _unavailable(ax, section)
+        return _png(fig)
+    return _png(peers_figure(section["rows"]))
+
+
 def make_plots(report) -> dict:
     """{file name: (PNG bytes, caption)} for every figure in PLOTS."""
     makers = {
@@ -243,5 +258,6 @@ def make_plots(report) -> dict:
         "phase_diagram.png": phase_diagram,
         "sweep.png": sweep,
         "time_vs_L.png": time_vs_L,
+        "peers_frontier.png": peers_frontier,
     }
     return {name: (makers[name](report), caption) for name, caption in PLOTS.items()}
