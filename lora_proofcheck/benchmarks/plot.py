@@ -114,7 +114,7 @@ def peers_figure(rows: list):
     axes[0][1].legend(handles=handles, fontsize=7, loc="best")
     fig.suptitle("peers: gradient error against time and rank (filled: plug-in = exact formulas at F~; "
                  "open: model = derivative of the approximate loss)", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / fig.get_figheight()))  # room for the suptitle
     return fig
 
 

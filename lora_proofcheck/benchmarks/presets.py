@@ -24,5 +24,5 @@ PRESETS = {
 PEERS_PRESETS = {
     "quick": dict(sizes=(512,), logit_bounds=(1.3,), families=("benchmark", "aligned", "real-head"),
                   favor_features=(64, 256), repeats=1),
-    "full": dict(sizes=(512, 2048), logit_bounds=(1.3, 4.8)),
+    "full": dict(sizes=(512, 2048, 8192), logit_bounds=(1.3, 4.8)),
 }

@@ -209,3 +209,27 @@ def test_recorded_benchmark_is_summarized(tmp_path):
     section = recorded_benchmark(recorded)
     assert section["status"] == "ok" and section["summary"]["methods"]
     assert _json.loads(recorded.read_text())["results"] == section["results"]
+
+
+def test_recorded_peers_run_is_carried_with_tables_and_frontier(tiny, tmp_path):
+    """--peers FILE.json: the recorded reference run is checked, summarized again from its rows, and
+    shows up in report.md (both tables) and in peers_frontier.png; a bad file is a usage error."""
+    from lora_proofcheck.report.measurements.peers import recorded_peers
+    from lora_proofcheck.report.output import plots
+
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"kind": "bench", "rows": []}')
+    assert main(["report", "--tiny", "--no-progress", "--out", str(tmp_path / "r"), "--peers", str(bad)]) == 2
+    assert not (tmp_path / "r").exists()
+    recorded = Path(__file__).resolve().parents[2] / "reports" / "benchmarks" / "peers_cpu.json"
+    section = recorded_peers(recorded)
+    assert section["status"] == "ok" and section["rows"] == json.loads(recorded.read_text())["rows"]
+    _, report = tiny
+    report = copy.deepcopy(report)
+    report["measurements"]["peers"] = json.loads(json.dumps(section))
+    schema.validate(report)
+    md = writers.markdown(report)
+    assert "Peers side by side: winner per instance" in md and "taylor model" in md
+    bench = next(i for i in section["summary"]["instances"] if i["family"] == "benchmark" and i["status"] == "ok")
+    assert bench["winner"]["seconds"] < bench["exact_seconds"]  # the winner rule: faster than exact float64
+    assert plots.peers_frontier(report)[:8] == b"\x89PNG\r\n\x1a\n"
