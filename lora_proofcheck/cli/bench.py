@@ -209,8 +209,9 @@ def _g(value) -> str:
 
 def format_peer_row(row: dict) -> str:
     """One `bench --peers` row on one line, R and max|S| beside it."""
+    param = "" if row.get("param") is None else str(row["param"])
     head = (f"{row['family']:>12s} L={row['L']:<6d} R={_g(row.get('R', row['target_R'])):>6s} "
-            f"max|S|={_g(row.get('max_abs_S')):>6s} {row['method']:>14s} {'' if row.get('param') is None else row['param']!s:>5s} "
+            f"max|S|={_g(row.get('max_abs_S')):>6s} {row['method']:>14s} {param:>5s} "
             f"{row['mode'] or '':>6s} k={'-' if row.get('rank') is None else row['rank']!s:>5s}")
     if row["status"] != "ok":
         return f"{head}  {row['status']}: {row['reason']}"

@@ -72,8 +72,8 @@ from ..problem import LoRAProblem, check_problem
 from .exact_path import lora_factor_gradients
 from .lowrank_path import chunk_rows, lowrank_weight_gradients
 
-__all__ = ["DEFAULT_DEGREE", "DEFAULT_FEATURES", "METHODS", "MODES", "ROUTES", "PeerKernel", "balanced_projections", "cauchy_schwarz_radius",
-           "peer_gradients", "peer_kernel", "peer_weight_gradients"]
+__all__ = ["DEFAULT_DEGREE", "DEFAULT_FEATURES", "METHODS", "MODES", "ROUTES", "PeerKernel", "balanced_projections",
+           "cauchy_schwarz_radius", "peer_gradients", "peer_kernel", "peer_weight_gradients"]
 
 METHODS = ("taylor", "chebyshev", "favor+", "support-basis")
 MODES = ("plugin", "model")
@@ -344,6 +344,13 @@ def peer_weight_gradients(problem, kern: PeerKernel, mode: str = "plugin", *, ro
     modules = check_modules("".join(problem.adapted) if modules is None else modules)
     worker_threads(problem.xp, threads)  # checked before any work
     _check_offset(problem, kern.method)
+    # a row sum E~ 1 may vanish or overflow (a polynomial past its radius): NumPy's warnings are
+    # silenced here because every result is checked and refused when non-finite (`_check_finite`)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        return _dispatch(problem, kern, mode, route, modules, threads)
+
+
+def _dispatch(problem, kern, mode, route, modules, threads):
     if mode == "plugin":
         return _plugin(problem, kern, modules, threads)
     if route == "auto":

@@ -14,8 +14,9 @@ from scipy.special import logsumexp, softmax
 from .._lib.xp import from_numpy, to_host64, to_numpy
 from ..problem import LoRAProblem
 
-__all__ = ["attention_weights", "central_differences", "dense_gradients", "exact_features", "finite_difference_gradients", "host_inputs",
-           "kernel_inputs", "max_abs", "max_abs_error", "reference_loss", "torch_gradients"]
+__all__ = ["attention_weights", "central_differences", "dense_gradients", "exact_features",
+           "finite_difference_gradients", "host_inputs", "kernel_inputs", "max_abs", "max_abs_error", "reference_loss",
+           "torch_gradients"]
 
 
 def host_inputs(problem: LoRAProblem) -> dict:

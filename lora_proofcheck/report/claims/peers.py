@@ -39,7 +39,7 @@ def _rel(a, b, keys):
 
 
 def modes_compared(ctx=None):
-    """at L=512, d=8, Q/K/V, Taylor-2: the modes agree on dL/dA_V, dL/dB_V (<= 1e-10 rel.) and differ on dL/dA_Q (> 1e-3 rel.)"""
+    """at L=512, d=8, Q/K/V, Taylor-2: the modes agree on dA_V, dB_V (<= 1e-10 rel.), differ on dA_Q (> 1e-3 rel.)"""
     c = COMPARISON
     out, ok = {}, True
     for R in c["R"]:
