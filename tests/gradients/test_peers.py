@@ -208,6 +208,16 @@ def test_taylor_plugin_is_the_papers_chain():
     assert all(np.array_equal(dW[m], ref[m]) for m in "QV")
 
 
+def test_balanced_projections_give_the_logits():
+    r = LoRAProblem.random(9, 3, 2, adapt="QK", N=2, cross=True, L_kv=5, logit_bound=2.0, seed=1)
+    # a negative temperature: the sign goes to the queries
+    p = LoRAProblem(r.X, r.Y, r.W, r.A, r.B, alpha=r.alpha, beta=-0.7, X_kv=r.X_kv)
+    q, k = peers.balanced_projections(p)
+    W = p.weights()
+    S = p.beta * (p.X3 @ W["Q"]) @ np.swapaxes(p.Xkv3 @ W["K"], -1, -2)
+    assert np.allclose(q @ np.swapaxes(k, -1, -2), S, rtol=1e-14, atol=1e-14)
+
+
 def test_support_basis_default_threshold_keeps_at_most_sqrt_L_rows():
     p = LoRAProblem.random(400, 4, 2, adapt="QKV", logit_bound=2.0, seed=9)
     kern = peers.peer_kernel(p, "support-basis")

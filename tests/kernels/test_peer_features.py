@@ -18,14 +18,15 @@ EPS64 = np.finfo(np.float64).eps
 
 
 def _z_scores(draw_omega, pairs, n, m):
-    """Per pair: (mean - e^{x.y}) / standard error over n independent draws of m directions."""
+    """Per pair: (mean - e^{x.y}) / standard error over n independent draws of m directions, the
+    estimate phi(x) . phi(y) computed by the runtime (generated) map without its stabilisers."""
     z = []
     for x, y in pairs:
         est = np.empty(n)
+        X = np.stack([x, y])
         for s in range(n):
-            W = draw_omega(m, x.size, s)
-            phi = lambda v: np.exp(W @ v - v @ v / 2) / math.sqrt(m)  # noqa: E731
-            est[s] = phi(x) @ phi(y)
+            phi = pf.favor_features(X, draw_omega(m, x.size, s), query=True, stabilize=False)
+            est[s] = phi[0] @ phi[1]
         z.append((est.mean() - math.exp(x @ y)) / (est.std(ddof=1) / math.sqrt(n)))
     return np.array(z)
 
