@@ -265,6 +265,7 @@ CLAIMS = (
         ASYMPTOTIC,
         (
             Check("property grid, Q,V", ca.properties(("QV", "QV-cross"), "Q,V adapted")),
+            Check("stress campaign (recorded)", ca.stress_campaign, required=False),
             Check("cost frontier below the threshold", ca.frontier_almost_linear),
             Check("proof: chain = grad of approximate softmax", ca.proof("grad of approx"), required=False),
             Check("benchmark time exponent", ca.approx_exponent, "timing"),
@@ -282,6 +283,7 @@ CLAIMS = (
         ASYMPTOTIC,
         (
             Check("property grid, K adapted", ca.properties(("QK", "KV", "QKV", "QKV-cross"), "K adapted")),
+            Check("stress campaign (recorded)", ca.stress_campaign, required=False),
             Check("cost frontier below the threshold", ca.frontier_almost_linear),
             Check("correction E6 holds", erratum_correction("E6")),
         )
