@@ -14,7 +14,6 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import jsonschema
-import numpy as np
 import pytest
 
 from lora_proofcheck.cli import main
