@@ -1,4 +1,4 @@
-"""Shared fixtures: array namespaces, the gpu marker, Hypothesis profiles.
+"""Shared fixtures: array namespaces, the gpu marker, Hypothesis profiles, an in-process Dask cluster.
 
 CI sets CI=true, which selects the derandomized "ci" profile below; locally "dev" explores with
 random seeds. Every profile sets `derandomize` explicitly (registered profiles otherwise inherit
@@ -7,6 +7,7 @@ whatever `settings.default` is at import time).
 
 from __future__ import annotations
 
+import logging
 import os
 
 import pytest
@@ -53,3 +54,13 @@ def xp(request):
     else:
         module = pytest.importorskip("cupy")
     return module
+
+
+@pytest.fixture(scope="module")
+def thread_cluster():
+    """A module-scoped in-process Dask cluster (2 worker threads, inproc transport; its HTTP server on a
+    random port: no fixed ports). `distributed` comes with the test extra."""
+    import distributed
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0",
+                                  scheduler_port=0, silence_logs=logging.CRITICAL) as cluster:
+        yield cluster

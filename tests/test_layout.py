@@ -23,7 +23,7 @@ FLOORS = {
     "problem": 5,
     "certification": 6, "testing": 6,
     "gradients": 7,
-    "checks": 8, "benchmarks": 8,
+    "checks": 8, "benchmarks": 8, "sweeps": 8,
     "report": 9,
     "cli": 10,
     "__init__": 11, "__main__": 11,

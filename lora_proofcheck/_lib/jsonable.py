@@ -8,7 +8,8 @@ __all__ = ["jsonable"]
 
 
 def jsonable(value):
-    """Plain JSON values: tuples -> lists, NumPy scalars -> Python, non-finite floats -> strings.
+    """Plain JSON values: tuples -> lists, NumPy scalars and arrays -> Python, non-finite floats ->
+    strings.
 
     >>> jsonable({"a": (1.0, float("inf")), 2: None})
     {'a': [1.0, 'inf'], '2': None}
@@ -17,6 +18,8 @@ def jsonable(value):
         return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [jsonable(v) for v in value]
+    if hasattr(value, "tolist") and getattr(value, "ndim", 0) > 0:  # an array: nested lists
+        return jsonable(value.tolist())
     if hasattr(value, "item") and not isinstance(value, (str, bytes)):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):

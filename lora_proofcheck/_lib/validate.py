@@ -11,11 +11,13 @@ from numbers import Real
 
 from ..errors import InvalidInputError, InvalidTypeError
 
-__all__ = ["MODULES", "check_choice", "check_int", "check_modules", "check_optional_int", "check_positive",
-           "check_real"]
+__all__ = ["MAX_SEED", "MODULES", "check_bool", "check_choice", "check_int", "check_modules", "check_optional_int",
+           "check_positive", "check_real", "check_seed"]
 
 #: the adaptable projections of an attention head, in canonical order
 MODULES = ("Q", "K", "V")
+#: the largest base seed (numpy SeedSequence entropy is unbounded; seeds are stored as int64)
+MAX_SEED = 2**63 - 1
 
 
 def check_int(name: str, value, minimum: int = 0) -> int:
@@ -38,6 +40,30 @@ def check_int(name: str, value, minimum: int = 0) -> int:
 def check_optional_int(name: str, value, minimum: int = 0) -> int | None:
     """None, or an integer (not a bool) >= minimum."""
     return None if value is None else check_int(name, value, minimum)
+
+
+def check_seed(name: str, value) -> int:
+    """An integer (not a bool) in [0, 2^63 - 1].
+
+    >>> check_seed("seed", 7)
+    7
+    """
+    if isinstance(value, bool):
+        raise InvalidTypeError(f"{name} must be an integer, got bool")
+    try:
+        value = operator.index(value)
+    except TypeError:
+        raise InvalidTypeError(f"{name} must be an integer, got {type(value).__name__}") from None
+    if not 0 <= value <= MAX_SEED:
+        raise InvalidInputError(f"{name} must lie in [0, 2**63 - 1], got {value}")
+    return value
+
+
+def check_bool(name: str, value) -> bool:
+    """True or False (not 0/1, not None)."""
+    if not isinstance(value, bool):
+        raise InvalidTypeError(f"{name} must be True or False, got {type(value).__name__}")
+    return value
 
 
 def check_real(name: str, value) -> float:

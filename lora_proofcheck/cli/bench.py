@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import math
 import re
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from ..benchmarks.peers import FAMILIES, PeersConfig, run_peers, summarize_peers
 from ..benchmarks.plot import plot, plot_peers
 from ..benchmarks.presets import PEERS_PRESETS, PRESETS
 from ..errors import InvalidInputError
+from .arguments import positive_float, positive_int, ranged
 
 __all__ = ["add_commands", "config_from_args", "format_peer_row", "format_peers_summary", "format_summary",
            "format_table", "peers_config_from_args"]
@@ -43,23 +43,8 @@ def _length(text: str) -> int:
     return value
 
 
-def _ranged(cast, ok, what: str):
-    """An argparse type: `cast(text)` that must satisfy `ok`, else "expected <what>"."""
-    def convert(text: str):
-        try:
-            value = cast(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-        if not ok(value):
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
-        return value
-    return convert
-
-
-_positive_int = _ranged(int, lambda v: v >= 1, "a positive integer")
-_positive_float = _ranged(float, lambda v: v > 0 and math.isfinite(v), "a positive number")
-_eps = _ranged(float, lambda v: 0 < v < 1, "a number in (0, 1)")
-_degree = _ranged(int, lambda v: v >= 0, "an integer >= 0")
+_eps = ranged(float, lambda v: 0 < v < 1, "a number in (0, 1)")
+_degree = ranged(int, lambda v: v >= 0, "an integer >= 0")
 
 
 def add_commands(sub) -> None:
@@ -75,7 +60,7 @@ def add_commands(sub) -> None:
     p.add_argument("--L-max", type=_length, help="largest L (default 131072; 2048 with --quick)")
     p.add_argument("--sizes", type=_length, nargs="+", metavar="L",
                    help="explicit sizes instead of the doubling sweep (e.g. 16384 20000)")
-    p.add_argument("--repeats", type=_positive_int, help="timed calls per measurement, median reported "
+    p.add_argument("--repeats", type=positive_int, help="timed calls per measurement, median reported "
                                                          "(default 3; 1 with --quick)")
     p.add_argument("--eps", type=_eps, nargs="+",
                    help="accuracies of the approximate path (default 1e-3 1e-6)")
@@ -83,17 +68,17 @@ def add_commands(sub) -> None:
                    help="also run the approximate path at these forced polynomial degrees (method "
                         "approx-g<G>, on_threshold='force'): the kernel's cost at rank C(d+G, G) even "
                         "where the certificate declines eps; its bound is that degree's")
-    p.add_argument("--threads", type=_positive_int,
+    p.add_argument("--threads", type=positive_int,
                    help="BLAS / torch / blocked-path threads (default: the libraries' own)")
     p.add_argument("--backend", choices=("numpy", "cupy"), default="numpy",
                    help="array library of the exact and approximate paths (PyTorch always runs on CPU)")
     p.add_argument("--quick", action="store_true", help="small sizes, one repeat, short budgets")
     p.add_argument("--methods", nargs="+", metavar="METHOD",
                    help="subset of: exact-dense exact-blocked approx-eps<EPS> approx-g<G> torch-autograd")
-    p.add_argument("--max-seconds", type=_positive_float,
+    p.add_argument("--max-seconds", type=positive_float,
                    help="skip a measurement whose single call is predicted longer (default 300)")
-    p.add_argument("--budget-seconds", type=_positive_float, help="budget of the whole run (default 1200)")
-    p.add_argument("--max-memory-gb", type=_positive_float,
+    p.add_argument("--budget-seconds", type=positive_float, help="budget of the whole run (default 1200)")
+    p.add_argument("--max-memory-gb", type=positive_float,
                    help="memory budget per measurement (default 80%% of available memory)")
     p.add_argument("--seed", type=int, default=0, help="instance seed (default 0)")
     p.add_argument("--peers", action="store_true",
@@ -101,7 +86,7 @@ def add_commands(sub) -> None:
                         "gradient modes (plug-in, model), gradient error against time and rank on the benchmark "
                         "family, the adversarial families and a real head (when available); takes --sizes, "
                         "--logit-bounds, --families, --repeats, --threads (default 1), --seed, --quick, --out, --plot")
-    p.add_argument("--logit-bounds", type=_positive_float, nargs="+", metavar="R",
+    p.add_argument("--logit-bounds", type=positive_float, nargs="+", metavar="R",
                    help="--peers: logit bounds R of the instances (default 1.3 4.8)")
     p.add_argument("--families", nargs="+", choices=FAMILIES, metavar="FAMILY",
                    help=f"--peers: instance families, of {' '.join(FAMILIES)} (default all)")

@@ -1,5 +1,5 @@
 """`lora-proofcheck report --out DIR [--quick | --full] [--backend numpy|cupy] [--seed N] [--bench FILE]
-[--peers FILE]`.
+[--stress FILE] [--workers N | --scheduler tcp://HOST:PORT] [--peers FILE]`.
 
 The report is written atomically (`report.output.publish`): DIR is either the complete new report
 or untouched.
@@ -12,21 +12,13 @@ import sys
 from pathlib import Path
 
 from ..report.build import write_report
-from ..report.config import MAX_SEED, ReportConfig, check_backend
+from ..report.config import ReportConfig, check_backend
 from ..report.measurements.benchmark import recorded_benchmark
 from ..report.measurements.peers import recorded_peers
+from ..report.measurements.stress import recorded_stress
+from .arguments import add_engine_arguments, seed
 
 __all__ = ["add_commands"]
-
-
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer in [0, 2**63 - 1], got {text!r}") from None
-    if not 0 <= value <= MAX_SEED:
-        raise argparse.ArgumentTypeError(f"must be an integer in [0, 2**63 - 1], got {text!r}")
-    return value
 
 
 def add_commands(sub) -> None:
@@ -61,14 +53,18 @@ def add_commands(sub) -> None:
         metavar="{numpy,cupy}",
         help="array library of the property grid and sweeps (default numpy)",
     )
-    p.add_argument("--seed", type=_seed, default=0, help="base seed of every random instance (default 0)")
+    p.add_argument("--seed", type=seed, default=0, help="base seed of every random instance (default 0)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.add_argument("--bench", metavar="FILE.json", default=None,
                    help="summarize this recorded `lora-proofcheck bench --out` result instead of running "
                         "the mode's own (small) benchmark")
+    p.add_argument("--stress", metavar="FILE.json", default=None,
+                   help="carry this recorded `lora-proofcheck stress --out` summary into the report (the report "
+                        "never runs the campaign itself)")
     p.add_argument("--peers", metavar="FILE.json", default=None,
                    help="carry this recorded `lora-proofcheck bench --peers --out` result into the report (the "
                         "peers section: frontier plot and tables); without it the section says it was not run")
+    add_engine_arguments(p)
     p.set_defaults(func=_report, mode="full")
 
 
@@ -76,14 +72,18 @@ def _report(args) -> int:
     check_backend(args.backend, name="--backend")
     if args.bench is not None:
         recorded_benchmark(args.bench, name="--bench")  # fail fast, naming the flag, before any work
+    if args.stress is not None:
+        recorded_stress(args.stress, name="--stress")
     if args.peers is not None:
         recorded_peers(args.peers, name="--peers")
     config = ReportConfig(mode=args.mode, seed=args.seed, backend=args.backend, bench_file=args.bench,
-                          peers_file=args.peers)
-    report = write_report(config, args.out, stream=None if args.no_progress else sys.stderr, name="--out")
+                          stress_file=args.stress, peers_file=args.peers)
+    report = write_report(config, args.out, stream=None if args.no_progress else sys.stderr, name="--out",
+                          workers=args.workers, scheduler=args.scheduler)
     s = report["summary"]
     counts = ", ".join(f"{n} {v}" for v, n in s["verdict_counts"].items() if n)
-    print(f"wrote {args.out}/report.json, report.md, report.html and {len(report['plots'])} plots")
+    print(f"wrote {args.out}/report.json, report.md, report.html and {len(report['plots'])} plots "
+          f"(sweeps: {report['engine']['runner']})")
     print(
         f"claims: {s['claims']} ({counts}); errata confirmed: {s['errata_confirmed']}/{s['errata_total']}; "
         f"proofs: {s['proofs_holding']}/{s['proofs_total']}"

@@ -1,8 +1,13 @@
 """Run every section of a report and assemble the JSON-ready document; `write_report` also writes it.
 
 Order: environment, derivation proofs, errata re-checks, property grid, frontier, measured sweep,
-timing, benchmark, peers, then the ledger (which reads the sections), then the plots. A section that
-raises is recorded as {"status": "error", "reason": ...} (its checks then report "error").
+timing, benchmark, stress, peers, then the ledger (which reads the sections), then the plots. A section
+that raises is recorded as {"status": "error", "reason": ...} (its checks then report "error").
+
+The property grid, the frontier and the measured sweep are sweeps of independent cells and run on
+one sweep-engine runner per report (`sweeps.engine`: serial, `--workers N` or `--scheduler`); their
+content is the same whatever runs them. Timing and the benchmark time code, so they always run
+serially in this process; the stress section is a recorded summary, never a run.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from .._lib.jsonable import jsonable
 from .._lib.records import Skip
 from .._lib.version import __version__
 from ..derivations import registry
+from ..sweeps.engine import SerialRunner, runner_scope
 from .claims import ledger
 from .config import ReportConfig
 from .context import Context
@@ -25,6 +31,7 @@ from .errata import catalogue as errata_mod
 from .measurements import properties, sweeps
 from .measurements.benchmark import benchmark
 from .measurements.peers import peers
+from .measurements.stress import stress
 from .measurements.timing import timing
 from .output import plots as plots_mod
 from .output import writers
@@ -32,7 +39,10 @@ from .output.publish import write_atomically
 
 __all__ = ["PAPER", "SCHEMA_VERSION", "build_report", "summarize", "write_report"]
 
-SCHEMA_VERSION = "1.0.0"
+SCHEMA_VERSION = "1.2.0"
+#: the sections whose cells run on the report's sweep-engine runner
+ENGINE_SECTIONS = ("properties", "frontier", "sweep")
+MEASUREMENTS = ("properties", "frontier", "sweep", "timing", "benchmark", "stress", "peers")
 PAPER = {
     "title": "Computational Limits of Low-Rank Adaptation (LoRA) for Transformer-Based Models",
     "authors": "Hu, Su, Kuo, Song, Liu",
@@ -59,32 +69,37 @@ def _section(ctx, key, fn, timings, progress=None):
     return value
 
 
-def write_report(config: ReportConfig, out: Path, *, stream=None, name: str = "out") -> dict:
-    """Build the report for `config` and publish it at `out` atomically; returns the report."""
+def write_report(config: ReportConfig, out: Path, *, stream=None, name: str = "out", workers=None,
+                 scheduler=None) -> dict:
+    """Build the report for `config` and publish it at `out` atomically; returns the report. The
+    sweeps run serially, on a local Dask cluster of `workers` processes, or on the cluster at
+    `scheduler` (one runner for the whole report)."""
     def write(folder):
-        report, plots = build_report(config, stream=stream)
+        with runner_scope(workers, scheduler) as runner:
+            report, plots = build_report(config, stream=stream, runner=runner)
         writers.write_all(report, plots, folder)
         return report
 
     return write_atomically(out, write, name=name)
 
 
-def build_report(config: ReportConfig, *, stream=None) -> tuple[dict, dict]:
+def build_report(config: ReportConfig, *, stream=None, runner=None) -> tuple[dict, dict]:
     """(report, plots) for `config`; plots maps file name -> (PNG bytes, caption). Progress (tqdm) goes
-    to `stream` (None: none)."""
+    to `stream` (None: none). The sweeps' cells run on `runner` (an open `sweeps.engine` runner;
+    None: serially)."""
     t_start = time.perf_counter()
+    runner = SerialRunner() if runner is None else runner
     ctx = Context(config)
     proofs = registry.proofs(config.sizes["proofs"])
     sizes = config.sizes
-    n_rules = len(sizes["frontier_d"]) + len(sizes["frontier_c"])
     total = (
         1
         + len(proofs)
         + len(errata_mod.ERRATA)
-        + len(sizes["property_cases"])
-        + 2 * n_rules
-        + len(sizes["sweep_L"])
-        + 3
+        + len(properties.property_cells(sizes))
+        + len(sweeps.frontier_cells(sizes))
+        + len(sweeps.sweep_cells(sizes))
+        + 4
         + len(ledger.CLAIMS)
         + 1
     )
@@ -112,11 +127,12 @@ def build_report(config: ReportConfig, *, stream=None) -> tuple[dict, dict]:
 
     _section(ctx, "proofs", run_proofs, timings)
     _section(ctx, "errata", lambda: errata_mod.run_errata(progress), timings)
-    _section(ctx, "properties", lambda: properties.property_grid(ctx, progress), timings)
-    _section(ctx, "frontier", lambda: sweeps.frontier(ctx, progress), timings)
-    _section(ctx, "sweep", lambda: sweeps.measured_sweep(ctx, progress), timings)
+    _section(ctx, "properties", lambda: properties.property_grid(ctx, progress, runner), timings)
+    _section(ctx, "frontier", lambda: sweeps.frontier(ctx, progress, runner), timings)
+    _section(ctx, "sweep", lambda: sweeps.measured_sweep(ctx, progress, runner), timings)
     _section(ctx, "timing", lambda: timing(ctx), timings, progress)
     _section(ctx, "benchmark", lambda: benchmark(config), timings, progress)
+    _section(ctx, "stress", lambda: stress(config), timings, progress)
     _section(ctx, "peers", lambda: peers(config), timings, progress)
     t0 = time.perf_counter()
     claims = ledger.run_ledger(ctx, progress)
@@ -139,9 +155,8 @@ def build_report(config: ReportConfig, *, stream=None) -> tuple[dict, dict]:
         "proofs": section("proofs"),
         "claims": jsonable(claims),
         "errata": section("errata"),
-        "measurements": {
-            key: section(key) for key in ("properties", "frontier", "sweep", "timing", "benchmark", "peers")
-        },
+        "measurements": {key: section(key) for key in MEASUREMENTS},
+        "engine": {"runner": runner.description, "workers": runner.workers, "sections": list(ENGINE_SECTIONS)},
         "plots": [],
         "timings": {"sections": timings},
     }
@@ -171,6 +186,7 @@ def summarize(report: dict) -> dict:
     claims = report["claims"]
     errata = report["errata"] if isinstance(report["errata"], list) else []
     props = report["measurements"]["properties"]
+    stress_run = report["measurements"]["stress"].get("summary")
     proofs = report["proofs"] if isinstance(report["proofs"], list) else []
     return {
         "verdict_counts": ledger.verdict_counts(claims),
@@ -181,6 +197,8 @@ def summarize(report: dict) -> dict:
         "proofs_total": len(proofs),
         "property_points": props.get("ran") if "rows" in props else None,
         "property_violations": props.get("violations") if "rows" in props else None,
+        "stress_cases": None if stress_run is None else stress_run["cases"],
+        "stress_violations": None if stress_run is None else stress_run["violations"],
     }
 
 

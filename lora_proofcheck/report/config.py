@@ -1,25 +1,27 @@
 """What a report run does at each size: `tiny` (tests only), `--quick`, `--full`.
 
 Every random draw of a run comes from `ReportConfig.rng(stream)`: the base seed and a fixed name
-per use, so the same seed gives the same instances however many checks run before.
+per use, so the same seed gives the same instances however many checks run before. The rule is
+the sweep engine's (`sweeps.engine.stream_seed`): a grid cell keyed ("property", case, L, R) draws
+from the stream "property/{case}/{L}/{R}", whatever runs it.
 """
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .._lib import xp as _xp
 from .._lib.jsonable import jsonable
-from ..errors import InvalidInputError, InvalidTypeError
+from .._lib.validate import MAX_SEED, check_seed
+from ..errors import InvalidInputError
+from ..sweeps.engine import stream_seed
 
-__all__ = ["BACKENDS", "MAX_SEED", "MODES", "SIZES", "ReportConfig", "check_backend", "check_seed"]
+__all__ = ["BACKENDS", "MAX_SEED", "MODES", "SIZES", "ReportConfig", "check_backend", "namespace_of"]
 
 MODES = ("tiny", "quick", "full")
 BACKENDS = ("numpy", "cupy")
-MAX_SEED = 2**63 - 1
 
 # Per-mode sizes of every section (kept in one table so the cost of a mode is visible at once).
 SIZES = {
@@ -102,13 +104,9 @@ SIZES = {
 }
 
 
-def check_seed(seed, name: str = "seed") -> int:
-    """An integer in [0, 2^63 - 1]; `name` is what errors call the argument."""
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise InvalidTypeError(f"{name} must be an integer, got {type(seed).__name__}")
-    if not 0 <= int(seed) <= MAX_SEED:
-        raise InvalidInputError(f"{name} must lie in [0, 2**63 - 1], got {seed}")
-    return int(seed)
+def namespace_of(backend: str):
+    """The array namespace of a report backend ("numpy" or "cupy")."""
+    return _xp.resolve_namespace("cupy" if backend == "cupy" else None)
 
 
 def check_backend(backend: str, name: str = "backend") -> str:
@@ -134,6 +132,7 @@ class ReportConfig:
     backend: str = "numpy"
     bench_file: str | None = None  # a recorded `lora-proofcheck bench` result to summarize instead
     peers_file: str | None = None  # a recorded `lora-proofcheck bench --peers` result to carry
+    stress_file: str | None = None  # a recorded `lora-proofcheck stress --out` summary to carry
     sizes: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self):
@@ -141,19 +140,19 @@ class ReportConfig:
             raise InvalidInputError(f"mode must be one of {MODES}, got {self.mode!r}")
         if self.backend not in BACKENDS:
             raise InvalidInputError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
-        object.__setattr__(self, "seed", check_seed(self.seed))
+        object.__setattr__(self, "seed", check_seed("seed", self.seed))
         object.__setattr__(self, "sizes", dict(SIZES[self.mode]))
 
     def seed_for(self, stream: str) -> int:
         """A 32-bit seed derived from the base seed and a stream name (stable across versions)."""
-        return int(np.random.SeedSequence([self.seed, zlib.crc32(stream.encode())]).generate_state(1)[0])
+        return stream_seed(self.seed, stream)
 
     def rng(self, stream: str) -> np.random.Generator:
         return np.random.default_rng(self.seed_for(stream))
 
     def xp(self):
         """The array namespace of the chosen backend."""
-        return _xp.resolve_namespace("cupy" if self.backend == "cupy" else None)
+        return namespace_of(self.backend)
 
     def as_dict(self) -> dict:
         return {"mode": self.mode, "seed": self.seed, "backend": self.backend, "sizes": jsonable(self.sizes)}

@@ -12,15 +12,18 @@ import math
 import numpy as np
 
 from .._lib import xp as _xp
+from .._lib.validate import check_choice, check_positive
 from ..problem import LoRAProblem, rescale_to_logit_bound
 
-__all__ = ["FAMILIES", "aligned_problem", "make_problem", "upcast", "with_dtype"]
+__all__ = ["FAMILIES", "NOISE", "aligned_problem", "make_problem", "upcast", "with_dtype"]
 
-FAMILIES = ("gaussian", "aligned", "concentrated", "residual")
+FAMILIES = ("gaussian", "aligned", "concentrated", "residual", "edge")
+#: the default row noise of each structured family (`make_problem`'s `noise`)
+NOISE = {"aligned": 0.05, "concentrated": 0.3, "residual": 1.0, "edge": 0.02}
 
 
 def make_problem(family, L, d, r, *, R, adapt="QKV", N=1, cross=False, L_kv=None, seed=0, dtype="float64",
-                 xp=None, normalizer_offset=0.0) -> LoRAProblem:
+                 xp=None, noise=None, normalizer_offset=0.0) -> LoRAProblem:
     """A problem of `family` whose Cauchy-Schwarz logit bound is R.
 
     gaussian      LoRAProblem.random
@@ -28,20 +31,31 @@ def make_problem(family, L, d, r, *, R, adapt="QKV", N=1, cross=False, L_kv=None
                   polynomial's relative error is largest; values move with the logits
     concentrated  one key of large norm aligned with the queries: rows put their mass on it
     residual      targets far outside the range of the values: large, one-signed residuals
+    edge          rows along +-x0 (random signs) and W_K = W_Q: every logit sits near +R or -R,
+                  i.e. the Cauchy-Schwarz bound is attained at both ends of [-R, R]
+
+    `noise` (structured families): the rows' spread around their direction (default `NOISE`; the
+    stress campaign's search mutates it).
     """
+    check_choice("family", family, FAMILIES)
     if family == "gaussian":
         return LoRAProblem.random(L, d, r, adapt=adapt, N=N, logit_bound=R, cross=cross, seed=seed,
                                   dtype=dtype, xp=xp, L_kv=L_kv if cross else None,
                                   normalizer_offset=normalizer_offset)
+    noise = NOISE[family] if noise is None else check_positive("noise", noise)
     rng = np.random.default_rng(seed)
     L_kv = L if not cross or L_kv is None else L_kv
     x0 = rng.standard_normal(d)
     x0 /= np.linalg.norm(x0)
-    noise = {"aligned": 0.05, "concentrated": 0.3, "residual": 1.0}[family]
-    X = x0 + noise * rng.standard_normal((N, L, d))
-    Xkv = x0 + noise * rng.standard_normal((N, L_kv, d)) if cross else None
+    if family == "edge":  # +-x0 per row: logits +-|beta| |x0 W_Q|^2 up to the noise
+        X = rng.choice([-1.0, 1.0], size=(N, L, 1)) * x0 + noise * rng.standard_normal((N, L, d))
+        Xkv = (rng.choice([-1.0, 1.0], size=(N, L_kv, 1)) * x0 + noise * rng.standard_normal((N, L_kv, d))
+               if cross else None)
+    else:
+        X = x0 + noise * rng.standard_normal((N, L, d))
+        Xkv = x0 + noise * rng.standard_normal((N, L_kv, d)) if cross else None
     WQ = rng.standard_normal((d, d)) / math.sqrt(d)
-    WK = {"aligned": -WQ, "concentrated": WQ}.get(family, rng.standard_normal((d, d)) / math.sqrt(d))
+    WK = {"aligned": -WQ, "concentrated": WQ, "edge": WQ}.get(family, rng.standard_normal((d, d)) / math.sqrt(d))
     WV = WK + 0.3 * rng.standard_normal((d, d))
     Y = rng.standard_normal((N, L, d))
     keys = X if Xkv is None else Xkv
@@ -49,7 +63,7 @@ def make_problem(family, L, d, r, *, R, adapt="QKV", N=1, cross=False, L_kv=None
         keys[:, 0, :] = 4.0 * x0
     if family == "residual":
         Y = 6.0 + np.abs(Y)
-    small = 0.01 if family == "aligned" else 1.0 / math.sqrt(d)
+    small = 0.01 if family in ("aligned", "edge") else 1.0 / math.sqrt(d)
     A = {m: small * rng.standard_normal((r, d)) for m in adapt}
     B = {m: small * rng.standard_normal((d, r)) for m in adapt}
     alpha, beta = 2.0 * r, 1.0 / math.sqrt(d)

@@ -3,20 +3,32 @@
 The reference loss is a plain NumPy/SciPy forward pass; its gradients come from central finite
 differences or PyTorch autograd (test-only: `oracle` extra, imported on first use). `dense_gradients`
 evaluates the exact gradient formulas (errata applied) densely from first principles, with the exact
-softmax or any perturbed kernel E~ = kernel(S) or exp(S)(1 + theta).
+softmax or any perturbed kernel E~ = kernel(S) or exp(S)(1 + theta); `dense_reference` evaluates the
+same formulas in long double or 40-digit mpmath, with a rounding allowance (`allowance_for`).
 """
 
 from __future__ import annotations
 
+import math
+
+import mpmath
 import numpy as np
 from scipy.special import logsumexp, softmax
 
 from .._lib.xp import from_numpy, to_host64, to_numpy
 from ..problem import LoRAProblem
 
-__all__ = ["attention_weights", "central_differences", "dense_gradients", "exact_features",
-           "finite_difference_gradients", "host_inputs", "kernel_inputs", "max_abs", "max_abs_error", "reference_loss",
-           "torch_gradients"]
+__all__ = ["LONGDOUBLE_EXTENDED", "MP_DPS", "PRECISE_KINDS", "allowance_for", "attention_weights", "central_differences",
+           "dense_gradients",
+           "dense_reference", "exact_features", "finite_difference_gradients", "host_inputs", "kernel_inputs",
+           "max_abs", "max_abs_diff", "max_abs_error", "reference_loss", "torch_gradients", "unit_roundoff_of"]
+
+#: True where numpy's long double is wider than float64 (x86 80-bit; not on most ARM builds)
+LONGDOUBLE_EXTENDED = bool(np.finfo(np.longdouble).eps < np.finfo(np.float64).eps)
+#: decimal digits of the mpmath reference
+MP_DPS = 40
+PRECISE_KINDS = ("longdouble", "mpmath")
+_U64 = 2.0**-53
 
 
 def host_inputs(problem: LoRAProblem) -> dict:
@@ -112,25 +124,35 @@ def dense_gradients(problem: LoRAProblem, *, kernel=None, theta=None, lib=np) ->
     """Exact formulas of the paper (errata applied) with F = softmax, or F~ from E~ = kernel(S) or
     E~ = exp(S)∘(1+theta): dense, float64, from first principles. lib=torch for autograd."""
     h = host_inputs(problem)
-    if lib is not np:
+    n = problem.normalizer_offset
+    if lib is np:
+        tr = lambda a: np.swapaxes(a, -1, -2)  # noqa: E731
+        row_max = lambda S: np.maximum(S.max(-1, keepdims=True), np.log(n) if n else -np.inf)  # noqa: E731
+    else:
         h = {k: ({m: lib.tensor(w) for m, w in v.items()} if isinstance(v, dict) else lib.tensor(v))
              for k, v in h.items()}
-    s, beta, N = problem.scale, problem.beta, problem.N
+        tr = lambda a: a.transpose(-1, -2)  # noqa: E731
+        row_max = lambda S: (lib.clamp(S.max(-1, keepdim=True).values, min=float(np.log(n))) if n  # noqa: E731
+                             else S.max(-1, keepdim=True).values)
+    return _formulas(h, problem.scale, problem.beta, problem.N, problem.adapted, exp=lib.exp, tr=tr,
+                     row_max=row_max, kernel=kernel, theta=theta, n=n)
+
+
+def _formulas(h, s, beta, N, adapted, *, exp, tr, row_max, kernel=None, theta=None, n=0.0) -> dict:
+    """The exact gradient formulas on host arrays `h` of one number type (float64, torch, long
+    double, mpf objects); `n` the Softmax_1 offset, `row_max` the shift (floored at log n when n > 0:
+    the sink's weight n e^-shift is then at most 1, and exact: theta never touches it)."""
     W = {m: h["W"][m] + s * h["B"][m] @ h["A"][m] if m in h["A"] else h["W"][m] for m in "QKV"}
-    tr = (lambda a: np.swapaxes(a, -1, -2)) if lib is np else (lambda a: a.transpose(-1, -2))
     X, Xkv, Y = h["X"], h["X_kv"], h["Y"]
     C1, C2, C3 = X @ W["Q"], Xkv @ W["K"], Xkv @ W["V"]
     S = beta * C1 @ tr(C2)
-    n = problem.normalizer_offset
     if kernel is not None:
         Et = kernel(S)
         sink = n
-    else:  # shifted by max(row max, log n); the sink's weight n e^-shift is exact (no theta)
-        shift = S.max(-1, keepdims=True) if lib is np else S.max(-1, keepdim=True).values
-        if n:
-            shift = np.maximum(shift, np.log(n)) if lib is np else lib.clamp(shift, min=float(np.log(n)))
-        Et = lib.exp(S - shift)
-        sink = n * lib.exp(-shift[..., 0]) if n else 0.0
+    else:
+        shift = row_max(S)
+        Et = exp(S - shift)
+        sink = n * exp(-shift[..., 0]) if n else 0.0
         if theta is not None:
             Et = Et * (1 + theta)
     F = Et / (Et.sum(-1) + sink)[..., None]
@@ -140,9 +162,72 @@ def dense_gradients(problem: LoRAProblem, *, kernel=None, theta=None, lib=np) ->
     dW = {"Q": beta * (tr(X) @ P @ C2).sum(0) / N, "K": beta * (tr(Xkv) @ tr(P) @ C1).sum(0) / N,
           "V": (tr(Xkv) @ tr(F) @ c).sum(0) / N}
     out = {}
-    for m in problem.adapted:
+    for m in adapted:
         out[f"A_{m}"] = s * tr(h["B"][m]) @ dW[m]
         out[f"B_{m}"] = s * dW[m] @ tr(h["A"][m])
+    return out
+
+
+def unit_roundoff_of(kind: str) -> float:
+    """The unit roundoff of a `dense_reference` kind."""
+    if kind == "longdouble":
+        return float(np.finfo(np.longdouble).eps) / 2
+    if kind == "mpmath":
+        return 2.0 ** -math.ceil(MP_DPS * math.log2(10))
+    raise ValueError(f"kind must be one of {PRECISE_KINDS}, got {kind!r}")
+
+
+def dense_reference(problem: LoRAProblem, kind: str = "longdouble") -> dict:
+    """Exact gradients per key in `kind` ("longdouble": arrays of np.longdouble; "mpmath": object
+    arrays of mpf at MP_DPS digits), from the problem's values (exact in either).
+
+    Allowance (`allowance_for`): this is the exact path's algorithm (logits, shifted exp, explicit
+    F, the same products) in unit roundoff u < 2^-53. Every term of the exact path's certified floor
+    (`Certificate.exact_floor`) is a nonnegative combination of gamma_n(u) = n u / (1 - n u) and
+    kappa(delta'(u)), both convex in u and zero at u = 0, so each is <= (u / 2^-53) times its
+    float64 value; the float64 floor scaled by u / 2^-53, times 2 for the margin, bounds it."""
+    h = host_inputs(problem)
+    tr = lambda a: np.swapaxes(a, -1, -2)  # noqa: E731
+    row_max = lambda S: S.max(-1, keepdims=True)  # noqa: E731
+    if kind == "longdouble":
+        conv = lambda a: np.asarray(a, dtype=np.longdouble)  # noqa: E731
+        hh = {k: ({m: conv(w) for m, w in v.items()} if isinstance(v, dict) else conv(v)) for k, v in h.items()}
+        with np.errstate(over="raise", invalid="raise"):
+            n = np.longdouble(problem.normalizer_offset)
+            floored = lambda S: np.maximum(row_max(S), np.log(n)) if n else row_max(S)  # noqa: E731
+            return _formulas(hh, np.longdouble(problem.alpha) / problem.r, np.longdouble(problem.beta), problem.N,
+                             problem.adapted, exp=np.exp, tr=tr, row_max=floored, n=n)
+    if kind == "mpmath":
+        with mpmath.workdps(MP_DPS):
+            to = np.frompyfunc(mpmath.mpf, 1, 1)
+            hh = {k: ({m: to(w) for m, w in v.items()} if isinstance(v, dict) else to(v)) for k, v in h.items()}
+            n = mpmath.mpf(problem.normalizer_offset)
+            floored = lambda S: np.maximum(row_max(S), mpmath.log(n)) if n else row_max(S)  # noqa: E731
+            return _formulas(hh, mpmath.mpf(problem.alpha) / problem.r, mpmath.mpf(problem.beta), problem.N,
+                             problem.adapted, exp=np.frompyfunc(mpmath.exp, 1, 1), tr=tr, row_max=floored, n=n)
+    raise ValueError(f"kind must be one of {PRECISE_KINDS}, got {kind!r}")
+
+
+def allowance_for(kind: str, allowance64: dict) -> dict:
+    """The rounding allowance of `dense_reference(kind)` from the float64 exact floor (per key)."""
+    factor = 2.0 * unit_roundoff_of(kind) / _U64
+    return {k: v * factor for k, v in allowance64.items()}
+
+
+def max_abs_diff(got: dict, ref: dict, kind: str) -> dict:
+    """max |got - ref| per key, the difference taken in the reference's precision, rounded up to
+    float64 (got: float32/float64 arrays, exact in either precision)."""
+    out = {}
+    for k, want in ref.items():
+        g = np.asarray(to_numpy(got[k]), dtype=np.float64)
+        if kind == "longdouble":
+            value = float(np.max(np.abs(g.astype(np.longdouble) - want)))
+        elif kind == "mpmath":
+            with mpmath.workdps(MP_DPS):
+                value = float(max(abs(x) for x in (np.frompyfunc(mpmath.mpf, 1, 1)(g) - want).ravel()))
+        else:
+            raise ValueError(f"kind must be one of {PRECISE_KINDS}, got {kind!r}")
+        out[k] = math.nextafter(value, math.inf) if value > 0 else value
     return out
 
 

@@ -2,12 +2,14 @@
 atomic writes on failure, and clear CLI errors.
 
 The tiny configuration (hidden --tiny flag) runs every section at toy sizes: about 20 s per
-report on 2 cores; the module builds two (the second checks determinism).
+report on 2 cores; the module builds three (the second checks determinism, the third runs the
+sweeps on an in-process Dask cluster). The reports carry a small recorded stress campaign.
 """
 
 import base64
 import copy
 import json
+import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -18,14 +20,24 @@ from lora_proofcheck.cli import main
 from lora_proofcheck.report import build
 from lora_proofcheck.report.config import ReportConfig
 from lora_proofcheck.report.output import schema, writers
+from lora_proofcheck.sweeps import stress
 
 SEED = 3
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+def stress_file(tmp_path_factory):
+    """A small recorded campaign (`lora-proofcheck stress --out`), as `report --stress` reads it."""
+    path = tmp_path_factory.mktemp("stress") / "stress.json"
+    stress.write_json(path, stress.run_campaign(24, seed=1, round_size=12, cell_size=6, progress=False))
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, stress_file):
     out = tmp_path_factory.mktemp("reports") / "tiny"
-    assert main(["report", "--tiny", "--out", str(out), "--seed", str(SEED), "--no-progress"]) in (0, 1)
+    assert main(["report", "--tiny", "--out", str(out), "--seed", str(SEED), "--no-progress",
+                 "--stress", str(stress_file)]) in (0, 1)
     return out, json.loads((out / "report.json").read_text(encoding="utf-8"))
 
 
@@ -58,9 +70,12 @@ def test_report_has_every_file_and_section(tiny):
     env = report["environment"]
     assert env["versions"]["numpy"] and env["cpu"]["cores"] >= 1 and "id" in env["commit"]
     assert report["summary"]["claims"] == len(report["claims"]) >= 20
-    assert {m for m in report["measurements"]} == {"properties", "frontier", "sweep", "timing", "benchmark", "peers"}
+    assert set(report["measurements"]) == {"properties", "frontier", "sweep", "timing", "benchmark", "stress",
+                                           "peers"}
     assert report["measurements"]["benchmark"]["status"] == "not run"  # tiny mode says so, no numbers
-    assert report["measurements"]["peers"]["status"] == "not run" and "--peers" in report["measurements"]["peers"]["reason"]
+    assert report["engine"] == {"runner": "serial", "workers": 1, "sections": ["properties", "frontier", "sweep"]}
+    peers = report["measurements"]["peers"]
+    assert peers["status"] == "not run" and "--peers" in peers["reason"]
     md = (out / "report.md").read_text(encoding="utf-8")
     for plot in report["plots"]:
         assert f"]({plot['file']})" in md
@@ -120,9 +135,9 @@ def test_verdicts_are_consistent_with_the_outcomes(tiny):
     assert measured["measured: the two modes at the issue's setting"]["holds"] is True
 
 
-def test_same_seed_same_content(tiny, tmp_path):
+def test_same_seed_same_content(tiny, stress_file):
     out, report = tiny
-    again, plots = build.build_report(ReportConfig("tiny", SEED))
+    again, plots = build.build_report(ReportConfig("tiny", SEED, stress_file=str(stress_file)))
     assert schema.comparable(json.loads(json.dumps(again, ensure_ascii=False))) == schema.comparable(report)
     for name, (png, _) in plots.items():
         if name != "time_vs_L.png":  # drawn from timings
@@ -132,7 +147,7 @@ def test_same_seed_same_content(tiny, tmp_path):
 def test_atomic_write_leaves_nothing_on_failure(tiny, tmp_path, monkeypatch):
     out, report = tiny
     plots = {p["file"]: ((out / p["file"]).read_bytes(), p["caption"]) for p in report["plots"]}
-    monkeypatch.setattr(build, "build_report", lambda config, stream=None: (report, plots))
+    monkeypatch.setattr(build, "build_report", lambda config, **kw: (report, plots))
 
     def broken(*args, **kwargs):
         raise RuntimeError("disk full (simulated)")
@@ -145,7 +160,7 @@ def test_atomic_write_leaves_nothing_on_failure(tiny, tmp_path, monkeypatch):
 
     # a previous report survives a failed replacement untouched
     monkeypatch.undo()
-    monkeypatch.setattr(build, "build_report", lambda config, stream=None: (report, plots))
+    monkeypatch.setattr(build, "build_report", lambda config, **kw: (report, plots))
     build.write_report(ReportConfig("tiny"), target)
     before = {p.name: p.read_bytes() for p in target.iterdir()}
     monkeypatch.setattr(writers, "write_markdown", broken)
@@ -233,3 +248,132 @@ def test_recorded_peers_run_is_carried_with_tables_and_frontier(tiny, tmp_path):
     bench = next(i for i in section["summary"]["instances"] if i["family"] == "benchmark" and i["status"] == "ok")
     assert bench["winner"]["seconds"] < bench["exact_seconds"]  # the winner rule: faster than exact float64
     assert plots.peers_frontier(report)[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# the sweep engine and the recorded stress campaign in the report
+
+
+def test_sweeps_on_a_cluster_give_the_same_report(tiny, stress_file, thread_cluster, tmp_path):
+    """`report --scheduler ADDR`: the same content as the serial report (what ran it is recorded)."""
+    _, report = tiny
+    out = tmp_path / "cluster"
+    assert main(["report", "--tiny", "--out", str(out), "--seed", str(SEED), "--no-progress", "--stress",
+                 str(stress_file), "--scheduler", thread_cluster.scheduler_address]) in (0, 1)
+    again = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert again["engine"]["runner"] == f"scheduler {thread_cluster.scheduler_address}"
+    assert again["engine"]["workers"] == 2
+    assert schema.comparable(again) == schema.comparable(report)
+
+
+def _numbers_and_rest(value, path=""):
+    """(float leaves, every other leaf) of a JSON value, by path."""
+    floats, rest = {}, {}
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        (floats if isinstance(value, float) else rest)[path] = value
+        return floats, rest
+    for k, v in items:
+        f, r = _numbers_and_rest(v, f"{path}/{k}")
+        floats.update(f)
+        rest.update(r)
+    return floats, rest
+
+
+MAIN_TINY = Path(__file__).parent / "data" / "main_877a651_tiny_seed0.json"
+
+
+@pytest.fixture(scope="module")
+def engine_tiny_sections():
+    from lora_proofcheck._lib.jsonable import jsonable
+    from lora_proofcheck.report.context import Context
+    from lora_proofcheck.report.measurements import properties, sweeps
+
+    ctx = Context(ReportConfig("tiny", 0))
+    return json.loads(json.dumps(jsonable({"properties": properties.property_grid(ctx),
+                                           "frontier": sweeps.frontier(ctx), "sweep": sweeps.measured_sweep(ctx)})))
+
+
+def test_engine_sections_keep_the_instances_of_main(engine_tiny_sections):
+    """The grids as engine cells draw the instances of the loops they replaced (commit 877a651): same
+    rows in the same order, same seeds, statuses, degrees, ranks, paths, verdicts."""
+    recorded = json.loads(MAIN_TINY.read_text(encoding="utf-8"))["measurements"]
+    got_f, got_rest = _numbers_and_rest(engine_tiny_sections)
+    want_f, want_rest = _numbers_and_rest(recorded)
+    assert got_rest == want_rest
+    assert set(got_f) == set(want_f)
+
+def test_the_recorded_stress_summary_is_carried_and_shown(tiny, stress_file):
+    out, report = tiny
+    section = report["measurements"]["stress"]
+    recorded = json.loads(stress_file.read_text(encoding="utf-8"))
+    assert section["status"] == "ok" and section["summary"] == recorded
+    assert section["source"].startswith(f"recorded: {stress_file.name}")
+    assert report["summary"]["stress_cases"] == 24 and report["summary"]["stress_violations"] == 0
+    md = (out / "report.md").read_text(encoding="utf-8")
+    assert "## Stress campaign: certificate violations (recorded)" in md
+    for family in recorded["families"]:
+        assert f"| {family} | {recorded['families'][family]['cases']} |" in md
+    assert "Stress campaign: certificate violations (recorded)" in (out / "report.html").read_text(encoding="utf-8")
+    checks = {c["name"]: c for claim in report["claims"] if claim["id"] in ("Theorem 3.1", "Theorem A.1")
+              for c in claim["checks"]}
+    assert checks["stress campaign (recorded)"]["holds"] is True
+    assert "0 violations in 24 adversarial cases" in checks["stress campaign (recorded)"]["measured"]
+
+
+def test_without_a_recorded_campaign_the_section_says_so(tiny):
+    from lora_proofcheck.report.measurements.stress import stress as stress_section
+
+    _, report = tiny
+    missing = stress_section(ReportConfig("tiny"))
+    assert missing["status"] == "not run" and "report --stress" in missing["reason"]
+    other = copy.deepcopy(report)
+    other["measurements"]["stress"] = missing
+    schema.validate(other)
+    assert ("Stress campaign", ("status", "reason"), [("not run", missing["reason"])], "") in writers.tables(other)
+    broken = copy.deepcopy(report)
+    broken["measurements"]["stress"]["summary"]["violations"] = -1
+    with pytest.raises(jsonschema.ValidationError):
+        schema.validate(broken)
+
+
+def test_a_recorded_violation_refutes_the_certified_bound(tiny, stress_file, tmp_path):
+    from lora_proofcheck.report.claims import measured
+    from lora_proofcheck.report.context import Context
+    from lora_proofcheck.report.measurements.stress import recorded_stress
+
+    bad = json.loads(stress_file.read_text(encoding="utf-8"))
+    bad["violations"] = 1
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(bad))
+    ctx = Context(ReportConfig("tiny"))
+    ctx.put("stress", recorded_stress(path))
+    holds, text, data = measured.stress_campaign(ctx)
+    assert holds is False and data["violations"] == 1 and "1 violations" in text
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--workers", "0"], "--workers: expected a positive integer"),
+    (["--workers", "two"], "--workers: expected a positive integer"),
+    (["--scheduler", "localhost:8786"], "tcp://HOST:PORT"),
+    (["--workers", "2", "--scheduler", "tcp://h:1"], "not allowed with"),
+])
+def test_engine_flags_are_usage_errors(argv, match, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["report", "--tiny", "--out", str(tmp_path / "r"), *argv])
+    assert exc.value.code == 2 and match in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_engine_and_stress_errors_exit_2_before_any_work(tmp_path, capsys, monkeypatch):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"schema": "lora-proofcheck/stress-summary/1"}')
+    assert main(["report", "--tiny", "--no-progress", "--out", str(tmp_path / "r"), "--stress", str(bad)]) == 2
+    assert "--stress" in capsys.readouterr().err and not (tmp_path / "r").exists()
+    monkeypatch.setitem(sys.modules, "distributed", None)  # import distributed -> ImportError
+    assert main(["report", "--tiny", "--no-progress", "--out", str(tmp_path / "r"), "--workers", "2"]) == 2
+    assert 'pip install -e ".[distributed]"' in capsys.readouterr().err
+    assert not (tmp_path / "r").exists() and list(tmp_path.iterdir()) == [bad]

@@ -266,6 +266,7 @@ CLAIMS = (
         ASYMPTOTIC,
         (
             Check("property grid, Q,V", ca.properties(("QV", "QV-cross"), "Q,V adapted")),
+            Check("stress campaign (recorded)", ca.stress_campaign, required=False),
             Check("cost frontier below the threshold", ca.frontier_almost_linear),
             Check("proof: chain = exact formulas at F~ (plug-in)", ca.proof("chain = exact formulas at F~"),
                   required=False),
@@ -286,6 +287,7 @@ CLAIMS = (
         ASYMPTOTIC,
         (
             Check("property grid, K adapted", ca.properties(("QK", "KV", "QKV", "QKV-cross"), "K adapted")),
+            Check("stress campaign (recorded)", ca.stress_campaign, required=False),
             Check("cost frontier below the threshold", ca.frontier_almost_linear),
             Check("correction E6 holds", erratum_correction("E6")),
         )

@@ -1,5 +1,6 @@
 """Ledger checks built on the report's measured sections: the property grid, the frontier, the
-measured sweep, the benchmark summary, the cost model and the derivation proofs.
+measured sweep, the benchmark summary, the recorded stress campaign, the cost model and the
+derivation proofs.
 
 Every criterion is stated in the check's docstring (it is what the ledger prints); a section that
 was not run makes the check "skipped", never passed.
@@ -16,7 +17,7 @@ from ...gradients import costs
 
 __all__ = ["APPROX_EXPONENT_MAX", "BLOWUP_FACTOR", "EXACT_EXPONENT", "USELESS_REL_ERROR", "approx_exponent",
            "exact_cost_model", "exact_exponent", "frontier_almost_linear", "frontier_band", "proof",
-           "properties", "sweep_blowup"]
+           "properties", "stress_campaign", "sweep_blowup"]
 
 # Thresholds of the evidence criteria (asymptotic claims can only be supported, not proved).
 BLOWUP_FACTOR = 100.0  # sweep: min error past x = 1 over error at the smallest x
@@ -69,6 +70,26 @@ def properties(cases=None, label="all cases"):
 
     check.__doc__ = f"property grid ({label}): error <= certified bound, bound <= eps"
     return check
+
+
+def stress_campaign(ctx):
+    """Recorded stress campaign (`report --stress`): no adversarial case with measured max-abs error
+    above its certified bound (+ the reference's rounding allowance), no non-finite result under a
+    finite bound, no bound above a requested eps."""
+    section = ctx.section("stress")
+    if section.get("status") != "ok":
+        raise Skip(section.get("reason", "no recorded stress campaign"))
+    s = section["summary"]
+    worst = s["worst_ratio"]
+    return (
+        s["violations"] == 0,
+        (
+            f"{s['violations']} violations in {s['cases']} adversarial cases ({s['checked']} checked, "
+            f"{s['declined']} declined, {s['uncertified']} with an infinite bound; worst error/(bound + "
+            f"allowance) {'–' if worst is None else format(worst, '.3g')}); {section['source']}"
+        ),
+        {"cases": s["cases"], "checked": s["checked"], "violations": s["violations"], "worst_ratio": worst},
+    )
 
 
 def sweep_blowup(ctx):

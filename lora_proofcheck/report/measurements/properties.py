@@ -18,8 +18,10 @@ from ...errors import AboveThresholdError
 from ...gradients.approx import approx_gradients
 from ...gradients.exact_path import exact_gradients
 from ...problem import LoRAProblem
+from ...sweeps.engine import Cell, run_sweep
+from ..config import namespace_of
 
-__all__ = ["FIXED_DEGREES", "property_grid"]
+__all__ = ["FIXED_DEGREES", "property_cell", "property_cells", "property_grid"]
 
 FIXED_DEGREES = (2, 4, 6)
 
@@ -29,36 +31,35 @@ def _case(name: str):
     return adapt, kind == "cross"
 
 
-def property_grid(ctx, progress=None) -> dict:
-    sizes = ctx.config.sizes
-    xp = ctx.config.xp()
-    rows = []
-    for case in sizes["property_cases"]:
-        adapt, cross = _case(case)
-        for L in sizes["property_L"]:
-            for R in sizes["property_R"]:
-                seed = ctx.config.seed_for(f"property/{case}/{L}/{R}")
-                p = LoRAProblem.random(
-                    L,
-                    4,
-                    2,
-                    adapt=adapt,
-                    logit_bound=R,
-                    cross=cross,
-                    L_kv=(3 * L) // 4 if cross else None,
-                    seed=seed,
-                    xp=xp,
-                )
-                ref = {k: to_host64(v) for k, v in exact_gradients(p).items()}
-                allowance = cert_mod.certify(p).exact_bound()
-                scale = max(float(np.max(np.abs(v))) for v in ref.values())
-                base = {"case": case, "adapt": adapt, "cross": cross, "L": L, "d": 4, "R": R, "seed": seed}
-                for eps_rel in sizes["property_eps"]:
-                    rows.append(_one(p, ref, allowance, base, eps_rel=eps_rel, scale=scale))
-                for g in FIXED_DEGREES:
-                    rows.append(_one(p, ref, allowance, base, degree=g, scale=scale))
-        if progress is not None:
-            progress.step(f"properties {case}")
+def property_cells(sizes: dict, backend: str = "numpy") -> list[Cell]:
+    """One engine cell per (case, L, R), in the report's order; its key names the seed stream
+    "property/{case}/{L}/{R}"."""
+    return [Cell(("property", case, L, R), {"case": case, "L": L, "R": R, "eps_rels": list(sizes["property_eps"]),
+                                            "degrees": list(FIXED_DEGREES), "backend": backend})
+            for case in sizes["property_cases"] for L in sizes["property_L"] for R in sizes["property_R"]]
+
+
+def property_cell(*, case: str, L: int, R: float, eps_rels: list, degrees: list, backend: str, seed: int) -> list:
+    """The grid's rows of one instance: one per accuracy, then one per fixed degree."""
+    adapt, cross = _case(case)
+    p = LoRAProblem.random(L, 4, 2, adapt=adapt, logit_bound=R, cross=cross, L_kv=(3 * L) // 4 if cross else None,
+                           seed=seed, xp=namespace_of(backend))
+    ref = {k: to_host64(v) for k, v in exact_gradients(p).items()}
+    allowance = cert_mod.certify(p).exact_bound()
+    scale = max(float(np.max(np.abs(v))) for v in ref.values())
+    base = {"case": case, "adapt": adapt, "cross": cross, "L": L, "d": 4, "R": R, "seed": seed}
+    rows = [_one(p, ref, allowance, base, eps_rel=e, scale=scale) for e in eps_rels]
+    rows += [_one(p, ref, allowance, base, degree=g, scale=scale) for g in degrees]
+    return rows
+
+
+def property_grid(ctx, progress=None, runner=None) -> dict:
+    """The grid's rows in the config's order (cases x L x R) and their totals; cells on `runner`
+    (serial when None)."""
+    cells = property_cells(ctx.config.sizes, ctx.config.backend)
+    step = None if progress is None else (lambda key, _: progress.step("properties " + "/".join(map(str, key[1:]))))
+    out = run_sweep(property_cell, cells, base_seed=ctx.config.seed, runner=runner, progress=False, on_result=step)
+    rows = [row for c in cells for row in out[c.key]]
     ran = [r for r in rows if r["status"] == "ok"]
     return {
         "rows": rows,

@@ -24,8 +24,11 @@ from ...gradients.approx import approx_gradients
 from ...gradients.exact_path import exact_gradients
 from ...kernels.features import feature_rank
 from ...problem import LoRAProblem
+from ...sweeps.engine import Cell, run_sweep
+from ..config import namespace_of
 
-__all__ = ["ADAPTED", "frontier", "measured_sweep", "rule_label"]
+__all__ = ["ADAPTED", "frontier", "frontier_cell", "frontier_cells", "measured_sweep", "rule_label", "sweep_cell",
+           "sweep_cells"]
 
 ADAPTED = "QV"  # the partial case of Thm 3.1 / Thm 4.1
 
@@ -57,68 +60,85 @@ def _crossing_radius(g: int, eps: float, tol: float = 1e-3) -> float:
     return lo
 
 
-def frontier(ctx, progress=None) -> dict:
-    sizes = ctx.config.sizes
-    curves, cells = [], []
-    for rule in _rules(sizes):
+def frontier_cells(sizes: dict) -> list[Cell]:
+    """One engine cell per (d rule, eps kind, log2 L), in the report's order (exact arithmetic: the
+    cells use no seed)."""
+    return [Cell(("frontier", kind, value, eps_kind, log2L),
+                 {"kind": kind, "value": value, "eps_kind": eps_kind, "log2L": log2L, "ts": list(sizes["frontier_t"])})
+            for kind, value in _rules(sizes) for eps_kind in ("1/L", "1/L^2") for log2L in sizes["frontier_log2L"]]
+
+
+def frontier_cell(*, kind: str, value, eps_kind: str, log2L: int, ts: list, seed: int) -> dict:
+    """The frontier point of one (d rule, eps kind, L) and its cost cells over the t grid."""
+    del seed  # exact arithmetic
+    rule = (kind, value)
+    L = 2**log2L
+    d = _d_of(rule, log2L)
+    eps = 1.0 / L if eps_kind == "1/L" else 1.0 / L**2
+    lnL = math.log(L)
+    g_max = costs.largest_cheaper_degree(L, L, d, ADAPTED)
+    exact = float(costs.exact_flops(L, L, d, ADAPTED))
+    R_star = None if g_max is None else _crossing_radius(g_max, eps)
+    t_star = None if R_star is None else math.sqrt(R_star / lnL)
+    point = {
+        "log2L": log2L,
+        "L": L,
+        "d": d,
+        "eps": eps,
+        "g_max": g_max,
+        "k_max": None if g_max is None else feature_rank(d, g_max),
+        "R_star": R_star,
+        "t_star": t_star,
+        "exact_flops": exact,
+    }
+    cells = []
+    for t in ts:
+        R = t * t * lnL
+        g = min_degree(R, eps, max_degree=(g_max or 0) + 1) if R <= MAX_RADIUS else None
+        cheaper = g is not None and g_max is not None and g <= g_max
+        ratio = None if g is None else costs.approx_flops(L, L, d, g, ADAPTED) / exact
+        cells.append(
+            {
+                "rule": rule_label(rule),
+                "eps": eps_kind,
+                "log2L": log2L,
+                "d": d,
+                "t": t,
+                "R": R,
+                "degree": g,
+                "rank": None if g is None else feature_rank(d, g),
+                "cost_ratio": ratio,
+                "cheaper": cheaper,
+                "exact_flops": exact,
+            }
+        )
+    return {"point": point, "cells": cells}
+
+
+def frontier(ctx, progress=None, runner=None) -> dict:
+    """The frontier curves (one per d rule and eps kind) and every cost cell, in the config's order;
+    cells on `runner` (serial when None)."""
+    cells = frontier_cells(ctx.config.sizes)
+    step = None if progress is None else (
+        lambda key, _: progress.step(f"frontier {rule_label(key[1:3])}, eps={key[3]}, L=2^{key[4]}"))
+    out = run_sweep(frontier_cell, cells, base_seed=ctx.config.seed, runner=runner, progress=False, on_result=step)
+    curves, flat = [], []
+    for kind, value in _rules(ctx.config.sizes):
         for eps_kind in ("1/L", "1/L^2"):
-            points = []
-            for log2L in sizes["frontier_log2L"]:
-                L = 2**log2L
-                d = _d_of(rule, log2L)
-                eps = 1.0 / L if eps_kind == "1/L" else 1.0 / L**2
-                lnL = math.log(L)
-                g_max = costs.largest_cheaper_degree(L, L, d, ADAPTED)
-                exact = float(costs.exact_flops(L, L, d, ADAPTED))
-                R_star = None if g_max is None else _crossing_radius(g_max, eps)
-                t_star = None if R_star is None else math.sqrt(R_star / lnL)
-                points.append(
-                    {
-                        "log2L": log2L,
-                        "L": L,
-                        "d": d,
-                        "eps": eps,
-                        "g_max": g_max,
-                        "k_max": None if g_max is None else feature_rank(d, g_max),
-                        "R_star": R_star,
-                        "t_star": t_star,
-                        "exact_flops": exact,
-                    }
-                )
-                for t in sizes["frontier_t"]:
-                    R = t * t * lnL
-                    g = min_degree(R, eps, max_degree=(g_max or 0) + 1) if R <= MAX_RADIUS else None
-                    cheaper = g is not None and g_max is not None and g <= g_max
-                    ratio = None if g is None else costs.approx_flops(L, L, d, g, ADAPTED) / exact
-                    cells.append(
-                        {
-                            "rule": rule_label(rule),
-                            "eps": eps_kind,
-                            "log2L": log2L,
-                            "d": d,
-                            "t": t,
-                            "R": R,
-                            "degree": g,
-                            "rank": None if g is None else feature_rank(d, g),
-                            "cost_ratio": ratio,
-                            "cheaper": cheaper,
-                            "exact_flops": exact,
-                        }
-                    )
+            mine = [out[c.key] for c in cells if c.key[1:4] == (kind, value, eps_kind)]
+            flat += [row for m in mine for row in m["cells"]]
             curves.append(
                 {
-                    "rule": rule_label(rule),
-                    "kind": rule[0],
-                    "value": rule[1],
+                    "rule": rule_label((kind, value)),
+                    "kind": kind,
+                    "value": value,
                     "eps": eps_kind,
-                    "points": points,
+                    "points": [m["point"] for m in mine],
                 }
             )
-            if progress is not None:
-                progress.step(f"frontier {rule_label(rule)}, eps={eps_kind}")
     return {
         "curves": curves,
-        "cells": cells,
+        "cells": flat,
         "modules": ADAPTED,
         "definition": "t = Γ/√ln L with logits bounded by R = Γ² = t² ln L; eps = relative error of exp "
         "(Lemma 3.3), exact arithmetic; cost = costs.lowrank_flops + feature_flops vs "
@@ -126,39 +146,44 @@ def frontier(ctx, progress=None) -> dict:
     }
 
 
-def measured_sweep(ctx, progress=None) -> dict:
+def sweep_cells(sizes: dict, backend: str = "numpy") -> list[Cell]:
+    """One engine cell per (L, x), in the report's order; its key names the seed stream "sweep/{L}/{x}"."""
+    g, d = sizes["sweep_degree"], sizes["sweep_d"]
+    return [Cell(("sweep", L, x), {"L": L, "x": x, "degree": g, "d": d, "backend": backend})
+            for L in sizes["sweep_L"] for x in sizes["sweep_x"]]
+
+
+def sweep_cell(*, L: int, x: float, degree: int, d: int, backend: str, seed: int) -> dict:
+    """The approximate path's relative error at a fixed degree on one instance with R = x² ln L."""
+    R = x * x * math.log(L)
+    p = LoRAProblem.random(L, d, 2, adapt="QV", logit_bound=R, seed=seed, xp=namespace_of(backend))
+    ref = {k: to_host64(v) for k, v in exact_gradients(p).items()}
+    res = approx_gradients(p, eps=1e300, degree=degree, on_threshold="force")
+    scale = max(float(np.max(np.abs(v))) for v in ref.values())
+    err = max(float(np.max(np.abs(to_host64(res.grads[k]) - ref[k]))) for k in ref)
+    return {
+        "L": L,
+        "x": x,
+        "R": R,
+        "degree": degree,
+        "rank": res.rank,
+        "d": d,
+        "rel_error": err / scale,
+        "bound_rel": max(res.bound.values()) / scale,
+        "delta": res.delta,
+        "finite": bool(np.isfinite(err)),
+    }
+
+
+def measured_sweep(ctx, progress=None, runner=None) -> dict:
+    """The measured rows in the config's order (L, then x); cells on `runner` (serial when None)."""
     sizes = ctx.config.sizes
     g, d = sizes["sweep_degree"], sizes["sweep_d"]
-    xp = ctx.config.xp()
-    rows = []
-    for L in sizes["sweep_L"]:
-        for x in sizes["sweep_x"]:
-            R = x * x * math.log(L)
-            p = LoRAProblem.random(
-                L, d, 2, adapt="QV", logit_bound=R, seed=ctx.config.seed_for(f"sweep/{L}/{x}"), xp=xp
-            )
-            ref = {k: to_host64(v) for k, v in exact_gradients(p).items()}
-            res = approx_gradients(p, eps=1e300, degree=g, on_threshold="force")
-            scale = max(float(np.max(np.abs(v))) for v in ref.values())
-            err = max(float(np.max(np.abs(to_host64(res.grads[k]) - ref[k]))) for k in ref)
-            rows.append(
-                {
-                    "L": L,
-                    "x": x,
-                    "R": R,
-                    "degree": g,
-                    "rank": res.rank,
-                    "d": d,
-                    "rel_error": err / scale,
-                    "bound_rel": max(res.bound.values()) / scale,
-                    "delta": res.delta,
-                    "finite": bool(np.isfinite(err)),
-                }
-            )
-        if progress is not None:
-            progress.step(f"sweep L={L}")
+    cells = sweep_cells(sizes, ctx.config.backend)
+    step = None if progress is None else (lambda key, _: progress.step(f"sweep L={key[1]} x={key[2]}"))
+    out = run_sweep(sweep_cell, cells, base_seed=ctx.config.seed, runner=runner, progress=False, on_result=step)
     return {
-        "rows": rows,
+        "rows": [out[c.key] for c in cells],
         "degree": g,
         "d": d,
         "rank": feature_rank(d, g),

@@ -21,8 +21,9 @@ def validate(report: dict) -> None:
     jsonschema.Draft202012Validator(schema(), format_checker=jsonschema.FormatChecker()).validate(report)
 
 
-# Fields that legitimately differ between two runs with the same seed (wall-clock measurements).
-VOLATILE_KEYS = frozenset({"seconds", "created", "timings"})
+# Fields that legitimately differ between two runs with the same seed (wall-clock measurements, and
+# what ran the sweeps: their content is the same whatever runs them).
+VOLATILE_KEYS = frozenset({"seconds", "created", "timings", "engine"})
 VOLATILE_MEASUREMENTS = ("timing", "benchmark")
 
 

@@ -74,6 +74,10 @@ def tables(report: dict) -> list:
                     "property-grid points (violations)",
                     f"{_fmt(s['property_points'])} ({_fmt(s['property_violations'])})",
                 ),
+                (
+                    "stress-campaign cases (violations)",
+                    f"{_fmt(s.get('stress_cases'))} ({_fmt(s.get('stress_violations'))})",
+                ),
             ],
             "",
         )
@@ -137,6 +141,7 @@ def tables(report: dict) -> list:
                 ("CPU", f"{env.get('cpu', {}).get('model')} ({env.get('cpu', {}).get('cores')} cores)"),
                 ("GPU", ", ".join(g["name"] for g in env.get("gpu", [])) or "none"),
                 ("commit", _commit(env.get("commit", {}))),
+                ("sweep engine", report.get("engine", {}).get("runner", "–")),
                 (
                     "mode / seed / backend",
                     f"{report['config']['mode']} / {report['config']['seed']} / "
@@ -268,8 +273,31 @@ def _measurement_tables(m: dict) -> list:
         out.append(
             ("Benchmark summary", ("status", "reason"), [(bench.get("status"), bench.get("reason"))], "")
         )
+    out.append(_stress_table(m["stress"]))
     out.extend(_peer_tables(m.get("peers", {"status": "not run", "reason": "absent"})))
     return out
+
+
+def _stress_table(section: dict) -> tuple:
+    if section.get("status") != "ok":
+        return ("Stress campaign", ("status", "reason"), [(section.get("status"), section.get("reason"))], "")
+    s = section["summary"]
+
+    def row(name, f):
+        return (name, str(f["cases"]), str(f["checked"]), str(f["declined"]), str(f["uncertified"]),
+                str(f["violations"]), _fmt(f["worst_ratio"]))
+
+    rows = [row("all", s)] + [row(name, f) for name, f in s["families"].items()]
+    rows += [row(name, f) for name, f in s["axes"].items()]
+    note = (f"{section['source']}; seed {s['seed']}, stopped: {s['stopped']}. "
+            f"ratio = measured max-abs error / (certified bound + reference allowance); a violation is "
+            f"ratio > 1.")
+    return (
+        "Stress campaign: certificate violations (recorded)",
+        ("family / axis", "cases", "checked", "declined", "infinite bound", "violations", "worst ratio"),
+        rows,
+        note,
+    )
 
 
 PEER_COLUMNS = tuple(f"{method} {mode}" for method in ("taylor", "chebyshev", "favor+", "support-basis")
