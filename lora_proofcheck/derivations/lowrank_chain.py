@@ -40,9 +40,9 @@ from .decomposition import W_K, W_Q, W_V, L, L_kv, X_kv, X_q, Y, beta, d
 from .nodes import (
     ColSlice,
     Derivation,
-    Fill,
     FaceContract,
     FaceSplit,
+    Fill,
     HStack,
     RowDot,
     divide_rows,

@@ -234,46 +234,6 @@ def test_sweeps_on_a_cluster_give_the_same_report(tiny, stress_file, thread_clus
     assert schema.comparable(again) == schema.comparable(report)
 
 
-def _numbers_and_rest(value, path=""):
-    """(float leaves, every other leaf) of a JSON value, by path."""
-    floats, rest = {}, {}
-    if isinstance(value, dict):
-        items = value.items()
-    elif isinstance(value, list):
-        items = enumerate(value)
-    else:
-        (floats if isinstance(value, float) else rest)[path] = value
-        return floats, rest
-    for k, v in items:
-        f, r = _numbers_and_rest(v, f"{path}/{k}")
-        floats.update(f)
-        rest.update(r)
-    return floats, rest
-
-
-MAIN_TINY = Path(__file__).parent / "data" / "main_877a651_tiny_seed0.json"
-
-
-@pytest.fixture(scope="module")
-def engine_tiny_sections():
-    from lora_proofcheck._lib.jsonable import jsonable
-    from lora_proofcheck.report.context import Context
-    from lora_proofcheck.report.measurements import properties, sweeps
-
-    ctx = Context(ReportConfig("tiny", 0))
-    return json.loads(json.dumps(jsonable({"properties": properties.property_grid(ctx),
-                                           "frontier": sweeps.frontier(ctx), "sweep": sweeps.measured_sweep(ctx)})))
-
-
-def test_engine_sections_keep_the_instances_of_main(engine_tiny_sections):
-    """The grids as engine cells draw the instances of the loops they replaced (commit 877a651): same
-    rows in the same order, same seeds, statuses, degrees, ranks, paths, verdicts."""
-    recorded = json.loads(MAIN_TINY.read_text(encoding="utf-8"))["measurements"]
-    got_f, got_rest = _numbers_and_rest(engine_tiny_sections)
-    want_f, want_rest = _numbers_and_rest(recorded)
-    assert got_rest == want_rest
-    assert set(got_f) == set(want_f)
-
 def test_the_recorded_stress_summary_is_carried_and_shown(tiny, stress_file):
     out, report = tiny
     section = report["measurements"]["stress"]
