@@ -31,7 +31,7 @@ from .output.publish import write_atomically
 
 __all__ = ["PAPER", "SCHEMA_VERSION", "build_report", "summarize", "write_report"]
 
-SCHEMA_VERSION = "1.0.0"
+SCHEMA_VERSION = "1.1.0"
 PAPER = {
     "title": "Computational Limits of Low-Rank Adaptation (LoRA) for Transformer-Based Models",
     "authors": "Hu, Su, Kuo, Song, Liu",
@@ -95,7 +95,7 @@ def build_report(config: ReportConfig, *, stream=None) -> tuple[dict, dict]:
     def run_proofs():
         out = []
         for entry in proofs:
-            p = entry.prove()
+            p = registry.prove(entry)
             out.append(
                 {
                     "name": p.name,
@@ -103,6 +103,10 @@ def build_report(config: ReportConfig, *, stream=None) -> tuple[dict, dict]:
                     "paper": p.paper,
                     "holds": p.holds,
                     "size": p.size,
+                    "all_sizes": bool(p.data.get("all_sizes")),
+                    "sufficient_size": p.data.get("sufficient"),
+                    "basis": p.data.get("basis", ""),
+                    "measured": p.measured,
                     "seconds": round(p.seconds, 3),
                 }
             )
@@ -176,6 +180,7 @@ def summarize(report: dict) -> dict:
         "errata_confirmed": sum(1 for e in errata if e["status"] == "confirmed"),
         "errata_total": len(errata),
         "proofs_holding": sum(1 for p in proofs if p["holds"]),
+        "proofs_all_sizes": sum(1 for p in proofs if p["holds"] and p.get("all_sizes")),
         "proofs_total": len(proofs),
         "property_points": props.get("ran") if "rows" in props else None,
         "property_violations": props.get("violations") if "rows" in props else None,
