@@ -55,7 +55,7 @@ def _one_piece(module: str, tier: str, *, L=2, d=2, r=1, cross=False, L_kv=None)
     label = f"one piece, L={L}, d={d}, r={r}, {kind}" + (": every size" if every else "")
     return ProofEntry(f"dL/dA_{module}, dL/dB_{module} ({label})",
                       lambda: dp.prove_lora_gradients(module, L=L, d=d, r=r, cross=cross, L_kv=L_kv), tier,
-                      all_sizes=every, sufficient={"Q": "L=1,2, L_kv=3, d=6, r=1", "K": "L=1,2, L_kv=3, d=6, r=1",
+                      all_sizes=every, sufficient={"Q": "L=1, L_kv=3, d=6, r=1", "K": "L=1, L_kv=3, d=6, r=1",
                                                    "V": "L=1, L_kv=2, d=3, r=2"}[module], module=module)
 
 

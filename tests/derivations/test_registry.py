@@ -38,3 +38,15 @@ def test_a_generality_claim_fails_below_its_sufficient_size():
     out = registry.prove(claims)
     assert out.holds is False and "claims every size" in out.measured
     assert registry.prove(fixed).holds is True
+
+
+def test_full_tier_one_piece_entries_declare_what_their_counts_require():
+    """The one-piece proofs are slow (up to ~25 s each): their declared sufficient sizes are checked
+    against the counter alone, which is cheap."""
+    from lora_proofcheck.derivations import decomposition_proofs as dp
+
+    for entry in registry.proofs("full"):
+        if "one piece" in entry.name:
+            need = dp.end_to_end_sizes(entry.module)
+            assert dp.size_label(need.sizes, need.query_rows, {s for c in need.counts.values() for s in c} | {"q"}) \
+                == entry.sufficient, entry.name
