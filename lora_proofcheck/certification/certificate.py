@@ -1,8 +1,12 @@
 """A certified a-priori bound on the max-abs error of the approximate (polynomial-method) LoRA gradients.
 
 The approximate path replaces E = exp(S) by E~ = p(S) entrywise (p the certified polynomial of
-`polynomial.py`, S = beta X W_Q W_K^T X'^T) and computes EXACTLY the gradient of the approximate
-softmax F~ = diag(E~ 1)^-1 E~ (Lemmas 3.3-3.7 of the paper, errata E1/E2 applied). If
+`polynomial.py`, S = beta X W_Q W_K^T X'^T) and evaluates the exact gradient formulas EXACTLY at
+the approximate softmax F~ = diag(E~ 1)^-1 E~ (Lemmas 3.3-3.7 of the paper, errata E1/E2 applied;
+proved for every size in `derivations/lowrank_proofs.py`; not the gradient of the approximate loss,
+erratum O1). The bound assumes the returned values are the float evaluation of those formulas: the
+monomial features may overflow for strongly q/k-imbalanced inputs (issue 11 item 3, open), and
+then a finite bound can stand next to non-finite gradients. If
 |p(s) - e^s| <= delta e^s on [-R, R] (R >= max |S_ij|, see `logit_bound`), every bound below is
 kappa * K with kappa := delta/(1-delta) and K computed from the data in O(N L d^2) (the cost of
 forming X W_mu), never from an L x L array. Notation per sample: C1 = X W_Q, C2 = X' W_K,

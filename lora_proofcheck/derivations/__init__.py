@@ -4,7 +4,8 @@
 dL/dW), `adapter` the LoRA chain rule (dL/dA, dL/dB), `lowrank_chain` the chained low-rank
 approximation (Lemmas 3.3-3.7, fused as the kernels run it), `nodes` the matrix nodes SymPy lacks
 and the `Derivation` record, `interpreter` the evaluator on explicit matrices that the proofs use.
-`decomposition_proofs` and `lowrank_proofs` prove the identities; `registry` lists every proof with
-its tier. `lora-proofcheck regen` (`codegen`) prints the derivations into `lora_proofcheck.kernels`
+`decomposition_proofs` and `lowrank_proofs` prove the identities, each at the size `sufficiency`
+computes from its two sides, which proves it for every size; `negative_controls` are wrong forms
+the old fixed sizes accepted and these proofs reject; `registry` lists every proof with its tier. `lora-proofcheck regen` (`codegen`) prints the derivations into `lora_proofcheck.kernels`
 and writes their human-readable records to the checkout's top-level `derivations/` folder.
 """

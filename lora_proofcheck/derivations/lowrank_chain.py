@@ -27,9 +27,9 @@ formed: L x d^2, never L x k d):
 needs are stacked (`build(modules)`).  The two sums over rows (Vq, Vk) split the kernel into three
 passes over row chunks (`PHASES`): the runtime (`gradients/lowrank_path.py`) runs them chunk by chunk, so the
 features never exist for all L rows at once.  Cost 2 (L + L_kv) k (2 + 3d + 2d^2) flops for the
-four GEMMs, memory O(chunk k + L d^2).  `lowrank_proofs` proves both chains equal the exact
-derivation when U1 U2^T = exp(S) exactly, and equal the exact gradient formulas of the
-approximate softmax F~ for any U1, U2.
+four GEMMs, memory O(chunk k + L d^2).  `lowrank_proofs` proves, for every size, that both chains
+equal the exact derivation when U1 U2^T = exp(S) exactly, and equal the exact gradient formulas
+evaluated at F~ for any U1, U2 (not the gradient of the approximate loss: erratum O1).
 """
 
 from __future__ import annotations
