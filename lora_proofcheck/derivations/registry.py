@@ -24,6 +24,7 @@ from typing import Callable
 
 from .._lib.records import Outcome
 from .._lib.validate import check_choice
+from . import adaptive_proofs as ap
 from . import decomposition_proofs as dp
 from . import lowrank_chain
 from . import lowrank_proofs as lp
@@ -103,6 +104,9 @@ PROOFS = (
                lambda: lp.prove_chain_equals_exact_formulas_at_F_tilde(lowrank_chain.build_lemmas()), "quick",
                sufficient="L=1, L_kv=3, d=3, k=3"),
     *(entry for mods in SUBSETS for entry in _subset_entries(mods)),
+    # the row-adaptive certificate's identities (certification/adaptive.py, geometry.py): fixed sizes
+    *(ProofEntry(f"certificate identity: {name} ({ap.STATEMENTS[name][1]})", lambda name=name: ap.outcome(name),
+                 "quick", all_sizes=False) for name in ap.PROOFS),
     # full tier: the one-piece end-to-end identities at the old fixed sizes (integration checks of the
     # pieces), one-piece V where that is cheap enough to prove every size, and the negative controls
     _one_piece("Q", "full"), _one_piece("Q", "full", cross=True, L_kv=3), _one_piece("Q", "full", L=3),
