@@ -9,9 +9,14 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 
 import pytest
 from hypothesis import HealthCheck, settings
+
+# the time model's calibrated rates are cached per machine: tests (and the CLI runs they start) read
+# the documented defaults, never a user's calibration
+os.environ["LORA_PROOFCHECK_CACHE"] = tempfile.mkdtemp(prefix="lora-proofcheck-test-cache-")
 
 settings.register_profile(
     "ci", derandomize=True, deadline=None, database=None, print_blob=True, max_examples=25,

@@ -8,7 +8,10 @@ budgets were measured on the development machine (each constant says how).
 
 A chunk's outputs are partial sums over its rows; `chunk_runner` adds them in chunk order whatever
 thread computed them (`map` yields in submission order), so the result and its rounding are
-deterministic. NumPy's ufuncs are single-threaded but release the GIL, so chunks on threads use
+deterministic. The partials are added in groups of ceil(sqrt(#chunks)) (`add_grouped`): each
+partial then passes through at most `summation_depth(#chunks)` ~ 2 sqrt(#chunks) additions instead
+of #chunks - 1, the depth the certificate's rounding floor counts (`certification/adaptive.py`, R4),
+with two partials in memory at a time. NumPy's ufuncs are single-threaded but release the GIL, so chunks on threads use
 both cores for the elementwise work too, while the total thread count stays the BLAS's own. One
 `chunk_runner` serves every pass of a call: starting threads and finding the BLAS (threadpoolctl
 scans the loaded libraries) cost milliseconds each, so both happen once.
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -25,8 +29,9 @@ import array_api_compat
 
 from .validate import check_optional_int
 
-__all__ = ["BlockPolicy", "CERTIFICATE_BLOCKS", "EXACT_BLOCKS", "LOWRANK_CHUNKS", "accumulate", "add_in_order",
-           "blas_threads", "chunk_runner", "chunk_sums", "recycle_block_memory", "worker_threads"]
+__all__ = ["BlockPolicy", "CERTIFICATE_BLOCKS", "EXACT_BLOCKS", "LOWRANK_CHUNKS", "accumulate", "add_grouped",
+           "blas_threads", "chunk_runner", "chunk_sums", "group_size", "recycle_block_memory", "summation_depth",
+           "worker_threads"]
 
 
 @dataclass(frozen=True)
@@ -87,11 +92,38 @@ def accumulate(acc: dict, key: str, value, op) -> None:
     acc[key] = value if key not in acc else op(acc[key], value)
 
 
-def add_in_order(parts) -> dict:
-    """Entrywise sum of dicts of arrays, left to right."""
-    total = None
+def group_size(n_chunks: int) -> int:
+    """ceil(sqrt(n_chunks)): the partials per group in `add_grouped`."""
+    return math.isqrt(max(n_chunks, 1) - 1) + 1
+
+
+def summation_depth(n_chunks: int) -> int:
+    """The most additions one partial passes through in `add_grouped(parts, n_chunks)`:
+    (G - 1) inside its group and ceil(n_chunks / G) - 1 adding the group totals (G = group_size).
+
+    >>> [summation_depth(c) for c in (1, 2, 4, 9, 10, 100)]
+    [0, 1, 2, 4, 5, 18]
+    """
+    if n_chunks <= 1:
+        return 0
+    G = group_size(n_chunks)
+    return (G - 1) + (-(-n_chunks // G) - 1)
+
+
+def add_grouped(parts, n_chunks: int) -> dict:
+    """Entrywise sum of dicts of arrays: left to right within groups of `group_size(n_chunks)`,
+    then the group totals left to right (deterministic; depth `summation_depth`)."""
+    G = group_size(n_chunks)
+    total = group = None
+    count = 0
     for part in parts:
-        total = part if total is None else {k: total[k] + part[k] for k in total}
+        group = part if group is None else {k: group[k] + part[k] for k in group}
+        count += 1
+        if count == G:
+            total = group if total is None else {k: total[k] + group[k] for k in total}
+            group, count = None, 0
+    if group is not None:
+        total = group if total is None else {k: total[k] + group[k] for k in total}
     return total
 
 
@@ -124,10 +156,10 @@ def chunk_runner(workers: int, n_rows: int, rows: int):
     `workers` threads (no more than the chunks of n_rows rows) with the BLAS on one thread each."""
     workers = min(workers, -(-n_rows // rows))
     if workers == 1:
-        yield lambda chunk, n: add_in_order(map(chunk, range(0, n, rows)))
+        yield lambda chunk, n: add_grouped(map(chunk, range(0, n, rows)), -(-n // rows))
         return
     with blas_controller().limit(limits=1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
-        yield lambda chunk, n: add_in_order(pool.map(chunk, range(0, n, rows)))
+        yield lambda chunk, n: add_grouped(pool.map(chunk, range(0, n, rows)), -(-n // rows))
 
 
 def chunk_sums(chunk, n_rows: int, rows: int, workers: int) -> dict:

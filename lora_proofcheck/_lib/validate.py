@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import math
 import operator
+import warnings
 from numbers import Real
 
 from ..errors import InvalidInputError, InvalidTypeError
 
-__all__ = ["MAX_SEED", "MODULES", "check_bool", "check_choice", "check_int", "check_modules", "check_optional_int",
+__all__ = ["MAX_SEED", "MODULES", "check_bool", "check_choice", "check_int", "check_modules", "check_optional_int", "check_tolerances",
            "check_positive", "check_real", "check_seed"]
 
 #: the adaptable projections of an attention head, in canonical order
@@ -102,3 +103,25 @@ def check_modules(modules, name: str = "modules") -> str:
     if not modules or any(m not in MODULES for m in modules) or len(set(modules)) != len(modules):
         raise InvalidInputError(f"{name} must be a non-empty string of distinct 'Q', 'K', 'V', got {modules!r}")
     return "".join(m for m in MODULES if m in modules)
+
+
+def check_tolerances(rtol, atol, eps=None, *, stacklevel=3) -> tuple[float, float]:
+    """(rtol, atol) validated; `eps` (deprecated) means atol=eps, rtol=0, with a DeprecationWarning."""
+    if eps is not None:
+        warnings.warn("eps is deprecated: it is an absolute tolerance; use atol=eps, rtol=0 "
+                      "(or a relative rtol, as numpy.allclose)", DeprecationWarning, stacklevel=stacklevel)
+        atol, rtol = _tolerance("eps", eps), 0.0
+    rtol, atol = _tolerance("rtol", rtol), _tolerance("atol", atol)
+    if rtol == 0 and atol == 0:
+        raise InvalidInputError("rtol and atol are both 0: no computed gradient can be certified exact; "
+                                "give rtol > 0 or atol > 0")
+    return rtol, atol
+
+
+def _tolerance(name, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise InvalidTypeError(f"{name} must be a real number >= 0, got {type(value).__name__}")
+    value = float(value)
+    if not (value >= 0 and math.isfinite(value)):
+        raise InvalidInputError(f"{name} must be a finite number >= 0, got {value!r}")
+    return value

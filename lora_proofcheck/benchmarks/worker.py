@@ -102,10 +102,9 @@ def _prepare(spec):
         return (lambda: (testing.torch_gradients(p)[1], {})), info
     if method.startswith("approx-"):
         if spec.get("degree") is None:  # on_threshold="raise": above the threshold it declines (recorded)
-            kwargs = {"eps": spec["eps"], "threads": spec["threads"]}
+            kwargs = {"rtol": 0.0, "atol": spec["eps"], "on_threshold": "raise", "threads": spec["threads"]}
         else:
-            kwargs = {"eps": spec["eps"], "degree": spec["degree"], "on_threshold": "force",
-                      "threads": spec["threads"]}
+            kwargs = {"degree": spec["degree"], "on_threshold": "force", "threads": spec["threads"]}
 
         def call():
             res = approx_gradients(p, **kwargs)

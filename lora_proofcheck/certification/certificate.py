@@ -1,9 +1,12 @@
 """A certified a-priori bound on the max-abs error of the approximate (polynomial-method) LoRA gradients.
 
 The approximate path replaces E = exp(S) by E~ = p(S) entrywise (p the certified polynomial of
-`polynomial.py`, S = beta X W_Q W_K^T X'^T) and evaluates the exact gradient formulas EXACTLY at the
-approximate softmax F~ = diag(E~ 1)^-1 E~ (the plug-in gradient, not the derivative of the
-approximate loss; Lemmas 3.3-3.7 of the paper, errata E1/E2 applied). If
+`polynomial.py`, S = beta X W_Q W_K^T X'^T) and evaluates the exact gradient formulas EXACTLY at
+the approximate softmax F~ = diag(E~ 1)^-1 E~ (Lemmas 3.3-3.7 of the paper, errata E1/E2 applied;
+proved for every size in `derivations/lowrank_proofs.py`; not the gradient of the approximate loss,
+erratum O1). The bound assumes the returned values are the float evaluation of those formulas: the
+monomial features may overflow for strongly q/k-imbalanced inputs (issue 11 item 3, open), and
+then a finite bound can stand next to non-finite gradients. If
 |p(s) - e^s| <= delta e^s on [-R, R] (R >= max |S_ij|, see `logit_bound`), every bound below is
 kappa * K with kappa := delta/(1-delta) and K computed from the data in O(N L d^2) (the cost of
 forming X W_mu), never from an L x L array. Notation per sample: C1 = X W_Q, C2 = X' W_K,
@@ -111,8 +114,9 @@ from ..problem import check_problem
 from .polynomial import ExpPolynomial
 from .rounding import DELTA_CAP, PHI_CAP, floor_rows, gamma, kernel_depth, staged_floor, unit_roundoff
 
-__all__ = ["DELTA_CAP", "KAPPA", "Certificate", "Step", "certify", "delta_of", "derivation_steps", "gamma",
-           "kappa_of", "logit_enclosure", "magnitude_certificate", "projections", "unit_roundoff"]
+__all__ = ["DELTA_CAP", "KAPPA", "MARGIN", "Certificate", "Step", "certify", "delta_of", "derivation_steps",
+           "error_block", "gamma", "joint_max", "kappa_of", "key_statistics", "logit_enclosure", "magnitude_certificate",
+           "projections", "psi_const", "psi_slope", "psi_term", "take_cols", "unit_roundoff", "v_term"]
 
 # ----------------------------------------------------------------------------------------------
 # the symbolic layer: named quantities and the inequalities between them
@@ -143,10 +147,10 @@ PSI_SLOPE, PSI_CONST = _PSI_POLY.coeff_monomial(chat_ib), _PSI_POLY.coeff_monomi
 
 _kappa = sp.lambdify(delta, KAPPA, modules="math")
 _delta_of_kappa = sp.lambdify(kappa, DELTA_OF_KAPPA, modules="math")
-_psi_term = sp.lambdify((t_ib, omega_b, chat_ib), PSI_TERM, modules=[{}])  # operators only: any xp
-_psi_slope = sp.lambdify(omega_b, PSI_SLOPE, modules=[{}])
-_psi_const = sp.lambdify(omega_b, PSI_CONST, modules=[{}])
-_v_term = sp.lambdify((omega_xa, chat_ib, mu_xa, omega_b), V_TERM, modules=[{}])
+psi_term = sp.lambdify((t_ib, omega_b, chat_ib), PSI_TERM, modules=[{}])  # operators only: any xp
+psi_slope = sp.lambdify(omega_b, PSI_SLOPE, modules=[{}])
+psi_const = sp.lambdify(omega_b, PSI_CONST, modules=[{}])
+v_term = sp.lambdify((omega_xa, chat_ib, mu_xa, omega_b), V_TERM, modules=[{}])
 
 
 @dataclass(frozen=True)
@@ -206,10 +210,10 @@ def delta_of(kappa_value: float) -> float:
 
 
 # The certificate's own float64 evaluation: a relative margin far above its rounding (~1e-13).
-_MARGIN = 1.0 + 2.0**-30
+MARGIN = 1.0 + 2.0**-30
 
 
-def _joint_max(xp, lo, hi, y):
+def joint_max(xp, lo, hi, y):
     """t = max_{o in [lo, hi]} |o - y| * max(hi - o, o - lo), elementwise, in closed form T_CLOSED:
     for o in [lo, hi], |o - y| <= c^ := max(|lo - y|, |hi - y|) (convexity) and max(hi - o, o - lo)
     <= hi - lo, and both bounds are attained at once at the end farther from y."""
@@ -290,7 +294,7 @@ class Certificate:
             absum = 0.0 * Ri
             for a in coeffs:
                 absum = absum * Ri + a
-            return g_n * xp.exp(xp.minimum(xp.log(absum * _MARGIN) - chunk["Mi"] - shift, 700.0))
+            return g_n * xp.exp(xp.minimum(xp.log(absum * MARGIN) - chunk["Mi"] - shift, 700.0))
 
         t_rows = [g_lam(chunk) for chunk in self._rows["chunks"]]
         if not max(float(xp.max(t)) for t in t_rows) < 0.5:
@@ -312,6 +316,19 @@ class Certificate:
     def _infinite(self) -> dict:
         return {key: np.full_like(K, np.inf) for key, K in self.coefficients.items()}
 
+    def gradient_magnitudes(self) -> dict:
+        """{key: upper bound of max |exact gradient|}: the floor's magnitudes (exact F, F_ij <=
+        lam_i / L_kv) through the LoRA chain."""
+        u = unit_roundoff(self.dtype)
+        _, mag = staged_floor(self._rows, [(0.0, 0.0)] * len(self._rows["chunks"]), u, self.N, self.L,
+                              self.L_kv, self.d, 0.0)
+        out = {}
+        for m in self.adapted:
+            bt, at = self._chain[m]
+            out[f"A_{m}"] = float(np.max(bt @ mag[m])) * MARGIN
+            out[f"B_{m}"] = float(np.max(mag[m] @ at)) * MARGIN
+        return out
+
     def _floor(self, ab, extra_kappa: float, u: float, dprime: float) -> dict:
         """The floors from (a_i, b_i) per row chunk (module docstring (b)) and the consistent part."""
         if not math.isfinite(extra_kappa):
@@ -323,8 +340,8 @@ class Certificate:
             total = extra_kappa * weights[m] + err[m]
             bt, at = self._chain[m]
             chain = gamma(self.d + 2, u)
-            out[f"A_{m}"] = (bt @ total + chain * (bt @ (mag[m] + err[m]))) * _MARGIN
-            out[f"B_{m}"] = (total @ at + chain * ((mag[m] + err[m]) @ at)) * _MARGIN
+            out[f"A_{m}"] = (bt @ total + chain * (bt @ (mag[m] + err[m]))) * MARGIN
+            out[f"B_{m}"] = (total @ at + chain * ((mag[m] + err[m]) @ at)) * MARGIN
         return out
 
     # -- totals -----------------------------------------------------------------------------
@@ -333,7 +350,7 @@ class Certificate:
         unless given). Infinite unless poly.radius >= logit_bound and delta < 1."""
         floor = self.rounding_floor(poly) if floor is None else floor
         k = kappa_of(poly.rel_error)
-        return {key: (k * K * _MARGIN + floor[key]) if k < math.inf else np.full_like(K, np.inf)
+        return {key: (k * K * MARGIN + floor[key]) if k < math.inf else np.full_like(K, np.inf)
                 for key, K in self.coefficients_for(poly.rel_error).items()}
 
     def bound(self, poly: ExpPolynomial) -> dict:
@@ -371,7 +388,7 @@ class Certificate:
             if np.any(slack < 0):
                 return 0.0
             with np.errstate(divide="ignore"):
-                ratio = np.where(K > 0, slack / (K * _MARGIN), np.inf)
+                ratio = np.where(K > 0, slack / (K * MARGIN), np.inf)
             best = min(best, float(np.min(ratio)))
         return best
 
@@ -393,9 +410,6 @@ def projections(problem) -> dict:
     product order (E is formed block by block where it is used, never for all rows at once).
     "norms" holds the row norms (N, L) of C_Q, E_Q, C_K, E_K (keys "Q", "EQ", "K", "EK")."""
     check_problem(problem)
-    if problem.normalizer_offset:  # rows of F then sum to less than 1: not what the steps below assume
-        raise InvalidInputError("normalizer_offset > 0 (Softmax_1): the certificate covers softmax only; "
-                                "use exact_gradients")
     xp = problem.xp
     u = unit_roundoff(problem.dtype_name)
     s = abs(problem.scale)
@@ -415,7 +429,7 @@ def projections(problem) -> dict:
     norms = {}
     for m, Xm in (("Q", X), ("K", Xkv)):
         parts = [_block_norms(xp, transposed_rows(xp, C[m], rows),
-                              _error_block(xp, M[m], xp.abs(transposed_rows(xp, Xm, rows))))
+                              error_block(xp, M[m], xp.abs(transposed_rows(xp, Xm, rows))))
                  for rows in CERTIFICATE_BLOCKS.slices(Xm.shape[1], 8 * Xm.shape[0] * Xm.shape[2])]
         for key, k in ((m, 0), ("E" + m, 1)):
             norms[key] = xp.concat([p[k] for p in parts], axis=1) if len(parts) > 1 else parts[0][k]
@@ -423,7 +437,7 @@ def projections(problem) -> dict:
     return {"xp": xp, "u": u, "X": X, "Xkv": Xkv, "Y": Y, "aXkv": aXkv, "C": C, "M": M, "norms": norms}
 
 
-def _error_block(xp, M, aXT):
+def error_block(xp, M, aXT):
     """E^T = M^T |X|^T for a transposed block |X|^T (N, d, n) of inputs: the error bound of X W."""
     return xp.matrix_transpose(M) @ aXT
 
@@ -442,12 +456,12 @@ def logit_enclosure(problem, proj: dict | None = None) -> tuple[float, float]:
     xp, n = proj["xp"], proj["norms"]
     beta = abs(problem.beta)
     qn, qe, kn, ke = (float(xp.max(n[key])) for key in ("Q", "EQ", "K", "EK"))
-    R = beta * (qn + 2 * qe) * (kn + 2 * ke) * _MARGIN
-    sigma = beta * (qe * (kn + 2 * ke) + (qn + qe) * ke) * _MARGIN
+    R = beta * (qn + 2 * qe) * (kn + 2 * ke) * MARGIN
+    sigma = beta * (qe * (kn + 2 * ke) + (qn + qe) * ke) * MARGIN
     return R, sigma
 
 
-def _key_statistics(xp, proj) -> dict:
+def key_statistics(xp, proj) -> dict:
     """Column statistics over the key rows j of C2 = X' W_K, C3 = X' W_V and X', each (N, d, 1)
     (pair means (N, d, d)): the means first (GEMVs), then one pass over row blocks for extremes,
     means of magnitudes, pair means and the deviations from the means (second moments)."""
@@ -467,7 +481,7 @@ def _key_statistics(xp, proj) -> dict:
     for rows in CERTIFICATE_BLOCKS.slices(L_kv, 8 * N * d):
         c3, c2, x = (transposed_rows(xp, a, rows) for a in (C["V"], C["K"], Xkv))   # (N, d, n)
         ax, ac2 = xp.abs(x), xp.abs(c2)
-        e3, e2 = _error_block(xp, M["V"], ax), _error_block(xp, M["K"], ax)
+        e3, e2 = error_block(xp, M["V"], ax), error_block(xp, M["K"], ax)
         a3, a2 = xp.abs(c3) + 2 * e3, ac2 + 2 * e2                     # >= |C3|, |C2| computed and exact
         dev3 = xp.abs(c3 - m3) + e3                                     # >= |exact C3_j - m3|
         sq3 = dev3 * dev3
@@ -490,7 +504,8 @@ def _key_statistics(xp, proj) -> dict:
     mean = lambda key: acc[key] / L_kv  # noqa: E731
     half = lambda key: (acc["hi" + key] - acc["lo" + key]) / 2  # noqa: E731
     return {
-        "lo3": acc["lo3"], "hi3": acc["hi3"], "w3": half("3"), "w2": half("2"), "wx": half("x"),
+        "lo3": acc["lo3"], "hi3": acc["hi3"], "lo2": acc["lo2"], "hi2": acc["hi2"], "lox": acc["lox"],
+        "hix": acc["hix"], "w3": half("3"), "w2": half("2"), "wx": half("x"),
         "mux": acc["mux"], "m3": m3, "mK": mK,
         # second moments: s3_b^2, mean_j a_j^2, max_j a_j^2, and per column v of C2 (K) and X' (x)
         # A0 = rms(dev v), A1 = rms(a dev v); mean_j (X'_ja - mean)^2 and mean_j X'_ja^2
@@ -505,7 +520,7 @@ def _key_statistics(xp, proj) -> dict:
     }
 
 
-def _take_cols(xp, v, idx):
+def take_cols(xp, v, idx):
     """Columns idx[s] of sample s of an (N, m, L) array, as (N, m, n)."""
     if v.shape[0] == 1:
         return xp.expand_dims(xp.take(v[0, ...], idx[0, :], axis=1), axis=0)
@@ -517,9 +532,13 @@ def certify(problem, proj: dict | None = None) -> Certificate:
     `proj` = `projections(problem)` when already computed.
 
     Everything that does not depend on the polynomial is computed here, once: column statistics
-    of the keys (`_key_statistics`), then one pass over blocks of query rows taken in the order of
+    of the keys (`key_statistics`), then one pass over blocks of query rows taken in the order of
     lam_i (the floors only ever sum over rows, and `_capped_products` wants them sorted) that
     accumulates the row sums of K and keeps what the floors need per row."""
+    check_problem(problem)
+    if problem.normalizer_offset:  # rows of F then sum to less than 1: not what the steps below assume
+        raise InvalidInputError("normalizer_offset > 0 (Softmax_1): this global certificate covers softmax "
+                                "only; the row-adaptive one (`adaptive.certify_adaptive`) covers Softmax_1")
     proj = projections(problem) if proj is None else proj
     xp, C, M = proj["xp"], proj["C"], proj["M"]
     recycle_block_memory(xp)
@@ -529,15 +548,15 @@ def certify(problem, proj: dict | None = None) -> Certificate:
     R, sigma = logit_enclosure(problem, proj)
     nrm = proj["norms"]
     kmax = float(xp.max(nrm["K"] + 2 * nrm["EK"]))
-    Ri = xp.minimum(beta * (nrm["Q"] + 2 * nrm["EQ"]) * kmax * _MARGIN, R)   # (N, L)
-    ks = _key_statistics(xp, proj)
+    Ri = xp.minimum(beta * (nrm["Q"] + 2 * nrm["EQ"]) * kmax * MARGIN, R)   # (N, L)
+    ks = key_statistics(xp, proj)
     # Jensen: sum_j e^{S_ij} >= L_kv e^{mean_j S_ij}; the mean logit, less sigma and its own float64
     # rounding: a nested sum of depth <= L_kv + d + 3 of terms beta C1_ib C2_jb / L_kv, whose
     # magnitudes sum to <= |beta| ||C1_i|| ||mean_j |C2_j| || (Cauchy-Schwarz)
     mean_logit = problem.beta * (C["Q"] @ ks["mK"])[:, :, 0]
     m2_norm = xp.sqrt(xp.sum(ks["m2f"] * ks["m2f"], axis=1))                 # (N, 1)
     rounding = gamma(problem.L_kv + d + 3, 2.0**-53) * beta * nrm["Q"] * m2_norm
-    Mi = xp.maximum(mean_logit - sigma - rounding * _MARGIN, -Ri)
+    Mi = xp.maximum(mean_logit - sigma - rounding * MARGIN, -Ri)
     lam = xp.exp(Ri - Mi)                                   # (N, L): F_ij <= lam_i / L_kv
     order = xp.argsort(lam, axis=1)
 
@@ -547,8 +566,8 @@ def certify(problem, proj: dict | None = None) -> Certificate:
     mid3 = (ks["lo3"] + ks["hi3"]) / 2                      # c^ = max(|lo3 - Y|, |hi3 - Y|) = |Y - mid3| + w3
     sum_s3 = xp.sum(s3sq, axis=1, keepdims=True)            # (N, 1, 1)
     s3, sdevx, sx2 = xp.sqrt(s3sq), xp.sqrt(ks["devx2"]), xp.sqrt(ks["x2"])
-    psi_slope = tr(_psi_slope(w3))                          # psi_i = slope . c^_i + const (T_CLOSED)
-    psi_const = xp.sum(_psi_const(w3), axis=1, keepdims=True)
+    slope_T = tr(psi_slope(w3))                          # psi_i = slope . c^_i + const (T_CLOSED)
+    const = xp.sum(psi_const(w3), axis=1, keepdims=True)
     sqrt_mean_a2, sqrt_max_a2 = xp.sqrt(ks["mean_a2"]), xp.sqrt(ks["max_a2"])
     per_row = xp.stack([lam, Ri, Mi], axis=1)               # (N, 3, L)
     acc: dict = {}
@@ -557,14 +576,14 @@ def certify(problem, proj: dict | None = None) -> Certificate:
     for rows in CERTIFICATE_BLOCKS.slices(L, 8 * N * d):
         idx = order[:, rows]
         Xb, C1, Yb = (transposed_take(xp, a, idx) for a in (X, C["Q"], Y))                 # (N, d, n)
-        lrm = _take_cols(xp, per_row, idx)
+        lrm = take_cols(xp, per_row, idx)
         lam_b, Ri_b, Mi_b = lrm[:, 0:1, :], lrm[:, 1:2, :], lrm[:, 2:3, :]           # (N, 1, n)
         aX = xp.abs(Xb)
-        E1 = _error_block(xp, M["Q"], aX)
+        E1 = error_block(xp, M["Q"], aX)
         aC1 = xp.abs(C1) + E1
         # -- the exact-arithmetic K (module docstring, steps c .. dW): psi_i / kappa, c^_i
         chat = xp.abs(Yb - mid3) + w3
-        psi = psi_slope @ chat + psi_const                                          # (N, 1, n)
+        psi = slope_T @ chat + const                                          # (N, 1, n)
         psiT = tr(psi)
         accumulate(acc, "Q", aX @ psiT, add)                     # sum_i |X_ia| psi_i
         accumulate(acc, "K", aC1 @ psiT, add)                    # sum_i |C1_ib| psi_i
@@ -599,7 +618,7 @@ def certify(problem, proj: dict | None = None) -> Certificate:
         "K": beta * batch(wx @ tr(acc["K"])),               # omega(X'_a) sum_i |C1_ib| psi_i
         # sum_i V_TERM(omega(X'_a), c^_ib, max|X'_a|, omega(C3_b)): V_TERM is additive in
         # (c^_ib, max|X'_a|) (tests check it symbolically), so the sum over i goes inside
-        "V": batch(_v_term(wx, tr(acc["V"]), L * mux, tr(w3))),
+        "V": batch(v_term(wx, tr(acc["V"]), L * mux, tr(w3))),
     }
     Kt = {"Q": beta * batch(acc["tQ"]), "K": beta * batch(acc["tK"]), "V": batch(acc["tV"])}
     weight_coefficients = {m: to_host64(K[m]) for m in problem.adapted}
@@ -638,15 +657,15 @@ def magnitude_certificate(*, L, L_kv, d, r, N, adapt, beta, scale, input_bound, 
     lo3, hi3 = full((1, 1, d), -v), full((1, 1, d), v)
     Y = full((1, 1, d), y)  # one representative row; every sum over rows is L times its term
     chat = np.maximum(np.abs(lo3 - Y), np.abs(hi3 - Y))
-    t = _joint_max(np_xp, lo3, hi3, Y)
-    psi = np.sum(_psi_term(t, v, chat), axis=-1)
+    t = joint_max(np_xp, lo3, hi3, Y)
+    psi = np.sum(psi_term(t, v, chat), axis=-1)
     aX = full((1, 1, d), x)
     e1 = full((1, 1, d), g_in * math.sqrt(d) * q)
     aC1 = full((1, 1, d), q) + e1
     K = {
         "Q": L * beta * np.outer(np.sum(aX * psi[:, :, None], axis=1)[0], full(d, kb)),
         "K": L * beta * np.outer(full(d, x), np.sum(aC1 * psi[:, :, None], axis=1)[0]),
-        "V": L * _v_term(full((d, 1), x), chat[0, 0][None, :], full((d, 1), x), full((1, d), v)),
+        "V": L * v_term(full((d, 1), x), chat[0, 0][None, :], full((d, 1), x), full((1, d), v)),
     }
     bt = abs(scale) * full((r, d), adapter_bound)
     at = abs(scale) * full((d, r), adapter_bound)

@@ -479,3 +479,54 @@ def aggarwal_alman_degree_shape(B, delta) -> float:
     if B == 0:
         return 0.0  # the limit B -> 0+ of log(1/delta)/log(log(1/delta)/B)
     return max(B, log_inv / max(1.0, math.log(log_inv / B)))
+
+
+# ----------------------------------------------------------------------------------------------
+# the ratio range (row-adaptive certificate): what softmax actually sees of the polynomial
+
+
+def _ratio_enclosure(value: Fraction, x: Fraction) -> tuple[Fraction, Fraction]:
+    """Rigorous [lo, hi] containing value * e^{-x} (x a float-representable dyadic), 2^-TIGHT_BITS
+    relative tight."""
+    prec = 128
+    while True:
+        _IV.prec = prec
+        r = _enclose(value) * _IV.exp(-_IV.mpf(float(x)))
+        a, b = (_mpf_to_fraction(t) for t in r._mpi_)
+        if b - a <= abs(b) / 2**TIGHT_BITS:
+            return a, b
+        prec *= 2
+        if prec > 1 << 17:
+            raise ProofcheckError("interval enclosure of p(x) e^-x did not converge")
+
+
+def _round_down(q: Fraction) -> float:
+    """Largest float <= q (q >= 0)."""
+    if q <= 0:
+        return 0.0
+    f = float(q)
+    if Fraction(f) > q:
+        f = math.nextafter(f, 0.0)
+    return f
+
+
+@functools.lru_cache(maxsize=8192)
+def ratio_range(poly: ExpPolynomial) -> tuple[float, float]:
+    """(A, B) with A <= p(x) e^{-x} <= B on [-R, R], A rounded down and B up.
+
+    Softmax is invariant under a constant factor per row, so what a row's error depends on is the
+    spread of p e^{-x} over its interval, not its distance from 1: Lemma 1 in the oscillation form
+    gives ||F~_i - F_i||_1 <= (B - A) / (2 A) (see `adaptive.py`).
+    Taylor: h' = -x^g e^{-x}/g! (module docstring). g odd: h rises on [-R, 0] and falls on [0, R],
+    so B = p(0) e^0 = 1 and A = min over the two ends; g even: h falls, so B at -R and A at +R.
+    Chebyshev: [1 - delta, 1 + delta] (its sup |h*| is at -R; its extrema inside are not located)."""
+    R = Fraction(poly.radius)
+    if poly.method == "chebyshev" or R == 0:
+        dlt = Fraction(poly.rel_error)
+        return _round_down(1 - dlt), _round_up(1 + dlt)
+    coeffs = tuple(_as_fraction(a) for a in poly.coefficients)
+    lo_m, hi_m = _ratio_enclosure(_horner(coeffs, -R), -R)
+    lo_p, hi_p = _ratio_enclosure(_horner(coeffs, R), R)
+    if poly.degree % 2 == 1:
+        return _round_down(min(lo_m, lo_p)), 1.0
+    return _round_down(lo_p), _round_up(hi_m)

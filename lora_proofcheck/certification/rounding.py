@@ -47,15 +47,22 @@ def kernel_depth(L: int, L_kv: int, d: int, degree: int) -> int:
     return max(L, L_kv) + k + d + 2 * degree + 8
 
 
-def floor_rows(xp, chunks, beta, *, m3, m2, mx, mu3, e3, mu2, e2, mux, S32, S3X, row_weight=1) -> dict:
+def floor_rows(xp, chunks, beta, *, m3, m2, mx, mu3, e3, mu2, e2, mux, S32, S3X, row_weight=1,
+                weighted=None) -> dict:
     """What `staged_floor` reads: per-row blocks (sorted by lam), column statistics (N, d, 1),
-    and the breakpoints of the capped pair averages (`_capped_products`), all polynomial-free."""
+    and the breakpoints of the capped pair averages (`_capped_products`), all polynomial-free.
+    `weighted` (row-adaptive certificate with key weights w^): the w^-weighted means m3, m2, mx,
+    S32, S3X that the floor's a-term reads instead of the plain means (`adaptive.py`, R4)."""
     tr = lambda a: xp.permute_dims(a, (0, 2, 1))  # noqa: E731
     mean2T = tr(xp.concat([S32, S3X], axis=-1))                          # (N, 2d, d''): [C3 ⊘ C2 | C3 ⊘ X']
     max2T = tr(mu3 * tr(xp.concat([mu2, mux], axis=1)))                  # products of the maxima
-    return {"xp": xp, "beta": beta, "row_weight": row_weight, "chunks": chunks,
-            "m3": m3, "m2": m2, "mx": mx, "mu3": mu3, "e3": e3, "mu2": mu2, "e2": e2, "mux": mux,
-            "mean2T": mean2T, "breaks": _breakpoints(xp, mean2T, max2T)}
+    out = {"xp": xp, "beta": beta, "row_weight": row_weight, "chunks": chunks,
+           "m3": m3, "m2": m2, "mx": mx, "mu3": mu3, "e3": e3, "mu2": mu2, "e2": e2, "mux": mux,
+           "mean2T": mean2T, "breaks": _breakpoints(xp, mean2T, max2T)}
+    w = weighted or {}
+    out.update({"m3a": w.get("m3", m3), "m2a": w.get("m2", m2), "mxa": w.get("mx", mx),
+                "mean2Ta": tr(xp.concat([w["S32"], w["S3X"]], axis=-1)) if w else mean2T})
+    return out
 
 
 def _breakpoints(xp, mean2T, max2T) -> list:
@@ -108,7 +115,9 @@ def _capped_products(xp, cT, lam, breaks, cache: dict):
     return xp.expand_dims(outs[0], axis=1) if len(outs) == 1 else xp.stack(outs, axis=1)
 
 
-def staged_floor(rows: dict, ab: list, u: float, N: int, L: int, L_kv: int, d: int, dprime: float):
+def staged_floor(rows: dict, ab: list, u: float, N: int, L: int, L_kv: int, d: int, dprime: float, *,
+                  fac: float | None = None, cmags: list | None = None, depth_q: int | None = None,
+                  depth_kv: int | None = None):
     """Stage-by-stage rounding bound (module docstring, floor (b) and (c)) for each dW_mu.
 
     Every F~-weighted sum of the chain is an average over the keys j of row i (or, for the column
@@ -133,24 +142,35 @@ def staged_floor(rows: dict, ab: list, u: float, N: int, L: int, L_kv: int, d: i
     over rows are GEMMs accumulated block by block: exact reformulations of the per-entry
     (N, L, d, d) evaluation (the same value up to float64 rounding).
     Returns ({mu: d x d error}, {mu: d x d magnitude}) on the host.
+
+    Row-adaptive certificate (`adaptive.py`, R4): `fac` (lam~ = fac lam, default PHI(delta')),
+    `cmags` (per chunk, the bound on |c~| to use), the a-term's means from `rows["m3a"]` etc.
+    (the w^-weighted means; the plain ones otherwise) and the gamma indices of the sums over
+    query rows / key rows (`depth_q`, `depth_kv`; default L + 2, L_kv + 2: one summation chain).
     """
     xp = rows["xp"]
     g = lambda n: gamma(n, u)  # noqa: E731
-    fac = (1 + dprime) / (1 - dprime) * (1 + 2.0**-20)                # lam~_i = fac lam_i
+    if fac is None:
+        fac = (1 + dprime) / (1 - dprime) * (1 + 2.0**-20)            # lam~_i = fac lam_i
     cmag_key = "ctight" if dprime <= DELTA_CAP else "chat"           # >= |c~|, exact arithmetic
     mu3, e3, mu2, e2, mux, m3, m2, mx = (rows[k] for k in ("mu3", "e3", "mu2", "e2", "mux", "m3", "m2", "mx"))
+    # the a-term's means (w^-weighted for the row-adaptive kernel with key weights)
+    m3a, m2a, mxa = (rows.get(k, v) for k, v in (("m3a", m3), ("m2a", m2), ("mxa", mx)))
+    mean2Ta = rows.get("mean2Ta", rows["mean2T"])
+    dq = L + 2 if depth_q is None else depth_q
+    dkv = L_kv + 2 if depth_kv is None else depth_kv
     tr = lambda a: xp.permute_dims(a, (0, 2, 1))  # noqa: E731
     e3T, mu3T = tr(e3), tr(mu3)
     ones = xp.ones((1, d), dtype=mu3.dtype, device=array_api_compat.device(mu3))
     cache: dict = {}
     acc: dict = {}
     add = lambda a, b: a + b  # noqa: E731
-    for chunk, (a, b) in zip(rows["chunks"], ab, strict=True):
+    for ci, (chunk, (a, b)) in enumerate(zip(rows["chunks"], ab, strict=True)):
         lt = fac * chunk["lam"]                                       # (N, 1, n), ascending
-        cmag = chunk[cmag_key]                                        # (N, d, n)
+        cmag = chunk[cmag_key] if cmags is None else cmags[ci]        # (N, d, n)
         # O~, c~, r~
         Omag = xp.minimum(mu3, lt * m3)
-        eO = a * m3 + b * Omag + e3
+        eO = a * m3a + b * Omag + e3
         ec = (eO + u * cmag) / (1 - u)
         cp = cmag + ec
         rmag = ones @ (cp * (Omag + eO))                              # (N, 1, n)
@@ -159,14 +179,14 @@ def staged_floor(rows: dict, ab: list, u: float, N: int, L: int, L_kv: int, d: i
         capped = _capped_products(xp, xp.stack([cp, ec], axis=0), lt, rows["breaks"], cache)
         mag_p1, q1 = capped[0, :, :d, :], capped[0, :, d:, :]
         ec_p1, qc = capped[1, :, :d, :], capped[1, :, d:, :]
-        cp_mean = rows["mean2T"] @ cp                                 # sum_b'' mean2[:, b''] cp_ib''
+        cp_mean = mean2Ta @ cp                                        # sum_b'' mean2[:, b''] cp_ib'' (a-term)
         ce3 = e3T @ cmag                                              # sum_b'' c'_ib'' e3_b''
         # dW_Q: P~C2 = p1 - p2 per row. p1 = (F~∘(c~ C3^T)) C2: magnitude mag_p1, errors: rounding
         # a cp_mean + b mag_p1, c~'s error ec_p1, the inputs' sum_b'' c'_ib'' (e3 mu2 + mu3 e2);
         # p2 = r~ F~C2: magnitude rmag FF, error er FF + rmag eF2 + u rmag FF; the subtraction adds
         # u (|p1| + |p2| + their errors): err_pc = (1 + u)(err_p1 + err_p2) + u mag_pc
         F2 = xp.minimum(mu2, lt * m2)
-        eF2 = a * m2 + b * F2 + e2
+        eF2 = a * m2a + b * F2 + e2
         FF = F2 + eF2
         mag_pc = mag_p1 + rmag * FF
         err_pc = (1 + u) * (a * cp_mean[:, :d, :] + b * mag_p1 + ec_p1 + ce3 * mu2 + (mu3T @ cmag) * e2
@@ -177,7 +197,7 @@ def staged_floor(rows: dict, ab: list, u: float, N: int, L: int, L_kv: int, d: i
         # dW_K: per row i the weights over the keys are |X'_a| (|c~_i| . |C3_j|); C1_ib is a row factor.
         # Both parts (F~∘(c~ C3^T))^T C1 and F~^T (r~ C1), magnitudes mk and errors ek per row:
         Ax = xp.minimum(mux, lt * mx)
-        eAx = a * mx + b * Ax
+        eAx = a * mxa + b * Ax
         mk = q1 + rmag * Ax
         ek = a * cp_mean[:, d:, :] + b * q1 + qc + (ce3 + er + u * rmag) * Ax + rmag * eAx
         aC1 = tr(chunk["aC1"])
@@ -189,12 +209,12 @@ def staged_floor(rows: dict, ab: list, u: float, N: int, L: int, L_kv: int, d: i
         accumulate(acc, "Ve", eAx @ cpT + Ax @ tr(ec), add)
     w, beta = rows["row_weight"], rows["beta"]   # plan: one representative row standing for L
     Qe, Qm, Ke, Km, Ve, Vm = (w * acc[k] for k in ("Qe", "Qm", "Ke", "Km", "Ve", "Vm"))
-    err_q = beta * (Qe + g(L + 2) * (Qm + Qe))
+    err_q = beta * (Qe + g(dq) * (Qm + Qe))
     mag_q = beta * Qm
     err_pk = Ke + u * (Km + Ke)
-    err_k = beta * (err_pk + g(L_kv + 2) * (Km + err_pk))
+    err_k = beta * (err_pk + g(dkv) * (Km + err_pk))
     mag_k = beta * Km
-    err_v = Ve + g(L_kv + 1) * (Vm + Ve)
+    err_v = Ve + g(dkv - 1) * (Vm + Ve)
     mag_v = Vm
     batch = lambda a: xp.sum(a, axis=0) / N  # noqa: E731
     err, mag = {}, {}

@@ -24,10 +24,12 @@ def check_regen() -> Outcome:
 
 
 def check_proofs(full: bool = False) -> list[Outcome]:
-    """Every proof of the registry's "quick" tier ("full" with `full`), one row each."""
+    """Every proof of the registry's "quick" tier ("full" with `full`), one row each: where it ran and
+    whether that proves it for every size."""
     out = registry.run("full" if full else "quick")
     for p in out:
-        p.name, p.detail = f"proof: {p.name}", f"{p.paper}; {p.size}"
+        scope = "every size" if p.data.get("all_sizes") else "this size only"
+        p.name, p.detail = f"proof: {p.name}", f"{p.paper}; ran at {p.size or '-'}; proves {scope}"
     return out
 
 

@@ -1,19 +1,26 @@
 """`lora-proofcheck plan`: would the certified approximate path beat the exact one? No data needed.
 
-Prints the smallest certified degree for the size, logit bound R and eps, its feature rank, the
-predicted cost ratio against the exact path, and the largest degree still cheaper. The magnitudes
-the certificate needs in place of data are options (see `gradients.planner.plan`).
+Prints the smallest certified degree for the size, logit bound R and tolerance (--rtol, --atol),
+its feature rank, the predicted time ratio against the exact path (this machine's time model) and
+the largest degree still faster. The magnitudes the certificate needs in place of data are options
+(see `gradients.planner.plan`). `plan --calibrate` measures this machine's rates for the time model
+(a few seconds) and caches them (`gradients.timing.cache_path`).
 
-Exit status: 0 when a certified degree is cheaper than the exact path; 3 when above the threshold
-(the plan and the reason are still printed, so scripts can branch on it); 2 on a bad argument.
+Exit status: 0 when a certified degree is predicted faster than the exact path (or calibration
+succeeded); 3 when above the threshold (the plan and the reason are still printed, so scripts can
+branch on it); 2 on a bad argument.
 """
 
 from __future__ import annotations
 
 import json
+import sys
+import warnings
 
 from .._lib.tables import key_value_table
+from ..gradients.calibration import calibrate
 from ..gradients.planner import METHODS, plan
+from ..gradients.timing import save_rates
 
 __all__ = ["EXIT_ABOVE_THRESHOLD", "add_commands", "format_plan"]
 
@@ -24,14 +31,21 @@ def add_commands(sub) -> None:
     p = sub.add_parser(
         "plan", help="degree, rank and cost of the certified approximate path (no data needed)",
         description="Plan the approximate gradient path for a size and logit bound R >= max|S_ij|: the "
-                    "smallest polynomial degree whose certified error bound meets --eps, its rank, and "
-                    "its predicted cost against the exact O(L^2 d) path. Exit 0: feasible; exit 3: above "
-                    "the threshold (plan printed with the reason).")
-    p.add_argument("--L", type=int, required=True, help="sequence length (queries)")
-    p.add_argument("--d", type=int, required=True, help="head dimension")
-    p.add_argument("--logit-bound", type=float, required=True, dest="logit_bound",
+                    "smallest polynomial degree whose certified error bound meets atol + rtol * max|g|, its "
+                    "rank, and its predicted time against the exact O(L^2 d) path on this machine. Exit 0: "
+                    "feasible; exit 3: above the threshold (plan printed with the reason). "
+                    "--calibrate: measure and cache this machine's rates for the time model first.")
+    p.add_argument("--calibrate", action="store_true",
+                   help="time both paths on a small grid, fit and cache this machine's rates, print them")
+    p.add_argument("--L", type=int, default=None, help="sequence length (queries)")
+    p.add_argument("--d", type=int, default=None, help="head dimension")
+    p.add_argument("--logit-bound", type=float, default=None, dest="logit_bound",
                    help="R >= max |S_ij| (e.g. from `lora_proofcheck.logit_bound(problem)`)")
-    p.add_argument("--eps", type=float, required=True, help="requested max-abs gradient error")
+    p.add_argument("--rtol", type=float, default=1e-3, help="relative tolerance (default 1e-3)")
+    p.add_argument("--atol", type=float, default=0.0, help="absolute tolerance (default 0)")
+    p.add_argument("--gradient-scale", type=float, default=None, dest="gradient_scale",
+                   help="max |g| that rtol is relative to (default: its certified upper bound)")
+    p.add_argument("--eps", type=float, default=None, help="deprecated: an absolute tolerance (= --atol EPS --rtol 0)")
     p.add_argument("--adapt", default="QV", help="adapted modules, a string over QKV (default QV)")
     p.add_argument("--r", type=int, default=4, help="LoRA rank (default 4)")
     p.add_argument("--N", type=int, default=1, help="batch size (default 1)")
@@ -47,16 +61,40 @@ def add_commands(sub) -> None:
 
 
 def _plan(args) -> int:
+    if args.calibrate:
+        _calibrate()
+        if args.L is None and args.d is None and args.logit_bound is None:
+            return 0
+    missing = [f"--{n.replace('_', '-')}" for n in ("L", "d", "logit_bound") if getattr(args, n) is None]
+    if missing:
+        print(f"lora-proofcheck plan: error: the arguments {', '.join(missing)} are required "
+              "(unless --calibrate alone)", file=sys.stderr)
+        return 2
     magnitudes = {k: getattr(args, k) for k in ("beta", "alpha", "input_bound", "value_bound", "target_bound",
                                                  "query_bound", "key_bound", "adapter_bound")
                   if getattr(args, k) is not None}
-    result = plan(args.L, args.d, args.logit_bound, args.eps, adapt=args.adapt, r=args.r, N=args.N,
-                  L_kv=args.L_kv, method=args.method, dtype=args.dtype, **magnitudes)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DeprecationWarning)
+        result = plan(args.L, args.d, args.logit_bound, args.eps, rtol=args.rtol, atol=args.atol,
+                      gradient_scale=args.gradient_scale, adapt=args.adapt, r=args.r, N=args.N, L_kv=args.L_kv,
+                      method=args.method, dtype=args.dtype, **magnitudes)
+    for w in caught:
+        print(f"warning: --eps is deprecated ({w.message})", file=sys.stderr)
     if args.json:
         print(json.dumps(result.as_dict(), indent=2))
     else:
         print(format_plan(result))
     return 0 if result.feasible else EXIT_ABOVE_THRESHOLD
+
+
+def _calibrate() -> None:
+    rates, rows = calibrate()
+    path = save_rates(rates)
+    lines = [f"{r['path']:>6} L={r['L']:<5} d={r['d']:<2} g={r['degree'] if r['degree'] is not None else '-':<2} "
+             f"measured {r['seconds']:.4f} s  predicted {r['predicted']:.4f} s" for r in rows]
+    print("calibrated the time model on this machine:\n  " + "\n  ".join(lines))
+    print("rates (s per unit): " + ", ".join(f"{k}={v:.3g}" for k, v in rates.seconds.items()))
+    print(f"cached in {path}")
 
 
 def format_plan(result) -> str:
@@ -67,17 +105,20 @@ def format_plan(result) -> str:
         ("size", f"L={result.L} L_kv={result.L_kv} d={result.d} r={result.r} N={result.N} "
                  f"adapt={result.adapt}"),
         ("logit bound R", fmt(result.logit_bound)),
-        ("eps", fmt(result.eps)),
+        ("tolerance", f"{fmt(result.tolerance)} = atol {fmt(result.atol)} + rtol {fmt(result.rtol)} x "
+                      f"max|g| {fmt(result.gradient_scale)}"),
         ("degree", fmt(result.degree)),
         ("rank k = C(d+g, g)", fmt(result.rank)),
         ("paper's rank C(2(g+d), 2g)", fmt(result.paper_rank)),
         ("certified delta", fmt(result.delta)),
         ("certified bound", fmt(result.bound)),
         ("  of which rounding", fmt(result.floor)),
-        ("approx flops", fmt(cost["approx_flops"])),
-        ("exact flops", fmt(cost["exact_flops"])),
-        ("cost ratio", fmt(cost["ratio"])),
-        ("largest cheaper degree", f"{fmt(result.max_cheaper_degree)} (rank {fmt(result.max_cheaper_rank)}, "
+        ("approx time (predicted)", fmt(cost["approx_seconds"]) + " s"),
+        ("exact time (predicted)", fmt(cost["exact_seconds"]) + " s"),
+        ("time ratio", fmt(cost["ratio"])),
+        ("flops approx / exact", f"{fmt(cost['approx_flops'])} / {fmt(cost['exact_flops'])}"),
+        ("time model", cost["rates"]),
+        ("largest faster degree", f"{fmt(result.max_cheaper_degree)} (rank {fmt(result.max_cheaper_rank)}, "
                                    f"bound {fmt(result.max_cheaper_bound)})"),
         ("assumptions", ", ".join(f"{k}={v:.4g}" for k, v in result.assumptions.items())),
     ]

@@ -30,7 +30,8 @@ def add_commands(sub) -> None:
         "and measured phase-transition sweeps and the benchmark summary; write report.json "
         "(versioned schema), report.md, a self-contained report.html and PNG plots into --out, "
         "atomically. Default size: --full. Exit status 1 when a claim is refuted or not supported or a "
-        "derivation proof fails; 2 on a bad argument.",
+        "derivation proof fails ('refuted-as-printed' marks a statement of the paper that is false as printed, "
+        "next to its corrected entry, and is a finding like an erratum, not a failure); 2 on a bad argument.",
     )
     p.add_argument(
         "--out", type=Path, required=True, metavar="DIR", help="output directory (created or replaced)"

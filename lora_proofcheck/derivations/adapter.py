@@ -1,8 +1,9 @@
 """The LoRA chain rule: W = W* + s B A (s = alpha/r), so dL/dA = s B^T dL/dW, dL/dB = s dL/dW A^T.
 
 The paper's Lemma 3.2 states dL/dB_Q = C1^T p A_Q C2, which is not even shape-consistent
-(erratum E3); the form below is the corrected one, proved in
-`decomposition_proofs.prove_lora_gradients`.
+(erratum E3); the form below is the corrected one, proved for every size in
+`decomposition_proofs.prove_adapter_chain_rule` (and in one piece, at fixed sizes, in
+`decomposition_proofs.prove_lora_gradients`).
 """
 
 from __future__ import annotations

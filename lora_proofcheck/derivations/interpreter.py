@@ -101,6 +101,8 @@ class Interpreter:
             return sp.Matrix(A.rows, 1, lambda i, _: sum(A[i, k] * B[i, k] for k in range(A.cols)))
         if isinstance(e, sp.Trace):
             return self(e.arg).trace()
+        if isinstance(e, sp.MatPow):
+            return self(e.base) ** int(e.exp)
         if isinstance(e, sp.Pow):
             return self(e.base) ** self(e.exp)
         if e.is_Number:

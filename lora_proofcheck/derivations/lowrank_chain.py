@@ -27,10 +27,10 @@ formed: L x d^2, never L x k d):
 needs are stacked (`build(modules)`).  The two sums over rows (Vq, Vk) split the kernel into three
 passes over row chunks (`PHASES`): the runtime (`gradients/lowrank_path.py`) runs them chunk by chunk, so the
 features never exist for all L rows at once.  Cost 2 (L + L_kv) k (2 + 3d + 2d^2) flops for the
-four GEMMs, memory O(chunk k + L d^2).  `lowrank_proofs` proves both chains equal the exact
-derivation when U1 U2^T = exp(S) exactly, and equal the exact gradient formulas evaluated at the
-approximate softmax F~ for any U1, U2 (the plug-in gradient; the derivative of the approximate loss,
-the model gradient, is `peers.py`).
+four GEMMs, memory O(chunk k + L d^2).  `lowrank_proofs` proves, for every size, that both chains
+equal the exact derivation when U1 U2^T = exp(S) exactly, and equal the exact gradient formulas
+evaluated at F~ for any U1, U2 (not the gradient of the approximate loss, erratum O1: that is the
+model gradient of `peers.py`).
 """
 
 from __future__ import annotations
@@ -41,9 +41,9 @@ from .decomposition import W_K, W_Q, W_V, L, L_kv, X_kv, X_q, Y, beta, d
 from .nodes import (
     ColSlice,
     Derivation,
-    Fill,
     FaceContract,
     FaceSplit,
+    Fill,
     HStack,
     RowDot,
     divide_rows,

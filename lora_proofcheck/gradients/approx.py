@@ -1,191 +1,425 @@
 """Certified almost-linear LoRA gradients: `approx_gradients` and its result.
 
-    approx_gradients(problem, eps=1e-6)   gradients within a CERTIFIED max-abs error eps
+    approx_gradients(problem, rtol=1e-3, atol=0.0)
 
-The approximate path is the low-rank chain (`lowrank_path`); `approx_gradients` certifies it
-(`certification`), asks the planner whether it beats the exact path (`planner`), and runs the
-path chosen. The degree g is the smallest whose certified bound is <= eps.
+returns gradients g~ with, for every gradient key (A_Q, B_Q, ...), a CERTIFIED bound
+
+    max |g~ - g| <= bound <= atol + rtol * max |g|          (numpy.allclose, in the max norm per key)
+
+whose right-hand side is certified from below: max |g| >= G_lo := max |g~'| - bound' for any
+certified result g~' (the final one or a pilot), so the check never trusts the gradient it checks.
+`eps` is deprecated: it was an absolute max-abs error, i.e. ``atol=eps, rtol=0`` (a
+DeprecationWarning says so).
+
+The approximate path is the low-rank chain (`lowrank_path.plan_weight_gradients`) on the feature
+plan of the row-adaptive certificate (`certification.adaptive`: centred, balanced, key-weighted
+features with a certified polynomial per radius class of query rows). The degree search:
+
+1. a priori: the floor's magnitudes bound |g| from ABOVE (G_hi); when no degree cheaper than the
+   exact path certifies atol + rtol G_hi, no pilot can help: the exact path, with that reason.
+2. pilots: from the smallest degree whose bound is <= G_hi / 16, the kernel runs at rising degrees
+   until each key's bound is at most half its max |g~|; every pilot certifies a G_lo. The pilots
+   may cost at most PILOT_BUDGET of the exact path (the time model, `timing`). A pilot that
+   already meets the tolerance is the answer.
+3. the smallest degree whose bound is <= atol + rtol G_lo for every key runs; the final G_lo can
+   only be larger, so the a-posteriori check holds by construction.
+4. otherwise (no degree <= max_degree meets it, the floor alone exceeds it, or the cheapest
+   certified degree costs more than the exact path): ``on_threshold="exact"`` (the default)
+   returns the exact path's gradients, ``path="exact"``, with the reason; "raise" raises
+   `AboveThresholdError` naming that cause; "force" runs the approximate path anyway at the
+   smallest degree meeting the tolerance (or `degree`).
+
+A non-finite result never carries a finite bound: an overflow the plan predicts, or a non-finite
+gradient, falls back (or raises) exactly as a missed tolerance does.
+
+"Cheaper" is the time model's verdict (`timing.predict_seconds` with this machine's calibrated
+rates, `lora-proofcheck plan --calibrate`; typical-CPU defaults otherwise), not flop counts.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
+from .._lib import xp as _xp
 from .._lib.blocks import worker_threads
-from .._lib.validate import check_choice, check_optional_int, check_positive
+from .._lib.validate import check_choice, check_int, check_optional_int, check_tolerances
+from ..certification import adaptive
 from ..certification import certificate as cert_mod
-from ..certification.degree import MAX_DEGREE, DegreeChoice, polynomial_at, select_degree
-from ..errors import AboveThresholdError
+from ..errors import AboveThresholdError, InvalidInputError
 from ..kernels.features import feature_rank, paper_rank_bound
 from ..problem import check_problem
+from . import costs, timing
 from .exact_path import lora_factor_gradients, weight_gradients
-from .lowrank_path import lowrank_weight_gradients
-from .planner import METHODS, cost_of, largest_cheaper_degree, threshold_report
+from .lowrank_path import chunk_rows, plan_weight_gradients
+from .planner import METHODS, threshold_report
 
-__all__ = ["ON_THRESHOLD", "ApproxResult", "approx_gradients"]
+__all__ = ["ON_THRESHOLD", "PILOT_BUDGET", "ApproxResult", "approx_gradients"]
 
-ON_THRESHOLD = ("raise", "exact", "force")
+ON_THRESHOLD = ("exact", "raise", "force")
+#: the pilots may cost at most this fraction of the exact path's predicted time
+PILOT_BUDGET = 0.5
+#: the first pilot: the smallest degree whose bound is below this fraction of the upper bound of |g|
+PILOT_START = 1.0 / 16
+_CENTRE = ("auto", True, False)
 
 
 @dataclass(frozen=True)
 class ApproxResult:
-    """Gradients of the LoRA factors with their certified error.
+    """Gradients of the LoRA factors and what is certified about them.
 
-    grads       {"A_Q": dL/dA_Q, "B_Q": ..., ...}, the keys of `exact_gradients`, input namespace/dtype
+    grads       {"A_Q": dL/dA_Q, ...}, the keys of `exact_gradients`, in the input's namespace/dtype
     bound       {key: certified bound on max |grads[key] - exact gradient|} (rounding included)
     floor       {key: the float-rounding part of `bound`}
-    path        "approx" (low-rank chain) or "exact" (fallback: bound = the exact path's rounding floor)
+    lower       {key: G_lo, a certified lower bound on max |exact gradient|}
+    tolerance   {key: atol + rtol * lower[key]}
+    allclose    bound <= tolerance for every key: certified numpy.allclose(grads, exact, rtol, atol)
+                in the max norm per key
+    path        "approx" (low-rank chain) or "exact" (the O(L^2) path; bound = its rounding floor)
+    reason      why the exact path was taken ("" on the approximate path, unless a forced degree ran
+                uncertified: then why its bound is infinite)
     degree, rank, paper_rank   g, k = C(d+g, g), the paper's C(2(g+d), 2g) (None on the exact path)
-    delta       certified relative error of the exp polynomial (None on the exact path)
-    method      "taylor" / "chebyshev" (None on the exact path)
-    logit_bound R, the radius the polynomial is certified on
-    cost        {"approx_flops", "exact_flops", "ratio"} (approx_flops/ratio None when no degree qualifies)
+    delta       the largest certified relative error of the class polynomials (None: exact path)
+    method      "taylor", "chebyshev" or "taylor+chebyshev": the class polynomials' methods
+    logit_bound the widest class radius (the interval the widest polynomial is certified on)
+    classes     the number of radius classes of query rows
+    pilots      the degrees run before the answer, to certify G_lo
+    cost        {"approx_seconds", "exact_seconds", "ratio", "approx_flops", "exact_flops", "rates"}:
+                the time model's prediction for the degree chosen (None entries when none)
     loss        batch-mean loss of the path used (the approximate softmax's on the approx path)
     norms       `threshold_report(problem)`
-    eps         the requested max-abs error
+    rtol, atol  the tolerances asked for
     """
 
     grads: dict
     bound: dict
     floor: dict
+    lower: dict
+    tolerance: dict
+    allclose: bool
     path: str
+    reason: str
     degree: int | None
     rank: int | None
     paper_rank: int | None
     delta: float | None
     method: str | None
     logit_bound: float
+    classes: int
+    pilots: tuple
     cost: dict
     loss: Any
     norms: dict = field(repr=False)
-    eps: float = 0.0
+    rtol: float = 0.0
+    atol: float = 0.0
+    certificate: Any = field(default=None, repr=False, compare=False)
 
 
 # ----------------------------------------------------------------------------------------------
 # the public entry point
 
 
-def approx_gradients(problem, *, eps=1e-6, degree=None, on_threshold="raise", method="auto",
-                     threads=None) -> ApproxResult:
-    """LoRA gradients through the almost-linear chained low-rank path, with a certified error.
+def approx_gradients(problem, *, rtol=1e-3, atol=0.0, eps=None, degree=None, on_threshold="exact",
+                     method="auto", threads=None, max_degree=30, centre_queries="auto") -> ApproxResult:
+    """LoRA gradients through the almost-linear low-rank path, certified to a tolerance.
 
     Parameters
     ----------
     problem : LoRAProblem
-    eps : float
-        Requested max-abs error of every returned gradient entry (absolute, in the units of the
-        gradients), covering the polynomial approximation AND float rounding.
+    rtol, atol : float
+        The certified bound on max |g~ - g| of every gradient key is <= atol + rtol * max |g|
+        (numpy.allclose's semantics in the max norm per key), rounding included; max |g| is
+        certified from below, never read off the approximation.
+    eps : float, optional
+        Deprecated: an absolute tolerance, the same as ``atol=eps, rtol=0``.
     degree : int, optional
-        None: the smallest degree whose certified bound is <= eps. An int: that degree; its bound
-        must still be <= eps unless ``on_threshold="force"``.
-    on_threshold : {"raise", "exact", "force"}
-        What to do when the approximate path cannot deliver eps more cheaply than the exact path
-        (above the threshold for this L), or an explicit degree misses eps: "raise" raises
-        `AboveThresholdError` explaining R, L, the rank needed and the cost ratio; "exact" runs the
-        exact O(L^2 d) path (``path="exact"``, bound = its rounding floor only); "force" runs the
-        approximate path anyway at the needed (or given) degree, and its bound is that degree's
-        certified bound, which exceeds eps when the degree was given.
+        None: the smallest degree that meets the tolerance (module docstring). An int: that degree;
+        it must still meet the tolerance unless ``on_threshold="force"``.
+    on_threshold : {"exact", "raise", "force"}
+        When the approximate path cannot meet the tolerance more cheaply than the exact path:
+        "exact" (default) returns the exact path's gradients with ``path="exact"`` and the reason;
+        "raise" raises `AboveThresholdError` naming the cause (norms above the threshold, the
+        rounding floor, or L too small to pay off); "force" runs the approximate path anyway (at
+        `degree`, or the smallest degree meeting the tolerance) with its certified bound.
     method : {"auto", "taylor", "chebyshev"}
-        The exp polynomial ("auto": per degree, the one with the smaller certified error).
+        The exp polynomial of each radius class ("auto": the one with the smaller certified error).
     threads : int, optional
-        Host threads for the row chunks of either path (None: the BLAS's thread count, so
-        threadpoolctl limits apply).
+        Host threads for the row chunks of either path (None: the BLAS's thread count).
+    max_degree : int
+        The largest degree searched.
+    centre_queries : {"auto", True, False}
+        Centre the queries too (`certification.geometry`, G2); "auto" when it narrows the median row
+        interval by >= 10 %.
 
     Returns
     -------
     ApproxResult
-        The gradients (keys of `exact_gradients`) with their certified bound per key.
 
     Raises
     ------
     AboveThresholdError
-        With ``on_threshold="raise"`` when no degree certifies eps more cheaply than the exact path.
+        With ``on_threshold="raise"`` when the exact path is taken, and with "force" when no degree
+        <= max_degree certifies the tolerance.
 
     Examples
     --------
     >>> import lora_proofcheck as lp
     >>> p = lp.LoRAProblem.random(L=4096, d=2, r=2, adapt="QV", logit_bound=0.5, seed=0)
-    >>> res = lp.approx_gradients(p, eps=1e-3)
-    >>> res.path, res.degree, res.rank, max(res.bound.values()) <= 1e-3
-    ('approx', 7, 36, True)
+    >>> res = lp.approx_gradients(p, rtol=1e-3)
+    >>> res.path, res.allclose, all(res.bound[k] <= res.tolerance[k] for k in res.bound)
+    ('approx', True, True)
     """
     problem = check_problem(problem)
     worker_threads(problem.xp, threads)  # checked before any work
-    eps = check_positive("eps", eps)
+    rtol, atol = check_tolerances(rtol, atol, eps)
     degree = check_optional_int("degree", degree)
     on_threshold = check_choice("on_threshold", on_threshold, ON_THRESHOLD)
     method = check_choice("method", method, METHODS)
-
-    proj = cert_mod.projections(problem)
-    cert = cert_mod.certify(problem, proj)
-    norms = threshold_report(problem, proj=proj)
-    R = cert.logit_bound
-    if degree is None:
-        choice = select_degree(cert, eps, method=method)
-    else:
-        poly = polynomial_at(R, degree, method)
-        if poly is None:
-            choice = DegreeChoice(None, None, None, f"R = {R:.4g} exceeds the radius certificates are derived for")
-        else:
-            bound, floor = cert.bound_and_floor(poly)
-            ok = max(bound.values()) <= eps or on_threshold == "force"
-            choice = DegreeChoice(poly, bound, floor, "") if ok else DegreeChoice(
-                None, None, None, f"degree={degree} certifies only {max(bound.values()):.3g} > eps")
-    cost = cost_of(cert, None if choice.poly is None else choice.poly.degree)
-    cheaper = cost["ratio"] is not None and cost["ratio"] < 1.0
-
-    if choice.poly is not None and (cheaper or on_threshold == "force"):
-        return _run_approx(problem, cert, choice, cost, norms, eps, threads)
-    if on_threshold == "exact":
-        return _run_exact(problem, cert, cost, norms, eps, threads)
-    if on_threshold == "force" and choice.poly is None:
-        raise AboveThresholdError(
-            f"on_threshold='force' needs a degree to force: {choice.reason}; pass degree= explicitly")
-    raise AboveThresholdError(_threshold_message(cert, eps, choice, cost, largest_cheaper_degree(cert)))
+    max_degree = check_int("max_degree", max_degree, 1)
+    if centre_queries not in _CENTRE:
+        raise InvalidInputError(f"centre_queries must be one of {_CENTRE}, got {centre_queries!r}")
+    return _Search(problem, rtol, atol, method, threads, max_degree, centre_queries).run(degree, on_threshold)
 
 
-def _run_approx(problem, cert, choice, cost, norms, eps, threads) -> ApproxResult:
-    poly = choice.poly
-    loss, dW = lowrank_weight_gradients(problem, poly, "".join(problem.adapted), threads=threads)
-    return ApproxResult(
-        grads=lora_factor_gradients(problem, dW), bound=choice.bound, floor=choice.floor, path="approx",
-        degree=poly.degree, rank=feature_rank(problem.d, poly.degree),
-        paper_rank=paper_rank_bound(problem.d, poly.degree), delta=poly.rel_error, method=poly.method,
-        logit_bound=cert.logit_bound, cost=cost, loss=loss, norms=norms, eps=eps,
-    )
+class _Search:
+    """One call's state: the certificate, the time model, the tolerance, the pilots run."""
+
+    def __init__(self, problem, rtol, atol, method, threads, max_degree, centre_queries):
+        self.problem, self.rtol, self.atol = problem, rtol, atol
+        self.method, self.threads, self.max_degree = method, threads, max_degree
+        self.proj = cert_mod.projections(problem)
+        self.cert = adaptive.certify_adaptive(problem, self.proj, centre_queries=centre_queries)
+        self.keys = sorted(self.cert.K_general)
+        self.rates = timing.load_rates()
+        self.modules = "".join(problem.adapted)
+        self.exact_seconds = self._seconds(None)
+
+    # -- the time model ------------------------------------------------------------------------
+    def _seconds(self, degree) -> float:
+        c = self.cert
+        path = "exact" if degree is None else "approx"
+        return timing.predict_seconds(self.rates, path, c.L, c.L_kv, c.d, self.modules, N=c.N, degree=degree)
+
+    def cost(self, degree) -> dict:
+        c = self.cert
+        exact_flops = float(costs.exact_flops(c.L, c.L_kv, c.d, self.modules, N=c.N))
+        out = {"approx_seconds": None, "exact_seconds": self.exact_seconds, "ratio": None, "approx_flops": None,
+               "exact_flops": exact_flops, "rates": self.rates.source}
+        if degree is not None:
+            out["approx_seconds"] = self._seconds(degree)
+            out["ratio"] = out["approx_seconds"] / self.exact_seconds
+            out["approx_flops"] = float(costs.approx_flops(c.L, c.L_kv, c.d, degree, self.modules, N=c.N))
+        return out
+
+    def cheaper_degrees(self) -> list:
+        out = []
+        for g in range(1, self.max_degree + 1):
+            if self._seconds(g) >= self.exact_seconds:
+                break
+            out.append(g)
+        return out
+
+    # -- the certificate -----------------------------------------------------------------------
+    def rows(self, degree) -> int:
+        return chunk_rows(self.problem, feature_rank(self.problem.d, degree))
+
+    def bound(self, degree):
+        return self.cert.bound_and_floor(degree, self.method, chunk_rows=self.rows(degree))
+
+    def tol(self, lower) -> dict:
+        return {k: self.atol + self.rtol * lower[k] for k in self.keys}
+
+    def meets(self, bound, t) -> bool:
+        return all(bound[k] <= t[k] for k in self.keys)
+
+    def first_meeting(self, t, degrees):
+        """The smallest degree in `degrees` whose bound meets t (the exact-arithmetic part screens)."""
+        for g in degrees:
+            if any(v > t[k] for k, v in self.cert.approximation_max(g, self.method).items()):
+                continue
+            if self.meets(self.bound(g)[0], t):
+                return g
+        return None
+
+    def upper(self, degree):
+        """{key: an upper bound on max |g|}: the floor's magnitudes at `degree` plus its bound."""
+        bound, _ = self.bound(degree)
+        mag = self.cert.magnitudes(degree, self.method, chunk_rows=self.rows(degree))
+        if mag is None or not all(math.isfinite(v) for v in bound.values()):
+            return None
+        return {k: float(np.max(mag[k])) + bound[k] for k in self.keys}
+
+    # -- running the kernel --------------------------------------------------------------------
+    def run_degree(self, degree, *, uncertified=False):
+        """(grads, loss, bound, floor) at `degree`, or (None, why) when the plan or the result refuses.
+        `uncertified` (a forced degree): run a plan the certificate cannot bound anyway, with an
+        infinite bound (never a finite one) when its result is finite."""
+        plan = self.cert.feature_plan(degree, self.method)
+        if not plan.overflow_free and not (uncertified and plan.runnable):
+            return None, plan.reason
+        if not plan.overflow_free:
+            loss, dW = plan_weight_gradients(self.problem, plan, self.modules, chunk_rows=self.rows(degree),
+                                             threads=self.threads)
+            grads = lora_factor_gradients(self.problem, dW)
+            if not all(bool(np.all(np.isfinite(_host(v)))) for v in grads.values()):
+                return None, f"{plan.reason}, and its result is not finite"
+            inf = {k: math.inf for k in self.keys}
+            return (grads, loss, inf, dict(inf)), plan.reason
+        loss, dW = plan_weight_gradients(self.problem, plan, self.modules, chunk_rows=self.rows(degree),
+                                         threads=self.threads)
+        grads = lora_factor_gradients(self.problem, dW)
+        if not all(bool(np.all(np.isfinite(_host(v)))) for v in grads.values()):
+            return None, f"the approximate path returned non-finite gradients at degree {degree}"
+        bound, floor = self.bound(degree)
+        return (grads, loss, bound, floor), ""
+
+    def lower_of(self, grads, bound) -> dict:
+        return {k: max(0.0, float(np.max(np.abs(_host(grads[k])))) - bound[k]) for k in self.keys}
+
+    # -- the search ----------------------------------------------------------------------------
+    def run(self, degree, on_threshold) -> ApproxResult:
+        self.on_threshold = on_threshold
+        zero = {k: 0.0 for k in self.keys}
+        if degree is not None:
+            return self._given(degree, zero)
+        cheap = self.cheaper_degrees()
+        if not cheap:
+            return self._decline(f"L = {self.cert.L} is too small to pay off: no degree is predicted faster "
+                                 "than the exact path on this machine", zero, (), cause="size")
+        hi = self.upper(cheap[-1])
+        if hi is not None and self.first_meeting(self.tol(hi), cheap) is None:
+            return self._decline(self._why_none(self.tol(hi), cheap, upper=True), zero, ())
+        lower, pilots, spent = dict(zero), [], 0.0
+        start = cheap[0]
+        if hi is not None:
+            for g0 in cheap:
+                if all(self.cert.approximation_max(g0, self.method)[k] <= PILOT_START * hi[k] for k in self.keys):
+                    start = g0
+                    break
+        for gp in [g for g in cheap if g >= start]:
+            c = self._seconds(gp)
+            if pilots and spent + c > PILOT_BUDGET * self.exact_seconds:
+                break
+            out, _ = self.run_degree(gp)
+            if out is None:
+                break
+            spent += c
+            pilots.append(gp)
+            grads, loss, bound, floor = out
+            lower = {k: max(lower[k], v) for k, v in self.lower_of(grads, bound).items()}
+            if self.meets(bound, self.tol(lower)):
+                return self._approx(gp, out, lower, tuple(pilots[:-1]))
+            if all(bound[k] <= 0.5 * float(np.max(np.abs(_host(grads[k])))) for k in self.keys):
+                break
+        t = self.tol(lower)
+        g = self.first_meeting(t, [g for g in cheap if g not in pilots])
+        if g is None:
+            return self._decline(self._why_none(t, cheap, upper=False, lower=lower, pilots=pilots), lower,
+                                 tuple(pilots))
+        out, why = self.run_degree(g)
+        if out is None:
+            return self._decline(why, lower, tuple(pilots), cause="overflow")
+        lower = {k: max(lower[k], v) for k, v in self.lower_of(out[0], out[2]).items()}
+        return self._approx(g, out, lower, tuple(pilots))
+
+    def _given(self, degree, zero) -> ApproxResult:
+        out, why = self.run_degree(degree, uncertified=self.on_threshold == "force")
+        if out is None:
+            return self._decline(why, zero, (), cause="overflow", forceable=False)
+        lower = self.lower_of(out[0], out[2])
+        if self.meets(out[2], self.tol(lower)) or self.on_threshold == "force":
+            return self._approx(degree, out, lower, (), reason=why)
+        worst = max(self.keys, key=lambda k: out[2][k] / max(self.tol(lower)[k], 1e-300))
+        return self._decline(f"degree={degree} certifies {out[2][worst]:.3g} for {worst}, above its tolerance "
+                             f"{self.tol(lower)[worst]:.3g}", lower, (), forceable=False)
+
+    def _decline(self, reason, lower, pilots, *, cause="threshold", forceable=True) -> ApproxResult:
+        if self.on_threshold == "raise":
+            raise AboveThresholdError(reason + ". " + _HELP[cause])
+        if self.on_threshold == "force" and forceable:
+            return self._force(reason, lower, pilots)
+        if self.on_threshold == "force":
+            raise AboveThresholdError(f"on_threshold='force' at degree given: {reason}")
+        return self._exact(reason, lower, pilots)
+
+    def _force(self, reason, lower, pilots) -> ApproxResult:
+        """The approximate path whatever it costs: the pilot ladder over every degree, a degree run
+        only when its exact-arithmetic bound could still meet the tolerance the pilots certify."""
+        lower, pilots = dict(lower), list(pilots)
+        for g in range(1, self.max_degree + 1):
+            t = self.tol(lower)
+            if any(t[k] > 0 and v > t[k] for k, v in self.cert.approximation_max(g, self.method).items()):
+                continue
+            out, _ = self.run_degree(g)
+            if out is None:
+                continue
+            lower = {k: max(lower[k], v) for k, v in self.lower_of(out[0], out[2]).items()}
+            if self.meets(out[2], self.tol(lower)):
+                return self._approx(g, out, lower, tuple(pilots))
+            pilots.append(g)
+        raise AboveThresholdError(f"on_threshold='force': no degree <= {self.max_degree} certifies the "
+                                  f"tolerance ({reason}); pass degree= to force one")
+
+    def _why_none(self, t, degrees, *, upper, lower=None, pilots=()) -> str:
+        """The real cause: the floor alone, a zero lower bound, or norms above the threshold."""
+        g = degrees[-1]
+        bound, floor = self.bound(g)
+        worst = max(self.keys, key=lambda k: bound[k] / t[k] if t[k] > 0 else math.inf)
+        R = self.cert.logit_bound
+        if lower is not None and lower[worst] == 0.0 and t[worst] == 0.0:
+            return (f"above the threshold for L = {self.cert.L}: the pilots the budget allows (degrees "
+                    f"{list(pilots) or 'none'}, <= {PILOT_BUDGET:g} x the exact path's predicted time) certify "
+                    f"bounds no smaller than the gradients they bound ({bound[worst]:.3g} for {worst} at g = {g}), "
+                    f"so no lower bound on max |{worst}| above 0 and no relative tolerance is certified; the widest "
+                    f"row interval is [-{R:.3g}, {R:.3g}] (an atol > 0 may still be met)")
+        head = (f"the largest degree predicted faster than the exact path, g = {g}, certifies {bound[worst]:.3g} "
+                f"for {worst} against a tolerance of {t[worst]:.3g}"
+                + (" (even against the certified upper bound of |g|)" if upper else ""))
+        if floor[worst] > t[worst]:
+            return f"below the rounding floor: {head}; its rounding floor alone is {floor[worst]:.3g} ({self.cert.dtype})"
+        return (f"above the threshold for L = {self.cert.L}: {head}; the widest row interval is [-{R:.3g}, {R:.3g}] "
+                "and the polynomial's error grows like R^(g+1)")
+
+    # -- results -------------------------------------------------------------------------------
+    def _approx(self, degree, out, lower, pilots, reason="") -> ApproxResult:
+        grads, loss, bound, floor = out
+        cps = self.cert.class_polys(degree, self.method)
+        methods = sorted({cp.poly.method for cp in cps if cp.poly is not None})
+        t = self.tol(lower)
+        return ApproxResult(
+            grads=grads, bound=bound, floor=floor, lower=lower, tolerance=t, allclose=self.meets(bound, t),
+            path="approx", reason=reason, degree=degree, rank=feature_rank(self.problem.d, degree),
+            paper_rank=paper_rank_bound(self.problem.d, degree),
+            delta=max(float(cp.poly.rel_error) for cp in cps), method="+".join(methods),
+            logit_bound=self.cert.logit_bound, classes=len(cps), pilots=pilots, cost=self.cost(degree),
+            loss=loss, norms=threshold_report(self.problem, proj=self.proj), rtol=self.rtol, atol=self.atol,
+            certificate=self.cert)
+
+    def _exact(self, reason, lower, pilots) -> ApproxResult:
+        loss, dW = weight_gradients(self.problem, self.modules, threads=self.threads)
+        grads = lora_factor_gradients(self.problem, dW)
+        bound = self.cert.exact_bound(self.problem, self.proj)
+        lower = {k: max(lower.get(k, 0.0), v) for k, v in self.lower_of(grads, bound).items()}
+        t = self.tol(lower)
+        return ApproxResult(
+            grads=grads, bound=bound, floor=dict(bound), lower=lower, tolerance=t, allclose=self.meets(bound, t),
+            path="exact", reason=reason, degree=None, rank=None, paper_rank=None, delta=None, method=None,
+            logit_bound=self.cert.logit_bound, classes=int(self.cert.geo.class_radius.shape[0]), pilots=pilots,
+            cost=self.cost(None), loss=loss, norms=threshold_report(self.problem, proj=self.proj),
+            rtol=self.rtol, atol=self.atol, certificate=self.cert)
 
 
-def _run_exact(problem, cert, cost, norms, eps, threads) -> ApproxResult:
-    loss, dW = weight_gradients(problem, "".join(problem.adapted), threads=threads)
-    bound = cert.exact_bound()
-    return ApproxResult(
-        grads=lora_factor_gradients(problem, dW), bound=bound, floor=dict(bound), path="exact",
-        degree=None, rank=None, paper_rank=None, delta=None, method=None,
-        logit_bound=cert.logit_bound, cost=cost, loss=loss, norms=norms, eps=eps,
-    )
+_HELP = {
+    "threshold": ("Use on_threshold='exact' (the default) for the exact path, a larger rtol/atol, or reduce the "
+                  "norms ||X W_Q||, ||X' W_K|| (e.g. pre-LN, smaller beta)"),
+    "size": "The exact path is the right one at this size (on_threshold='exact', the default)",
+    "overflow": ("The balanced features would overflow (or did): use float64, or on_threshold='exact' "
+                 "(the default)"),
+}
 
 
-def _threshold_message(cert, eps, choice, cost, g_max) -> str:
-    R, L = cert.logit_bound, cert.L
-    head = (f"above the threshold: R = {R:.4g} (max |logit| bound), L = {L}, L_kv = {cert.L_kv}, "
-            f"d = {cert.d}, eps = {eps:.3g}: ")
-    if choice.poly is not None:
-        g = choice.poly.degree
-        k = feature_rank(cert.d, g)
-        need = (f"the smallest certified degree is g = {g} (rank k = C(d+g, g) = {k}, paper's bound "
-                f"{paper_rank_bound(cert.d, g)}), costing {cost['ratio']:.3g} x the exact path")
-    else:
-        need = choice.reason
-    if g_max is None:
-        cheap = "no rank at all is cheaper than the exact path at this size"
-    else:
-        k_max = feature_rank(cert.d, g_max)
-        poly = polynomial_at(R, min(g_max, MAX_DEGREE), "auto")
-        got = "uncertifiable" if poly is None else f"{max(cert.bound(poly).values()):.3g}"
-        cheap = f"the largest cheaper rank is k = {k_max} (degree {g_max}), which certifies only {got}"
-    return (head + need + "; " + cheap +
-            ". Use on_threshold='exact' (exact path) or 'force' (compute anyway), a larger eps, "
-            "or reduce the norms ||X W_Q||, ||X' W_K|| (e.g. pre-LN).")
-
-
+def _host(v):
+    return np.asarray(_xp.to_numpy(v), dtype=np.float64)

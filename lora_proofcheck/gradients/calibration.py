@@ -1,6 +1,7 @@
 """Calibrating the time model (`timing`) on this machine: `lora-proofcheck plan --calibrate`.
 
-Both paths are timed (best of `repeats` after a warm-up) on a small grid of sizes, degrees and head
+Both paths' kernels are timed (best of `repeats` after a warm-up; the low-rank path's certificate is
+not: `approx_gradients` pays it before the choice, whichever path wins) on a small grid of sizes, degrees and head
 dimensions, a few seconds in all; each path's rates are the non-negative least-squares fit of its
 work counts to the measured times, in relative error (`scipy.optimize.nnls` on rows scaled by
 1/time).
@@ -15,9 +16,10 @@ import numpy as np
 from scipy.optimize import nnls
 
 from .._lib.validate import check_int
+from ..certification.adaptive import certify_adaptive
 from ..problem import LoRAProblem
-from .approx import approx_gradients
-from .exact_path import exact_gradients
+from .exact_path import weight_gradients
+from .lowrank_path import plan_weight_gradients
 from .timing import TERMS, MachineRates, machine_key, predict_seconds, work_counts
 
 __all__ = ["CALIBRATION_GRID", "calibrate"]
@@ -48,10 +50,10 @@ def calibrate(*, repeats: int = 2, grid=CALIBRATION_GRID, threads=None) -> tuple
     for path, L, d, degree in grid:
         p = LoRAProblem.random(L, d, 4, adapt="QKV", logit_bound=1.0, seed=0)
         if path == "exact":
-            call = lambda p=p: exact_gradients(p, threads=threads)  # noqa: E731
-        else:
-            call = lambda p=p, g=degree: approx_gradients(p, eps=1e300, degree=g, on_threshold="force",  # noqa: E731
-                                                          threads=threads)
+            call = lambda p=p: weight_gradients(p, "QKV", threads=threads)  # noqa: E731
+        else:  # the kernel only: the certificate is paid before the choice, whichever path wins
+            plan = certify_adaptive(p).feature_plan(degree)
+            call = lambda p=p, plan=plan: plan_weight_gradients(p, plan, "QKV", threads=threads)  # noqa: E731
         seconds = _time_call(call, repeats)
         rows.append({"path": path, "L": L, "d": d, "degree": degree, "seconds": seconds,
                      "counts": work_counts(path, L, L, d, "QKV", degree=degree)})

@@ -16,16 +16,19 @@ while its GEMMs read them (measured at L = 16384, d = 8, g = 5: 3x faster than w
 
 from __future__ import annotations
 
+import array_api_compat
+import numpy as np
+
 from .._lib import xp as _xp
 from .._lib.blocks import LOWRANK_CHUNKS, chunk_runner, recycle_block_memory, worker_threads
 from .._lib.validate import check_modules
 from ..certification.polynomial import ExpPolynomial
 from ..errors import InvalidInputError, InvalidTypeError
 from ..kernels import _generated_lowrank as gen
-from ..kernels.features import check_feature_inputs, feature_maps, feature_rank, side_features
+from ..kernels.features import check_feature_inputs, feature_maps, feature_rank, plan_features, side_features
 from ..problem import LoRAProblem, check_problem
 
-__all__ = ["chunk_rows", "lowrank_weight_gradients", "problem_features"]
+__all__ = ["chunk_rows", "lowrank_weight_gradients", "plan_weight_gradients", "problem_features"]
 
 
 def _check_features(problem: LoRAProblem, features):
@@ -74,6 +77,9 @@ def chunk_rows(problem: LoRAProblem, k: int, rows="auto") -> int:
     return rows
 
 
+_rows_per_chunk = chunk_rows  # for the functions whose chunk_rows argument shadows it
+
+
 def lowrank_weight_gradients(problem: LoRAProblem, poly, modules: str, *, features=None, chunk_rows="auto",
                              threads=None):
     """Batch-mean loss (0-d array) of the approximate softmax and {mu: dL/dW_mu} (exact formulas at F~), for `modules`.
@@ -103,12 +109,22 @@ def lowrank_weight_gradients(problem: LoRAProblem, poly, modules: str, *, featur
 
 
 def _chunked_chain(problem: LoRAProblem, poly, modules, rows, threads) -> dict:
-    """The three row passes over chunks: per-sample loss and dW (summed over rows, not batch)."""
-    xp, W, beta = problem.xp, problem.weights(), problem.beta
-    X, Xkv, Y = problem.X3, problem.Xkv3, problem.Y3
-    Q, K = beta * (X @ W["Q"]), Xkv @ W["K"]
+    """The three row passes over chunks with the polynomial's features of beta X W_Q and X' W_K."""
+    xp, W = problem.xp, problem.weights()
+    Q, K = problem.beta * (problem.X3 @ W["Q"]), problem.Xkv3 @ W["K"]
     check_feature_inputs(xp, Q, K)
     rows = chunk_rows(problem, feature_rank(problem.d, poly.degree), rows)
+    return _row_passes(problem, modules, rows, threads,
+                       query_features=lambda q: side_features(xp, Q[:, q, :], poly, False),
+                       key_features=lambda k: side_features(xp, K[:, k, :], poly, True))
+
+
+def _row_passes(problem: LoRAProblem, modules, rows, threads, *, query_features, key_features) -> dict:
+    """The generated row passes (key moments, query pass, key pass) over chunks of `rows` rows,
+    features built per chunk by query_features(slice) / key_features(slice): per-sample loss and
+    dW (summed over rows, not batch)."""
+    xp, W, beta = problem.xp, problem.weights(), problem.beta
+    X, Xkv, Y = problem.X3, problem.Xkv3, problem.Y3
     workers = worker_threads(xp, threads)
     if rows < max(problem.L, problem.L_kv):
         recycle_block_memory(xp)  # chunk temporaries recycled in the heap, not page-faulted in afresh
@@ -119,19 +135,60 @@ def _chunked_chain(problem: LoRAProblem, poly, modules, rows, threads) -> dict:
     def queries(s):
         return slice(s, min(s + rows, problem.L))
 
-    def U2(s):
-        return side_features(xp, K[:, keys(s), :], poly, True)
-
     def pass_(phase):
         return getattr(gen, f"lowrank_{phase}_{modules}")
 
     key_moments, query_pass = pass_("key_moments"), pass_("query_pass")
     with chunk_runner(workers, max(problem.L, problem.L_kv), rows) as sums:
-        Vq = sums(lambda s: key_moments(U2(s), Xkv[:, keys(s), :], W["K"], W["V"]), problem.L_kv)["Vq"]
-        out = sums(lambda s: query_pass(side_features(xp, Q[:, queries(s), :], poly, False), Vq,
-                                        X[:, queries(s), :], W["Q"], Y[:, queries(s), :], beta,
-                                        problem.normalizer_offset), problem.L)
+        Vq = sums(lambda s: key_moments(key_features(keys(s)), Xkv[:, keys(s), :], W["K"], W["V"]),
+                  problem.L_kv)["Vq"]
+        out = sums(lambda s: query_pass(query_features(queries(s)), Vq, X[:, queries(s), :], W["Q"],
+                                        Y[:, queries(s), :], beta, problem.normalizer_offset), problem.L)
         if "K" in modules or "V" in modules:
             Vk, key_pass = out.pop("Vk"), pass_("key_pass")
-            out.update(sums(lambda s: key_pass(U2(s), Vk, Xkv[:, keys(s), :], W["V"], beta), problem.L_kv))
+            out.update(sums(lambda s: key_pass(key_features(keys(s)), Vk, Xkv[:, keys(s), :], W["V"], beta),
+                            problem.L_kv))
     return out
+
+
+def plan_weight_gradients(problem: LoRAProblem, plan, modules: str, *, chunk_rows="auto", threads=None):
+    """Batch-mean loss and {mu: dL/dW_mu} of the row-adaptive approximate softmax.
+
+    The same generated row passes as `lowrank_weight_gradients`, fed with the features a
+    `certification.adaptive.FeaturePlan` prescribes: centred, balanced, key-weighted, with
+    per-row coefficients (`certification/adaptive.py`, R1).  The generated passes take U1, U2 as
+    inputs and use only U1 U2^T, so `derivations/lowrank_proofs.py` still applies:
+    U1 U2^T = w_j p_{c(i)}(q'_i . k'_j) and F~ = diag(U1 U2^T 1 + n)^-1 U1 U2^T.  `chunk_rows` must
+    be what the certificate's floor was given (`approx_gradients` passes the same rows to both).
+    """
+    check_problem(problem)
+    modules = check_modules(modules)
+    xp, W, beta = problem.xp, problem.weights(), problem.beta
+    dev = array_api_compat.device(problem.X3)
+    host = np.float32 if problem.dtype_name == "float32" else np.float64
+
+    def cast(a):
+        return _xp.from_numpy(np.asarray(a, dtype=host), xp, device=dev)
+
+    g = plan.degree
+    s = cast(plan.s)[:, None, None]
+    # (G1-G3) centre, then balance by the power of two s (exact); the order the geometry encloses
+    Qc = (beta * (problem.X3 @ W["Q"]) - cast(plan.n)) / s
+    Kc = (problem.Xkv3 @ W["K"] - cast(plan.m)) * s
+    check_feature_inputs(xp, Qc, Kc)
+    coef = cast(plan.coefficients)                                            # (C, g+1)
+    cls = _xp.from_numpy(np.asarray(plan.cls, dtype=np.int64), xp, device=dev)  # (N, L)
+    wts = None if plan.weights is None else cast(plan.weights)[:, None, :]   # (N, 1, L_kv)
+    rows = _rows_per_chunk(problem, feature_rank(problem.d, g), chunk_rows)
+    N = problem.N
+
+    def query_features(q):
+        c = xp.take(coef, xp.reshape(cls[:, q], (-1,)), axis=0)               # (N n, g+1)
+        c = xp.permute_dims(xp.reshape(c, (N, c.shape[0] // N, g + 1)), (0, 2, 1))  # (N, g+1, n)
+        return plan_features(xp, Qc[:, q, :], g, row_coefficients=c)
+
+    def key_features(k):
+        return plan_features(xp, Kc[:, k, :], g, row_weights=None if wts is None else wts[:, :, k])
+
+    out = _row_passes(problem, modules, rows, threads, query_features=query_features, key_features=key_features)
+    return xp.sum(out["loss"], axis=0) / N, {m: xp.sum(out[f"dW_{m}"], axis=0) / N for m in modules}

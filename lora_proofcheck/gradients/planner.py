@@ -3,13 +3,14 @@ approximate path beats the exact one.
 
     logit_bound(problem)                  R >= max |S_ij| (Cauchy-Schwarz, O(N L d^2))
     threshold_report(problem)             the paper's norms and thresholds for this data
-    plan(L, d, logit_bound, eps)          the approximate path's decision without data (assumed magnitudes)
+    plan(L, d, logit_bound, rtol=1e-3)    the approximate path's decision without data (assumed magnitudes)
 
 The degree g of the exp polynomial is the smallest whose certificate (`certification.certificate`:
-the approximation bound kappa(delta) K plus the float rounding floor) is <= eps
-(`certification.degree.select_degree`). Its feature rank k = C(d+g, g) fixes the cost
-(`costs.path_costs`); when that is not below the exact path's the problem is above the threshold
-for this L: the norm-based phase transition of the paper (Thm 4.1), met concretely.
+the approximation bound kappa(delta) K plus the float rounding floor) meets the tolerance
+atol + rtol G (`certification.degree.select_degree`). Its feature rank k = C(d+g, g) fixes the
+cost, predicted in seconds by the machine's time model (`timing`); when no such degree is
+predicted faster than the exact path the problem is above the threshold for this L: the
+norm-based phase transition of the paper (Thm 4.1), met concretely.
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .._lib.validate import MODULES, check_choice, check_int, check_modules, check_positive
+from .._lib.validate import MODULES, check_choice, check_int, check_modules, check_positive, check_tolerances
 from ..certification import certificate as cert_mod
 from ..certification.degree import MAX_DEGREE, polynomial_at, select_degree
+from ..errors import InvalidInputError
 from ..kernels.features import feature_rank, paper_rank_bound
 from ..problem import check_problem
-from . import costs
+from . import costs, timing
 
 __all__ = ["METHODS", "THRESHOLD_STATEMENT", "Plan", "cost_of", "largest_cheaper_degree", "logit_bound", "plan",
            "threshold_report"]
@@ -30,14 +32,33 @@ __all__ = ["METHODS", "THRESHOLD_STATEMENT", "Plan", "cost_of", "largest_cheaper
 METHODS = ("taylor", "chebyshev", "auto")
 
 
-def cost_of(cert, degree) -> dict:
-    """`costs.path_costs` for the problem a certificate describes, at `degree` (None: exact only)."""
-    return costs.path_costs(cert.L, cert.L_kv, cert.d, "".join(cert.adapted), N=cert.N, degree=degree)
+def cost_of(cert, degree, rates=None) -> dict:
+    """`costs.path_costs` for the problem a certificate describes, at `degree` (None: exact only),
+    with the time model's seconds (`timing.predict_seconds`; `rates` default: this machine's) and
+    their ratio, which is what decides."""
+    rates = timing.load_rates() if rates is None else rates
+    modules = "".join(cert.adapted)
+    out = costs.path_costs(cert.L, cert.L_kv, cert.d, modules, N=cert.N, degree=degree)
+    out["flops_ratio"] = out.pop("ratio")
+    out["exact_seconds"] = timing.predict_seconds(rates, "exact", cert.L, cert.L_kv, cert.d, modules, N=cert.N)
+    out["approx_seconds"] = None if degree is None else timing.predict_seconds(
+        rates, "approx", cert.L, cert.L_kv, cert.d, modules, N=cert.N, degree=degree)
+    out["ratio"] = None if degree is None else out["approx_seconds"] / out["exact_seconds"]
+    out["rates"] = rates.source
+    return out
 
 
-def largest_cheaper_degree(cert) -> int | None:
-    """`costs.largest_cheaper_degree` for the problem a certificate describes."""
-    return costs.largest_cheaper_degree(cert.L, cert.L_kv, cert.d, "".join(cert.adapted), N=cert.N)
+def largest_cheaper_degree(cert, rates=None, limit: int = 400) -> int | None:
+    """The largest degree the time model predicts faster than the exact path (None: none is)."""
+    rates = timing.load_rates() if rates is None else rates
+    modules = "".join(cert.adapted)
+    exact = timing.predict_seconds(rates, "exact", cert.L, cert.L_kv, cert.d, modules, N=cert.N)
+    best = None
+    for g in range(0, limit + 1):
+        if timing.predict_seconds(rates, "approx", cert.L, cert.L_kv, cert.d, modules, N=cert.N, degree=g) >= exact:
+            break
+        best = g
+    return best
 
 
 # ----------------------------------------------------------------------------------------------
@@ -139,9 +160,13 @@ def threshold_report(problem, *, proj: dict | None = None) -> dict:
 class Plan:
     """The approximate path's decision for a size and logit bound, from assumed magnitudes.
 
-    feasible   a degree certifies eps at a cost below the exact path's
-    degree, rank, paper_rank, delta, bound, floor   of the smallest degree meeting eps (None if none)
-    cost       {"approx_flops", "exact_flops", "ratio"}
+    feasible   a degree certifies the tolerance, predicted faster than the exact path
+    tolerance  atol + rtol * gradient_scale (the max-abs error every key must meet)
+    gradient_scale  G: the given `gradient_scale`, else the certified upper bound of max |g| for the
+               assumed magnitudes (the most a relative tolerance can mean there)
+    degree, rank, paper_rank, delta, bound, floor   of the smallest degree meeting it (None if none)
+    cost       {"approx_seconds", "exact_seconds", "ratio" (of the seconds, what decides),
+               "approx_flops", "exact_flops", "flops_ratio", "rates" (where the rates come from)}
     max_cheaper_degree, max_cheaper_rank, max_cheaper_bound   the largest degree still cheaper
                than the exact path, its rank, and the bound certified at min(that degree, 60)
     reason     one line: why (in)feasible
@@ -155,7 +180,10 @@ class Plan:
     N: int
     adapt: str
     logit_bound: float
-    eps: float
+    rtol: float
+    atol: float
+    tolerance: float
+    gradient_scale: float
     method: str
     dtype: str
     feasible: bool
@@ -176,9 +204,9 @@ class Plan:
         return dict(self.__dict__)
 
 
-def plan(L, d, logit_bound, eps, *, adapt="QV", r=4, N=1, L_kv=None, method="auto", dtype="float64",
-         beta=None, alpha=None, input_bound=1.0, value_bound=1.0, target_bound=1.0,
-         query_bound=None, key_bound=None, adapter_bound=None) -> Plan:
+def plan(L, d, logit_bound, eps=None, *, rtol=1e-3, atol=0.0, gradient_scale=None, adapt="QV", r=4, N=1,
+         L_kv=None, method="auto", dtype="float64", beta=None, alpha=None, input_bound=1.0, value_bound=1.0,
+         target_bound=1.0, query_bound=None, key_bound=None, adapter_bound=None) -> Plan:
     """Would `approx_gradients` find a certified degree cheaper than the exact path? No data needed.
 
     Parameters
@@ -187,8 +215,13 @@ def plan(L, d, logit_bound, eps, *, adapt="QV", r=4, N=1, L_kv=None, method="aut
         Sequence length (queries) and head dimension.
     logit_bound : float
         R >= max |S_ij| (e.g. from `logit_bound(problem)`).
-    eps : float
-        Requested max-abs gradient error.
+    eps : float, optional
+        Deprecated: an absolute tolerance, the same as ``atol=eps, rtol=0``.
+    rtol, atol : float
+        The tolerance atol + rtol * G every key's certified bound must meet (as `approx_gradients`).
+    gradient_scale : float, optional
+        G, the gradients' max |g|; default: the certified upper bound for the assumed magnitudes
+        (so a relative tolerance is read at its most generous: the verdict is optimistic there).
     adapt, r, N, L_kv, method, dtype, beta, alpha : optional
         As in `LoRAProblem.random` and `approx_gradients`.
     input_bound, value_bound, target_bound, query_bound, key_bound, adapter_bound : float, optional
@@ -211,17 +244,17 @@ def plan(L, d, logit_bound, eps, *, adapt="QV", r=4, N=1, L_kv=None, method="aut
     Examples
     --------
     >>> import lora_proofcheck as lp
-    >>> pl = lp.plan(L=2**16, d=2, logit_bound=0.5, eps=1e-3)
+    >>> pl = lp.plan(L=2**16, d=2, logit_bound=0.5, atol=1e-3, rtol=0)
     >>> pl.feasible, pl.degree, pl.rank
     (True, 8, 45)
     """
+    rtol, atol = check_tolerances(rtol, atol, eps)
     L = check_int("L", L, 1)
     d = check_int("d", d, 1)
     r = check_int("r", r, 1)
     N = check_int("N", N, 1)
     L_kv = L if L_kv is None else check_int("L_kv", L_kv, 1)
     R = check_positive("logit_bound", logit_bound)
-    eps = check_positive("eps", eps)
     method = check_choice("method", method, METHODS)
     dtype = check_choice("dtype", dtype, ("float64", "float32"))
     adapt = check_modules(adapt, "adapt")
@@ -243,24 +276,33 @@ def plan(L, d, logit_bound, eps, *, adapt="QV", r=4, N=1, L_kv=None, method="aut
         scale=alpha / r, dtype=dtype, logit_bound=R,
         **{k: v for k, v in assumptions.items() if k.endswith("_bound")},
     )
+    if gradient_scale is None:
+        G = max(cert.gradient_magnitudes().values())
+    else:
+        G = check_positive("gradient_scale", gradient_scale)
+    eps = atol + rtol * G
+    if not (eps > 0 and math.isfinite(eps)):
+        raise InvalidInputError(f"the tolerance atol + rtol * gradient_scale = {eps!r} must be finite and > 0")
+    rates = timing.load_rates()
     choice = select_degree(cert, eps, method=method)
     k = None if choice.poly is None else feature_rank(d, choice.poly.degree)
-    cost = cost_of(cert, None if choice.poly is None else choice.poly.degree)
-    g_max = largest_cheaper_degree(cert)
+    cost = cost_of(cert, None if choice.poly is None else choice.poly.degree, rates)
+    g_max = largest_cheaper_degree(cert, rates)
     max_poly = None if g_max is None else polynomial_at(R, min(g_max, MAX_DEGREE), method)
     max_bound = None if max_poly is None else max(cert.bound(max_poly).values())
     feasible = choice.poly is not None and cost["ratio"] < 1.0
     if feasible:
-        reason = (f"degree {choice.poly.degree} (rank {k}) certifies {max(choice.bound.values()):.3g} <= eps "
-                  f"at {cost['ratio']:.3g} x the exact path's flops")
+        reason = (f"degree {choice.poly.degree} (rank {k}) certifies {max(choice.bound.values()):.3g} <= tolerance "
+                  f"{eps:.3g}, predicted {cost['ratio']:.3g} x the exact path's time")
     elif choice.poly is not None:
-        reason = (f"above the threshold: degree {choice.poly.degree} (rank {k}) is needed but costs "
-                  f"{cost['ratio']:.3g} x the exact path")
+        reason = (f"above the threshold: degree {choice.poly.degree} (rank {k}) is needed but is predicted at "
+                  f"{cost['ratio']:.3g} x the exact path's time")
     else:
         reason = f"above the threshold: {choice.reason}"
     poly = choice.poly
     return Plan(
-        L=L, L_kv=L_kv, d=d, r=r, N=N, adapt=adapt, logit_bound=R, eps=eps, method=method, dtype=dtype,
+        L=L, L_kv=L_kv, d=d, r=r, N=N, adapt=adapt, logit_bound=R, rtol=rtol, atol=atol, tolerance=eps,
+        gradient_scale=G, method=method, dtype=dtype,
         feasible=feasible,
         degree=None if poly is None else poly.degree, rank=k,
         paper_rank=None if poly is None else paper_rank_bound(d, poly.degree),

@@ -11,7 +11,7 @@ time is modelled as a sum of work counts read off the cost model (`costs`), each
              tau (1 + k0 / k): narrow GEMMs (small k) run below the wide ones' rate
              feature entries N (L + L_kv) k
              row work N (L + L_kv) d^2 (the elementwise chain, the certificate's passes)
-             one call (certificate set-up, thread pool)
+             one call (thread pool, chunk set-up; the certificate is paid before the choice)
 
 `calibration.calibrate()` times both paths on a small grid (a few seconds), fits the rates by
 non-negative least squares on relative errors, and `save_rates` caches them per machine (CPU, BLAS,

@@ -334,3 +334,60 @@ def monomial_vjp(X, G, poly, *, key: bool = False):
     _check_finite(xp, "X", X)
     _check_finite(xp, "G", G)
     return side_vjp(xp, X, G, poly, key)
+
+
+# ----------------------------------------------------------------------------------------------
+# row-adaptive features (derivations/adaptive.py, R1): balanced inputs, per-row coefficients, key weights
+
+
+@functools.lru_cache(maxsize=64)
+def _sigma_values(d: int, degree: int) -> tuple[float, ...]:
+    """sigma_m = 1/sqrt(m!) per column (colex order): fl(sqrt(fl(1/m!))), two roundings."""
+    return tuple(math.sqrt(float(Fraction(1, math.prod(math.factorial(c) for c in m))))
+                 for level in _exponents(d, degree) for m in level)
+
+
+def degree_blocks(d: int, degree: int) -> tuple[tuple[int, int], ...]:
+    """[start, stop) of each degree t = 0..g in the colex column order: C(d+t-1, t-1), C(d+t, t)."""
+    return tuple((math.comb(d + t - 1, t - 1) if t else 0, math.comb(d + t, t)) for t in range(degree + 1))
+
+
+def plan_features(xp, Xc, degree: int, *, row_coefficients=None, row_weights=None, out=None):
+    """UNVALIDATED row-adaptive features of the balanced, centred rows Xc (..., n, d) -> (..., n, k):
+    sigma_m Xc^m times, per row, its degree-t coefficient (`row_coefficients` (..., g+1, n): the
+    query side U1) or its weight (`row_weights` (..., 1, n): the key side U2).  Then
+    U1 U2^T = w_j sum_t a_{c(i),t} (q'_i . k'_j)^t exactly in exact arithmetic (adaptive.py, R1).
+    The monomials are built unscaled from the balanced inputs (the balance keeps them in range),
+    so every entry is the recurrence's product times sigma_m times one row factor."""
+    d = Xc.shape[-1]
+    plan = _plan(d, degree)
+    sig = _sigma_column(xp, d, degree, Xc.dtype, array_api_compat.device(Xc))
+    fast = array_api_compat.is_numpy_namespace(xp) or array_api_compat.is_cupy_namespace(xp)
+    F = (_fill if fast else _stack)(xp, Xc, plan, sig, out)                     # (..., k, n)
+    if row_weights is not None:
+        if fast:
+            xp.multiply(F, row_weights, out=F)
+        else:
+            F = F * row_weights
+    if row_coefficients is not None:
+        blocks = degree_blocks(d, degree)
+        if fast:
+            for t, (a, b) in enumerate(blocks):
+                xp.multiply(F[..., a:b, :], row_coefficients[..., t:t + 1, :], out=F[..., a:b, :])
+        else:
+            F = xp.concat([F[..., a:b, :] * row_coefficients[..., t:t + 1, :] for t, (a, b) in enumerate(blocks)],
+                          axis=-2)
+    return xp.matrix_transpose(F)
+
+
+@functools.lru_cache(maxsize=64)
+def _sigma_cached(xp, d, degree, dtype, device):
+    vals = _sigma_values(d, degree)
+    return xp.reshape(xp.asarray(vals, dtype=dtype, device=device), (len(vals), 1))
+
+
+def _sigma_column(xp, d, degree, dtype, device):
+    try:
+        return _sigma_cached(xp, d, degree, dtype, device)
+    except TypeError:
+        return _sigma_cached.__wrapped__(xp, d, degree, dtype, device)

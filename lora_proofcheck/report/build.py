@@ -111,7 +111,7 @@ def build_report(config: ReportConfig, *, stream=None, runner=None) -> tuple[dic
     def run_proofs():
         out = []
         for entry in proofs:
-            p = entry.prove()
+            p = registry.prove(entry)
             out.append(
                 {
                     "name": p.name,
@@ -119,6 +119,10 @@ def build_report(config: ReportConfig, *, stream=None, runner=None) -> tuple[dic
                     "paper": p.paper,
                     "holds": p.holds,
                     "size": p.size,
+                    "all_sizes": bool(p.data.get("all_sizes")),
+                    "sufficient_size": p.data.get("sufficient"),
+                    "basis": p.data.get("basis", ""),
+                    "measured": p.measured,
                     "seconds": round(p.seconds, 3),
                 }
             )
@@ -194,6 +198,7 @@ def summarize(report: dict) -> dict:
         "errata_confirmed": sum(1 for e in errata if e["status"] == "confirmed"),
         "errata_total": len(errata),
         "proofs_holding": sum(1 for p in proofs if p["holds"]),
+        "proofs_all_sizes": sum(1 for p in proofs if p["holds"] and p.get("all_sizes")),
         "proofs_total": len(proofs),
         "property_points": props.get("ran") if "rows" in props else None,
         "property_violations": props.get("violations") if "rows" in props else None,

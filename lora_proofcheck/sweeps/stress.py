@@ -42,7 +42,6 @@ from .._lib.validate import check_int, check_positive, check_seed
 from .._lib.version import __version__
 from .._lib.xp import to_numpy
 from ..certification import certificate as cert_mod
-from ..certification.degree import select_degree
 from ..errors import AboveThresholdError, InvalidInputError, InvalidTypeError
 from ..gradients.approx import approx_gradients
 from ..gradients.exact_path import exact_gradients
@@ -105,19 +104,19 @@ def certified_call(problem, *, tol=None, degree=None, method="auto", max_rank=MA
     `Certified`, or the string reason when the API declines (AboveThresholdError) or the needed
     rank exceeds max_rank.
 
-    The campaign's only call into the certified API: when approx_gradients moves to rtol/atol,
-    the two lines marked "API" change (the tolerance is absolute here: rtol=0, atol=tol)."""
+    The campaign's only call into the certified API (the tolerance is absolute: rtol=0, atol=tol;
+    degrees whose rank exceeds max_rank are never run: max_degree)."""
+    g_cap = 0
+    while g_cap < MAX_DEGREE and feature_rank(problem.d, g_cap + 1) <= max_rank:
+        g_cap += 1
     try:
         if degree is None:
-            # the degree approx_gradients will select: declined or too dear, say so without the call
-            choice = select_degree(cert_mod.certify(problem), tol, method=method)  # API
-            if choice.poly is None:
-                return "declined: " + choice.reason[:200]
-            if feature_rank(problem.d, choice.poly.degree) > max_rank:
-                return f"cost: degree {choice.poly.degree} has rank > {max_rank}"
-            res = approx_gradients(problem, eps=tol, on_threshold="force", method=method)  # API
+            if g_cap < 1:
+                return f"cost: degree 1 has rank > {max_rank}"
+            res = approx_gradients(problem, rtol=0.0, atol=tol, on_threshold="force", method=method,
+                                   max_degree=g_cap)
         else:
-            res = approx_gradients(problem, eps=1e300, degree=degree, on_threshold="force", method=method)
+            res = approx_gradients(problem, degree=degree, on_threshold="force", method=method)
     except AboveThresholdError as exc:
         return "declined: " + str(exc).split(";")[0][:200]
     return Certified(res.grads, dict(res.bound), res.degree, res.path, res.method)

@@ -19,16 +19,19 @@ def test_approx_checks_pass():
 
 def test_check_runs_the_registry_tiers(monkeypatch):
     """`check` runs the registry's quick tier (`check --full` its full tier), one row per proof."""
-    fake = (registry.ProofEntry("a", lambda: Outcome("a", True, detail="s", paper="p", size="z"), "fast"),
+    every = {"all_sizes": True}
+    fake = (registry.ProofEntry("a", lambda: Outcome("a", True, detail="s", paper="p", size="z", data=every), "fast"),
             registry.ProofEntry("b", lambda: Outcome("b", False), "full"))
     monkeypatch.setattr(registry, "PROOFS", fake)
-    assert [(r.name, r.detail, r.holds) for r in check_proofs()] == [("proof: a", "p; z", True)]
+    assert [(r.name, r.detail, r.holds) for r in check_proofs()] == [("proof: a", "p; ran at z; proves every size",
+                                                                      True)]
     assert [r.name for r in check_proofs(full=True)] == ["proof: a", "proof: b"]
 
 
 def test_quick_tier_holds_the_lowrank_proofs():
     names = [p.name for p in registry.proofs("quick")]
-    assert sum("chain" in n for n in names) == 5 and "face-splitting identity" in names
+    assert sum("chain" in n and "rule" not in n for n in names) == 4 + 2 * len(registry.SUBSETS)
+    assert "face-splitting identity" in names
 
 
 def test_table_has_a_row_per_result():

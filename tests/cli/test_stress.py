@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from lora_proofcheck.certification import certificate as cm
+from lora_proofcheck.certification import adaptive as ad
 from lora_proofcheck.cli import main
 from lora_proofcheck.sweeps import stress
 
@@ -26,13 +26,13 @@ def test_stress_command_writes_its_summary(tmp_path, capsys):
 
 
 def test_a_violation_exits_1_and_its_case_replays(tmp_path, capsys, monkeypatch):
-    original = cm.Certificate.bound_and_floor
+    original = ad.AdaptiveCertificate.bound_and_floor
 
-    def tenth(self, poly):  # an injected bug: bounds 10x too small
-        bound, floor = original(self, poly)
-        return {k: v / 10 for k, v in bound.items()}, floor
+    def tenth(self, degree, method="auto", *, chunk_rows=None):  # an injected bug: bounds 1e4 x too small
+        bound, floor = original(self, degree, method, chunk_rows=chunk_rows)
+        return {k: v / 1e4 for k, v in bound.items()}, floor
 
-    monkeypatch.setattr(cm.Certificate, "bound_and_floor", tenth)
+    monkeypatch.setattr(ad.AdaptiveCertificate, "bound_and_floor", tenth)
     case = tmp_path / "v.json"
     assert main(["stress", "--cases", "96", "--round-size", "48", "--no-progress", "--case-out", str(case)]) == 1
     assert "VIOLATION" in capsys.readouterr().out and case.is_file()

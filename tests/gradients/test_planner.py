@@ -29,11 +29,19 @@ def test_threshold_report_matches_its_definitions():
 
 
 def test_plan_feasible_and_above_threshold():
-    ok = plan(1 << 16, 2, 0.5, 1e-3, adapt="QV", r=4)
+    ok = plan(1 << 16, 2, 0.5, rtol=0.0, atol=1e-3, adapt="QV", r=4)
     assert isinstance(ok, Plan) and ok.feasible and ok.cost["ratio"] < 1.0
-    assert ok.rank == feature_rank(2, ok.degree) and ok.bound <= 1e-3
+    assert ok.rank == feature_rank(2, ok.degree) and ok.bound <= ok.tolerance == 1e-3
     assert ok.max_cheaper_degree >= ok.degree
-    above = plan(256, 8, 20.0, 1e-6, adapt="QKV")
+    assert ok.cost["approx_seconds"] < ok.cost["exact_seconds"] and "defaults" in ok.cost["rates"]
+    rel = plan(1 << 16, 2, 0.5, rtol=1e-3, adapt="QV", r=4)
+    assert rel.tolerance == pytest.approx(1e-3 * rel.gradient_scale) and rel.bound <= rel.tolerance
+    given = plan(1 << 16, 2, 0.5, rtol=1e-3, gradient_scale=2.0, adapt="QV", r=4)
+    assert given.gradient_scale == 2.0 and given.tolerance == pytest.approx(2e-3)
+    with pytest.warns(DeprecationWarning, match="atol"):
+        old = plan(1 << 16, 2, 0.5, 1e-3, adapt="QV", r=4)
+    assert old.degree == ok.degree and old.atol == 1e-3 and old.rtol == 0.0
+    above = plan(256, 8, 20.0, rtol=0.0, atol=1e-6, adapt="QKV")
     assert not above.feasible and "above the threshold" in above.reason
     assert set(ok.assumptions) >= {"beta", "alpha", "input_bound", "query_bound", "key_bound"}
 
@@ -48,17 +56,18 @@ def test_plan_is_conservative_for_data_within_its_magnitudes():
                 adapter_bound=max(float(np.max(np.abs(v)))
                                   for v in list(host.A.values()) + list(host.B.values())))
     eps = 1e-2
-    p = plan(512, 2, logit_bound(problem), eps, adapt="QV", r=2, beta=problem.beta, alpha=problem.alpha,
-             **mags)
-    res = approx_gradients(problem, eps=eps, on_threshold="force")
+    p = plan(512, 2, logit_bound(problem), rtol=0.0, atol=eps, adapt="QV", r=2, beta=problem.beta,
+             alpha=problem.alpha, **mags)
+    res = approx_gradients(problem, rtol=0.0, atol=eps, on_threshold="force")
     assert p.degree >= res.degree
 
 
 @pytest.mark.parametrize("kwargs, name", [
-    (dict(L=0), "L"), (dict(d=1.5), "d"), (dict(logit_bound=-1.0), "logit_bound"), (dict(eps=0.0), "eps"),
+    (dict(L=0), "L"), (dict(d=1.5), "d"), (dict(logit_bound=-1.0), "logit_bound"), (dict(eps=0.0), "rtol and atol"),
     (dict(adapt="QX"), "adapt"), (dict(r=0), "r"), (dict(method="remez"), "method"),
     (dict(dtype="float16"), "dtype"), (dict(input_bound=math.inf), "input_bound"), (dict(L_kv=-3), "L_kv"),
 ])
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_plan_rejects_bad_arguments(kwargs, name):
     args = dict(L=128, d=2, logit_bound=1.0, eps=1e-4)
     args.update(kwargs)

@@ -192,3 +192,58 @@ def test_chain_inequality_allows_rounding_at_equality_only():
     assert ok and "attained" not in text
     assert not check(Ctx(1.0 + 1e-9))[0]
     assert not check(Ctx(1.001))[0]
+
+
+def test_printed_and_conditional_verdicts():
+    V = ledger.verdict
+    # a statement quoted as printed whose literal check fails is false as printed (a finding, like an
+    # erratum); if its printed form survives the check there is no claim-role evidence: inconclusive
+    assert V(ledger.ASYMPTOTIC, [_o("literal", False)], printed=True) == "refuted-as-printed"
+    assert V(ledger.ASYMPTOTIC, [_o("literal", True)], printed=True) == "inconclusive"
+    assert V(ledger.ASYMPTOTIC, [_o("literal", False)]) == "inconclusive"
+    assert V(ledger.CONDITIONAL, [_o("claim", True)]) == "reduction verified"
+    assert V(ledger.CONDITIONAL, [_o("claim", False)]) == "refuted"
+
+
+def test_a_generality_claim_fails_on_a_proof_of_its_sizes_only():
+    from lora_proofcheck.report.claims import measured as ca
+
+    ctx = Context(ReportConfig("tiny"))
+    ctx.put("proofs", [{"name": "p = dL/dS", "size": "L=2", "holds": True, "all_sizes": False},
+                       {"name": "G = dL/dF", "size": "L=1", "holds": True, "all_sizes": True}])
+    assert ca.proof("p = dL/dS")(ctx)[0] is True  # it holds where it ran
+    ok, text, _ = ca.proof("p = dL/dS", general=True)(ctx)
+    assert not ok and "fixed sizes only" in text
+    assert ca.proof(("G = dL/dF",), general=True)(ctx)[0] is True
+    with pytest.raises(Skip):  # every name part must match a proof
+        ca.proof(("G = dL/dF", "missing"))(ctx)
+
+
+def test_e6_rescaling_recheck_can_fail():
+    """With t = 1 (no rescaling) the hard instance's norms stay sqrt(log L) kappa: no inconsistency shown."""
+    record = copy.deepcopy(load("E6")["rescaling"])
+    assert EVALUATORS["E6"](load("E6"), symbolic=False)["outcomes"][0]["holds"] is False
+    from lora_proofcheck.report.errata.evaluators import evaluate_e6_rescaling
+
+    result = evaluate_e6_rescaling(record, symbolic=False)
+    assert result["inconsistent"] and result["logits_unchanged"]
+    record["t"] = 1.0
+    assert not evaluate_e6_rescaling(record, symbolic=False)["inconsistent"]
+
+
+def test_o1_recheck_can_fail():
+    """With C1 = 0 (W*_Q = 0, B_Q = 0) every logit is 0, where p'/p = 1 for the Taylor features: there the
+    chain IS the gradient of the approximate loss, and the re-check must say the old wording survives."""
+    record = copy.deepcopy(load("O1"))
+    d, r = record["instance"]["d"], record["instance"]["r"]
+    record["instance"]["W"]["Q"] = [[0.0] * d for _ in range(d)]
+    record["instance"]["B"]["Q"] = [[0.0] * r for _ in range(d)]
+    result = EVALUATORS["O1"](record, symbolic=False)
+    assert result["paper_fails"] is False and result["ours_holds"] is True
+    assert result["numeric"]["min_qk_rel_diff"] < 1e-12
+
+
+def test_search_reproduces_the_o1_and_e6_rescaling_counterexamples():
+    strip = lambda r: {k: v for k, v in r.items() if k != "found"}  # noqa: E731
+    assert strip(search.search_o1()) == strip(load("O1"))
+    assert search.search_e6_rescaling() == load("E6")["rescaling"]

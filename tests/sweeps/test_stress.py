@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from lora_proofcheck.certification import certificate as cm
+from lora_proofcheck.certification import adaptive as ad
 from lora_proofcheck.errors import InvalidInputError, InvalidTypeError
 from lora_proofcheck.gradients.exact_path import exact_gradients
 from lora_proofcheck.sweeps import stress
@@ -24,14 +24,14 @@ def _strip(summary):
 
 @pytest.fixture
 def weakened_bound(monkeypatch):
-    """The certificate's bound made 10x too small (an injected bug the campaign must find)."""
-    original = cm.Certificate.bound_and_floor
+    """The certificate's bound made 1e4 x too small (the certificate is tight to about 1e3 on average) (an injected bug the campaign must find)."""
+    original = ad.AdaptiveCertificate.bound_and_floor
 
-    def tenth(self, poly):
-        bound, floor = original(self, poly)
-        return {k: v / 10 for k, v in bound.items()}, floor
+    def tenth(self, degree, method="auto", *, chunk_rows=None):
+        bound, floor = original(self, degree, method, chunk_rows=chunk_rows)
+        return {k: v / 1e4 for k, v in bound.items()}, floor
 
-    monkeypatch.setattr(cm.Certificate, "bound_and_floor", tenth)
+    monkeypatch.setattr(ad.AdaptiveCertificate, "bound_and_floor", tenth)
     return monkeypatch
 
 

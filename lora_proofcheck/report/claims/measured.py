@@ -26,24 +26,35 @@ EXACT_EXPONENT = (1.7, 2.3)
 APPROX_EXPONENT_MAX = 1.3
 
 
-def proof(name_part: str, *, size_part: str = ""):
-    """A check passing when every derivation proof whose name contains `name_part` (and whose size
-    contains `size_part`) holds."""
+def proof(name_part, *, size_part: str = "", general: bool = False):
+    """A check passing when every derivation proof whose name contains `name_part` (a string, or a tuple
+    of strings each of which must match at least one proof) and whose size contains `size_part` holds;
+    with `general`, each must also hold for every size (`all_sizes`: run at the size its index counts
+    require), so a claim of generality fails on a proof of its sizes only."""
+    parts = (name_part,) if isinstance(name_part, str) else tuple(name_part)
 
     def check(ctx):
-        proofs = [p for p in ctx.section("proofs") if name_part in p["name"] and size_part in p["size"]]
-        if not proofs:
-            raise Skip(f"no proof named like {name_part!r} was run in this mode")
+        found = {part: [p for p in ctx.section("proofs") if part in p["name"] and size_part in p["size"]]
+                 for part in parts}
+        missing = [part for part, ps in found.items() if not ps]
+        if missing:
+            raise Skip(f"no proof named like {missing[0]!r} was run in this mode")
+        proofs = [p for ps in found.values() for p in ps]
         holds = all(p["holds"] for p in proofs)
-        sizes = "; ".join(p["size"] for p in proofs)
+        narrow = [p["name"] for p in proofs if not p.get("all_sizes")]
+        ok = holds and not (general and narrow)
+        sizes = "; ".join(f"{p['size']}{'' if p.get('all_sizes') else ' only'}" for p in proofs)
+        scope = "for every size" if not narrow else f"{len(narrow)} at fixed sizes only"
         return (
-            holds,
-            f"{len(proofs)} exact SymPy proof(s) {'hold' if holds else 'FAIL'} ({sizes})",
-            {"proofs": [p["name"] + " @ " + p["size"] for p in proofs]},
+            ok,
+            f"{len(proofs)} exact SymPy proof(s) {'hold' if holds else 'FAIL'}, {scope} ({sizes})",
+            {"proofs": [p["name"] + " @ " + p["size"] for p in proofs], "all_sizes": not narrow,
+             "sufficient": [p.get("sufficient_size") for p in proofs]},
         )
 
     where = f" on {size_part} instances" if size_part else ""
-    check.__doc__ = f"exact symbolic proof(s) '{name_part}'{where} (derivations.registry) hold"
+    scope = ", each for every size (run at its sufficient size)" if general else ""
+    check.__doc__ = f"exact symbolic proof(s) {', '.join(repr(p) for p in parts)}{where} (derivations.registry) hold{scope}"
     return check
 
 

@@ -1,9 +1,11 @@
-"""The errata of the paper (digest §8): printed form, our correction, and a re-check of the stored
-counterexample (numerically, and exactly or in high precision where cheap).
+"""The errata of the paper (digest §8), and ours: printed form, our correction, and a re-check of the
+stored counterexample (numerically, and exactly or in high precision where cheap).
 
 An erratum is "confirmed" only when, on its stored instance, the paper's form fails (numerically
 and, where run, symbolically) and our correction holds; otherwise the report says which part
-did not reproduce.
+did not reproduce. E6 has a second outcome (Theorems 3.1 and 4.1 contradict each other as printed),
+re-checked on its own stored instance. "O<n>" errata are ours: claims this package made in earlier
+versions (`source="ours"`); their "paper's form" is our old wording, kept with its counterexample.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ class Erratum:
     where: str
     paper_form: str
     correction: str
+    source: str = "paper"  # "paper", or "ours" (a claim of this package, corrected)
 
 
 ERRATA = (
@@ -70,11 +73,15 @@ ERRATA = (
     ),
     Erratum(
         "E6",
-        "no 1/d in the logits",
-        "Sec. 1 eq. (1.1), Lemma 3.3, Thm 3.1 / A.1 hypotheses",
-        "β = 1 'w.l.o.g.' and ||C1 W||_∞, ||C2||_∞ <= Γ = o(√log L) suffice for the AS23 low-rank lemma",
+        "no 1/d in the logits; Thms 3.1 and 4.1 inconsistent as printed",
+        "Sec. 1 eq. (1.1), Lemma 3.3, Thm 3.1 / A.1 hypotheses, Thm 4.1",
+        "β = 1 'w.l.o.g.' and ||C1 W||_∞, ||C2||_∞ <= Γ = o(√log L) suffice for the AS23 low-rank lemma "
+        "(Thm 3.1 / A.1), while Thm 4.1 is hard at Γ = √log L·κ",
         "||C1 W||, ||C2|| <= Γ only bound the logits by d·Γ²; AS23 needs logits o(log L) (its 1/d): "
-        "assume max|S| = o(log L), or β = 1/d",
+        "assume max|S| = o(log L), or β = 1/d. Second: C1 -> C1/t, C2 -> t C2 leaves S, the loss and the "
+        "gradients unchanged, so with t ≈ √r Thm 4.1's hard instances (r = Θ(log L)) get norms O(κ) = "
+        "o(√log L), inside Thm 3.1's hypotheses: as printed the theorems contradict each other under SETH; "
+        "on the logits (max|S| = o(log L) vs. κ² log L) they agree",
     ),
     Erratum(
         "E7",
@@ -83,6 +90,17 @@ ERRATA = (
         "U1 ⊘ U2 := [U1[:,1] ⊗ U2[:,1] | ... ] (column-wise Kronecker / Khatri-Rao)",
         "row-wise Kronecker (face-splitting) product (U1 ⊘ U2)[i, :] = U1[i, :] ⊗ U2[i, :] "
         "(AS24 Fact A.2): (U1V1^T) ∘ (U2V2^T) = (U1 ⊘ U2)(V1 ⊘ V2)^T",
+    ),
+    Erratum(
+        "O1",
+        "ours: the object the low-rank chain computes",
+        "this package before issue 11: README, claim ledger (Thm 3.1), derivations/lowrank_proofs.py",
+        "the chain (and the approximate path) computes exactly the gradient of the approximate softmax, "
+        "i.e. of the loss 1/2 ||F~ C3 - Y||^2, F~ = diag(U1 U2^T 1)^-1 U1 U2^T",
+        "the chain equals the exact gradient formulas evaluated at F~ (P~ = F~∘G~ - diag((F~∘G~)1) F~ in place "
+        "of P; proved for every size); the gradient of the approximate loss carries p'(S)/p(S) on P~ and "
+        "differs in its Q/K part; the loss and dW_V coincide",
+        source="ours",
     ),
 )
 
@@ -107,25 +125,30 @@ def recheck(erratum: Erratum) -> dict:
     record = load(erratum.id)
     result = EVALUATORS[erratum.id](record, symbolic=True)
     seconds = time.perf_counter() - t0
+    printed = "paper's form" if erratum.source == "paper" else "our old wording"
     outcomes = [
-        Outcome("paper's form (numeric)", not result["paper_fails"], result["summary"], role="literal",
+        Outcome(f"{printed} (numeric)", not result["paper_fails"], result["summary"], role="literal",
                 data=jsonable(result["numeric"]), seconds=seconds)
     ]
     if result["symbolic"] is not None:
         outcomes.append(
-            Outcome("paper's form (exact / high precision)", not result["symbolic"]["paper_fails"],
+            Outcome(f"{printed} (exact / high precision)", not result["symbolic"]["paper_fails"],
                     result["symbolic"]["detail"], role="literal")
         )
     outcomes.append(
         Outcome("our correction", bool(result["ours_holds"]),
                 "holds on the counterexample" if result["ours_holds"] else "FAILS on the counterexample")
     )
+    for extra in result.get("outcomes", ()):  # a further outcome on its own stored instance (E6)
+        outcomes.append(Outcome(extra["name"], bool(extra["holds"]), extra["measured"], role=extra["role"],
+                                data=jsonable(extra.get("data", {}))))
     paper_fails = all(o.holds is False for o in outcomes if o.role == "literal")
+    ours_hold = all(o.holds for o in outcomes if o.role == "claim")
     status = (
         "confirmed"
-        if paper_fails and result["ours_holds"]
+        if paper_fails and ours_hold
         else "correction fails"
-        if not result["ours_holds"]
+        if not ours_hold
         else "not reproduced"
     )
     return {
@@ -134,6 +157,7 @@ def recheck(erratum: Erratum) -> dict:
         "where": erratum.where,
         "paper_form": erratum.paper_form,
         "correction": erratum.correction,
+        "source": erratum.source,
         "status": status,
         "summary": result["summary"],
         "counterexample": _counterexample_summary(record),
@@ -155,6 +179,7 @@ def run_errata(progress=None) -> list[dict]:
                     "where": erratum.where,
                     "paper_form": erratum.paper_form,
                     "correction": erratum.correction,
+                    "source": erratum.source,
                     "status": "error",
                     "summary": f"re-check crashed: {type(exc).__name__}: {exc}",
                     "counterexample": {},

@@ -19,11 +19,11 @@ from importlib import resources
 import numpy as np
 
 from ...problem import LoRAProblem
-from .evaluators import EVALUATORS
+from .evaluators import EVALUATORS, evaluate_e6_rescaling, hard_instance
 from .instances import DIRECTORY, PACKAGE, dumps, dyadic_problem, load, problem_to_json
 
 __all__ = ["SEARCHES", "main", "search_e1", "search_e2", "search_e3", "search_e4", "search_e5", "search_e6",
-           "search_e7"]
+           "search_e6_rescaling", "search_e7", "search_o1"]
 
 
 def _first(erratum, candidates, accept, criterion, seed):
@@ -128,7 +128,7 @@ def search_e6(seed=6):
                 "eps": 1.0 / L,
             }
 
-    return _first(
+    record = _first(
         "E6",
         candidates(),
         lambda n: n["ratio_paper"] >= 10.0,
@@ -136,6 +136,25 @@ def search_e6(seed=6):
         "for logits <= Γ² misses the F target by >= 10x on the unnormalized logits",
         seed,
     )
+    record["rescaling"] = search_e6_rescaling(seed)
+    return record
+
+
+def search_e6_rescaling(seed=6, L=64):
+    """E6's second outcome: the first App. E hard instance (random signs from `seed`) whose rescaling
+    shows the Thm 3.1 / Thm 4.1 inconsistency with logits above ln L."""
+    rng = np.random.default_rng([seed, L])
+    for tried in range(1, 51):
+        inst = hard_instance(L, rng)
+        result = evaluate_e6_rescaling(inst, symbolic=False)
+        if result["inconsistent"] and result["logits_unchanged"]:
+            return {**inst, "search": {
+                "function": "lora_proofcheck.report.errata.search.search_e6_rescaling", "seed": seed,
+                "candidates_tried": tried,
+                "criterion": "App. E instance (κ = ln ln L, r = ⌈ln L⌉, entries ±√(ln L)·κ, L = 64); rescaled "
+                             "C1/t, t·C2 with identical logits, loss and gradients, norms <= √(2/r)·B, "
+                             "max|S| > ln L"}}
+    raise RuntimeError("no rescaled hard instance among the candidates")
 
 
 def search_e5(seed=5):
@@ -162,6 +181,23 @@ def search_e7(seed=7):
     return _first("E7", candidates(), lambda n: True, "n = 3, k1 = 2, k2 in {3, 2}; dyadic entries", seed)
 
 
+def search_o1(seed=11):
+    def candidates():
+        rng = np.random.default_rng(seed)
+        for _ in range(100):
+            p = LoRAProblem.random(6, 2, 1, adapt="QKV", logit_bound=1.5, seed=int(rng.integers(2**31)))
+            yield {"instance": problem_to_json(p), "degree": 2, "method": "taylor"}
+
+    return _first(
+        "O1",
+        candidates(),
+        lambda n: n["min_qk_rel_diff"] >= 0.1,
+        "degree-2 Taylor features, L=6, d=2, r=1, Q/K/V adapted, logits <= 1.5: the chain's loss and V "
+        "gradients match autograd through F~ to 1e-12, its Q/K gradients differ by >= 10% of max|grad|",
+        seed,
+    )
+
+
 SEARCHES = {
     "E1": search_e1,
     "E2": search_e2,
@@ -170,6 +206,7 @@ SEARCHES = {
     "E5": search_e5,
     "E6": search_e6,
     "E7": search_e7,
+    "O1": search_o1,
 }
 
 

@@ -75,9 +75,9 @@ def _one(p, ref, allowance, base, *, eps_rel=None, degree=None, scale=1.0) -> di
     row = dict(base, eps_rel=eps_rel, eps=None if eps_rel is None else eps_rel * scale, forced_degree=degree)
     try:
         if degree is None:
-            res = approx_gradients(p, eps=row["eps"], on_threshold="force")
+            res = approx_gradients(p, rtol=0.0, atol=row["eps"], on_threshold="force")
         else:
-            res = approx_gradients(p, eps=1e300, degree=degree, on_threshold="force")
+            res = approx_gradients(p, degree=degree, on_threshold="force")
     except AboveThresholdError as exc:
         return dict(row, status="no certified degree", reason=str(exc).split(";")[0])
     errs = {k: float(np.max(np.abs(to_host64(res.grads[k]) - ref[k]))) for k in ref}

@@ -15,6 +15,8 @@ VERDICT_MARK = {
     "verified-with-correction": "✅✎",
     "supported": "☑️",
     "supported-with-correction": "☑️✎",
+    "reduction verified": "🔗",
+    "refuted-as-printed": "⚠️",
     "refuted": "❌",
     "not supported": "❌",
     "inconclusive": "❔",
@@ -101,7 +103,8 @@ def tables(report: dict) -> list:
                 for c in report["claims"]
             ],
             "Verdicts come from the checks' outcomes (see the rules in the JSON schema "
-            "description); ✎ marks a claim that holds only in corrected form.",
+            "description); ✎ marks a claim that holds only in corrected form, ⚠️ a statement false as "
+            "printed (its corrected entry follows it), 🔗 a conditional lower bound whose reduction is verified.",
         )
     )
     errata = report["errata"] if isinstance(report["errata"], list) else []
@@ -110,19 +113,26 @@ def tables(report: dict) -> list:
             "Errata",
             ("id", "title", "where", "status", "counterexample re-check"),
             [(e["id"], e["title"], e["where"], e["status"], e["summary"]) for e in errata],
-            "",
+            "E: the paper's; O: ours (claims this package made before, with the counterexample to our old "
+            "wording: its \"paper's form\" is that wording).",
         )
     )
     proofs = report["proofs"] if isinstance(report["proofs"], list) else []
     out.append(
         (
             "Derivation proofs (exact, SymPy)",
-            ("proof", "paper", "size", "holds", "s"),
+            ("proof", "paper", "ran at", "holds", "proves", "s"),
             [
-                (p["name"], p["paper"], p["size"], "yes" if p["holds"] else "NO", _fmt(p["seconds"], ".1f"))
+                (p["name"], p["paper"], p["size"], "yes" if p["holds"] else "NO",
+                 (f"every size ({p.get('basis', '')}; sufficient: {p.get('sufficient_size')})" if p.get("all_sizes")
+                  else f"this size only (every size needs {p.get('sufficient_size')})" if p.get("sufficient_size")
+                  else "this size only"),
+                 _fmt(p["seconds"], ".1f"))
                 for p in proofs
             ],
-            "",
+            "Each proof is exact at the size it ran; it proves the identity for every size when that size "
+            "covers the one its index counts require (derivations/sufficiency.py, Theorems 1 and 2). "
+            "Negative controls hold when the all-size proof rejects the wrong form.",
         )
     )
     out.extend(_measurement_tables(report["measurements"]))
