@@ -4,6 +4,7 @@
     plan                `plan`
     bench               `bench`
     report              `report`
+    audit               `audit`
 
 Each module's `add_commands(subparsers)` adds its subcommands; a subparser sets `func(args) -> int`.
 Errors the package raises on purpose (`ProofcheckError`) print one line and exit with status 2.
@@ -15,11 +16,11 @@ import argparse
 import sys
 
 from ..errors import ProofcheckError
-from . import bench, core, plan, report
+from . import audit, bench, core, plan, report
 
 __all__ = ["build_parser", "main"]
 
-COMMAND_MODULES = (core, plan, bench, report)
+COMMAND_MODULES = (core, plan, bench, report, audit)
 
 
 def build_parser() -> argparse.ArgumentParser:

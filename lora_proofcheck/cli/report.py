@@ -1,4 +1,5 @@
-"""`lora-proofcheck report --out DIR [--quick | --full] [--backend numpy|cupy] [--seed N] [--bench FILE]`.
+"""`lora-proofcheck report --out DIR [--quick | --full] [--backend numpy|cupy] [--seed N] [--bench FILE]
+[--audit FILE]`.
 
 The report is written atomically (`report.output.publish`): DIR is either the complete new report
 or untouched.
@@ -13,6 +14,7 @@ from pathlib import Path
 from ..report.build import write_report
 from ..report.config import MAX_SEED, ReportConfig, check_backend
 from ..report.measurements.benchmark import recorded_benchmark
+from ..report.measurements.real_heads import recorded_audit
 
 __all__ = ["add_commands"]
 
@@ -64,6 +66,9 @@ def add_commands(sub) -> None:
     p.add_argument("--bench", metavar="FILE.json", default=None,
                    help="summarize this recorded `lora-proofcheck bench --out` result instead of running "
                         "the mode's own (small) benchmark")
+    p.add_argument("--audit", metavar="FILE.json", default=None,
+                   help="carry this recorded `lora-proofcheck audit --out DIR` result (DIR/audit.json) into the "
+                        "report: the section 'Where real heads sit' and the evidence of the App. G claim")
     p.set_defaults(func=_report, mode="full")
 
 
@@ -71,7 +76,10 @@ def _report(args) -> int:
     check_backend(args.backend, name="--backend")
     if args.bench is not None:
         recorded_benchmark(args.bench, name="--bench")  # fail fast, naming the flag, before any work
-    config = ReportConfig(mode=args.mode, seed=args.seed, backend=args.backend, bench_file=args.bench)
+    if args.audit is not None:
+        recorded_audit(args.audit, name="--audit")
+    config = ReportConfig(mode=args.mode, seed=args.seed, backend=args.backend, bench_file=args.bench,
+                          audit_file=args.audit)
     report = write_report(config, args.out, stream=None if args.no_progress else sys.stderr, name="--out")
     s = report["summary"]
     counts = ", ".join(f"{n} {v}" for v, n in s["verdict_counts"].items() if n)

@@ -1,8 +1,9 @@
 """Run every section of a report and assemble the JSON-ready document; `write_report` also writes it.
 
 Order: environment, derivation proofs, errata re-checks, property grid, frontier, measured sweep,
-timing, benchmark, then the ledger (which reads the sections), then the plots. A section that
-raises is recorded as {"status": "error", "reason": ...} (its checks then report "error").
+timing, benchmark, the recorded audit ("Where real heads sit"), then the ledger (which reads the
+sections), then the plots. A section that raises is recorded as {"status": "error", "reason": ...}
+(its checks then report "error").
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from .context import Context
 from .errata import catalogue as errata_mod
 from .measurements import properties, sweeps
 from .measurements.benchmark import benchmark
+from .measurements.real_heads import real_heads
 from .measurements.timing import timing
 from .output import plots as plots_mod
 from .output import writers
@@ -31,7 +33,7 @@ from .output.publish import write_atomically
 
 __all__ = ["PAPER", "SCHEMA_VERSION", "build_report", "summarize", "write_report"]
 
-SCHEMA_VERSION = "1.0.0"
+SCHEMA_VERSION = "1.1.0"
 PAPER = {
     "title": "Computational Limits of Low-Rank Adaptation (LoRA) for Transformer-Based Models",
     "authors": "Hu, Su, Kuo, Song, Liu",
@@ -83,7 +85,7 @@ def build_report(config: ReportConfig, *, stream=None) -> tuple[dict, dict]:
         + len(sizes["property_cases"])
         + 2 * n_rules
         + len(sizes["sweep_L"])
-        + 2
+        + 3
         + len(ledger.CLAIMS)
         + 1
     )
@@ -116,6 +118,7 @@ def build_report(config: ReportConfig, *, stream=None) -> tuple[dict, dict]:
     _section(ctx, "sweep", lambda: sweeps.measured_sweep(ctx, progress), timings)
     _section(ctx, "timing", lambda: timing(ctx), timings, progress)
     _section(ctx, "benchmark", lambda: benchmark(config), timings, progress)
+    _section(ctx, "audit", lambda: real_heads(config), timings, progress)
     t0 = time.perf_counter()
     claims = ledger.run_ledger(ctx, progress)
     timings["ledger"] = round(time.perf_counter() - t0, 3)
@@ -138,7 +141,7 @@ def build_report(config: ReportConfig, *, stream=None) -> tuple[dict, dict]:
         "claims": jsonable(claims),
         "errata": section("errata"),
         "measurements": {
-            key: section(key) for key in ("properties", "frontier", "sweep", "timing", "benchmark")
+            key: section(key) for key in ("properties", "frontier", "sweep", "timing", "benchmark", "audit")
         },
         "plots": [],
         "timings": {"sections": timings},

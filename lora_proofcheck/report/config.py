@@ -133,6 +133,7 @@ class ReportConfig:
     seed: int = 0
     backend: str = "numpy"
     bench_file: str | None = None  # a recorded `lora-proofcheck bench` result to summarize instead
+    audit_file: str | None = None  # a recorded `lora-proofcheck audit` (audit.json): "Where real heads sit"
     sizes: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self):

@@ -2,7 +2,8 @@
 atomic writes on failure, and clear CLI errors.
 
 The tiny configuration (hidden --tiny flag) runs every section at toy sizes: about 20 s per
-report on 2 cores; the module builds two (the second checks determinism).
+report on 2 cores; the module builds two (the second checks determinism). Both carry the recorded
+audit of real heads (reports/audit/audit.json, `--audit`) into the section "Where real heads sit".
 """
 
 import base64
@@ -20,12 +21,15 @@ from lora_proofcheck.report.config import ReportConfig
 from lora_proofcheck.report.output import schema, writers
 
 SEED = 3
+RECORDED_AUDIT = Path(__file__).resolve().parents[2] / "reports" / "audit" / "audit.json"
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     out = tmp_path_factory.mktemp("reports") / "tiny"
-    assert main(["report", "--tiny", "--out", str(out), "--seed", str(SEED), "--no-progress"]) in (0, 1)
+    argv = ["report", "--tiny", "--out", str(out), "--seed", str(SEED), "--no-progress",
+            "--audit", str(RECORDED_AUDIT)]
+    assert main(argv) in (0, 1)
     return out, json.loads((out / "report.json").read_text(encoding="utf-8"))
 
 
@@ -53,11 +57,12 @@ def test_report_has_every_file_and_section(tiny):
         "phase_diagram.png",
         "sweep.png",
         "time_vs_L.png",
+        "real_heads.png",
     }
     env = report["environment"]
     assert env["versions"]["numpy"] and env["cpu"]["cores"] >= 1 and "id" in env["commit"]
     assert report["summary"]["claims"] == len(report["claims"]) >= 20
-    assert {m for m in report["measurements"]} == {"properties", "frontier", "sweep", "timing", "benchmark"}
+    assert set(report["measurements"]) == {"properties", "frontier", "sweep", "timing", "benchmark", "audit"}
     assert report["measurements"]["benchmark"]["status"] == "not run"  # tiny mode says so, no numbers
     md = (out / "report.md").read_text(encoding="utf-8")
     for plot in report["plots"]:
@@ -112,11 +117,12 @@ def test_verdicts_are_consistent_with_the_outcomes(tiny):
     assert by_id["Lemma 2.1"] == "verified"
     assert by_id["App. C.7"] == "verified-with-correction"  # E4: the paper's composed bound fails
     assert by_id["Theorem 4.1"] == "supported"
+    assert by_id["App. G"] == "inconclusive"  # nothing that could decide it can run here
 
 
 def test_same_seed_same_content(tiny, tmp_path):
     out, report = tiny
-    again, plots = build.build_report(ReportConfig("tiny", SEED))
+    again, plots = build.build_report(ReportConfig("tiny", SEED, audit_file=str(RECORDED_AUDIT)))
     assert schema.comparable(json.loads(json.dumps(again, ensure_ascii=False))) == schema.comparable(report)
     for name, (png, _) in plots.items():
         if name != "time_vs_L.png":  # drawn from timings
@@ -203,3 +209,50 @@ def test_recorded_benchmark_is_summarized(tmp_path):
     section = recorded_benchmark(recorded)
     assert section["status"] == "ok" and section["summary"]["methods"]
     assert _json.loads(recorded.read_text())["results"] == section["results"]
+
+
+def test_where_real_heads_sit_from_the_recorded_audit(tiny):
+    """The section carries the recorded audit's numbers unchanged, its figure, and the App. G claim reads it:
+    two required checks that cannot run (so: inconclusive) and the audit's evidence, which ran."""
+    from lora_proofcheck.report.measurements.real_heads import recorded_audit
+
+    out, report = tiny
+    section = report["measurements"]["audit"]
+    recorded = json.loads(RECORDED_AUDIT.read_text(encoding="utf-8"))
+    assert section["status"] == "ok" and section["summary"] == recorded["summary"]
+    assert section == json.loads(json.dumps(recorded_audit(RECORDED_AUDIT)))
+    assert len(section["points"]) == len(recorded["heads"])
+    assert {(s["model"], s["attention"], s["L"]) for s in section["summary"]} >= {
+        ("minilm", "softmax", 128), ("minilm", "softmax", 512)}
+    md = (out / "report.md").read_text(encoding="utf-8")
+    assert "## Where real heads sit" in md and "The LoRA gradient on a real head" in md
+    for s in section["summary"]:
+        label = s["model"] if s["attention"] == "softmax" else f"{s['model']} ({s['attention']})"
+        assert f"| {label} | {s['L']} |" in md
+    (claim,) = [c for c in report["claims"] if c["id"] == "App. G"]
+    checks = {c["name"]: c for c in claim["checks"]}
+    required = [c for c in claim["checks"] if c["role"] == "claim"]
+    assert required and all(c["required"] and c["status"] == "skipped" for c in required)
+    evidence = [c for c in claim["checks"] if c["role"] == "evidence"]
+    heads = checks["real softmax-trained heads vs the certifiable frontier (recorded audit)"]
+    assert heads["status"] == "ran" and heads["holds"] is True and "minilm L=128" in heads["measured"]
+    assert len(evidence) == 3 and claim["kind"] == "empirical claim"
+
+
+def test_recorded_audit_bad_files_name_the_flag(tmp_path, capsys):
+    from lora_proofcheck.report.config import ReportConfig as Config
+    from lora_proofcheck.report.measurements.real_heads import real_heads
+
+    kind = '"kind": "lora_proofcheck.audit"'
+    for text in ("{not json", '{"kind": "something else"}', "{" + kind + ', "schema_version": "2.0"}',
+                 "{" + kind + ', "schema_version": "1.0"}'):
+        bad = tmp_path / "bad.json"
+        bad.write_text(text, encoding="utf-8")
+        argv = ["report", "--tiny", "--no-progress", "--out", str(tmp_path / "r"), "--audit", str(bad)]
+        err = _error(capsys, argv)
+        assert "--audit" in err and "not a readable audit.json" in err
+    missing = tmp_path / "missing.json"
+    err = _error(capsys, ["report", "--tiny", "--out", str(tmp_path / "r"), "--audit", str(missing)])
+    assert "--audit" in err
+    assert not (tmp_path / "r").exists()
+    assert real_heads(Config("tiny"))["status"] == "not run"  # no recorded audit: the section says so
