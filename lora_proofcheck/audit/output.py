@@ -85,7 +85,7 @@ def sections(audit: dict) -> list:
             )
         )
     for g in audit["gradient_checks"]:
-        out.append(("The LoRA gradient on a real head", "lines", audit_tables.gradient_lines(g), ""))
+        out.append((audit_tables.gradient_title(g), "lines", audit_tables.gradient_lines(g), ""))
     header, rows, note = audit_tables.heads_table(audit["heads"], audit["settings"]["rtols"])
     out.append(("Every head", "table", (header, rows), note))
     out.append(("Definitions", "lines", [f"{k}: {v}" for k, v in audit["definitions"].items()], ""))

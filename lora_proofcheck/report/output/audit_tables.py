@@ -6,7 +6,8 @@ Every function reads JSON values only (as written to audit.json), never the audi
 
 from __future__ import annotations
 
-__all__ = ["fmt", "gradient_lines", "heads_table", "models_table", "softmax_1_table", "summary_table"]
+__all__ = ["fmt", "gradient_lines", "gradient_title", "heads_table", "models_table", "softmax_1_table",
+           "summary_table"]
 
 
 def fmt(x, spec=".3g") -> str:
@@ -186,6 +187,13 @@ def softmax_1_table(comparison: list) -> tuple[list, list, str]:
         "(its R must agree: a check of the switch); later layers read hidden states the switch changed."
     )
     return header, rows, note
+
+
+def gradient_title(g: dict | None) -> str:
+    """The heading of one gradient check (its attention, when it ran)."""
+    if not g or "skipped" in g:
+        return "The LoRA gradient on a real head"
+    return f"The LoRA gradient on a real head ({g['model']}, {g.get('attention', 'softmax')})"
 
 
 def gradient_lines(g: dict | None) -> list:

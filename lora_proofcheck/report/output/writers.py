@@ -54,9 +54,9 @@ def _role_tag(c: dict) -> str:
 
 def _check_line(c: dict) -> str:
     if c["role"] in ("timing", "evidence"):
-        state = {None: c["status"].upper()}.get(
-            c["holds"], "within criterion" if c["holds"] else "outside criterion"
-        )
+        met, unmet = ("within criterion", "outside criterion") if c["role"] == "timing" else (
+            "holds", "does not hold")
+        state = {None: c["status"].upper()}.get(c["holds"], met if c["holds"] else unmet)
         return f"[{c['role']}, not used for the verdict] {c['name']}: {state} — {c['measured']}"
     state = {
         True: "PASS" if c["role"] == "claim" else "paper's form holds",
@@ -303,7 +303,7 @@ def audit_details(audit: dict) -> list:
         return []
     out = [(f"What the paper's model does not cover, and how the audit treats it: {m['name']}",
              m["not_covered"]) for m in audit["models"]]
-    out += [("The LoRA gradient on a real head", audit_tables.gradient_lines(g))
+    out += [(audit_tables.gradient_title(g), audit_tables.gradient_lines(g))
             for g in audit["gradient_checks"]]
     if audit["softmax_1_scope"]:
         out.append(("Softmax_1 switched in: what it can and cannot show", [audit["softmax_1_scope"]]))
