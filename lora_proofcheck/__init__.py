@@ -3,7 +3,8 @@
 
 Pipeline: `derivations` (SymPy, proved) -> `codegen` -> `kernels` (generated, array-API generic)
 -> `certification` and `gradients` (the certified paths) -> `checks` (`lora-proofcheck check`, the
-tests) -> `report` (`lora-proofcheck report`). `cli` is the command line, `benchmarks` the timings.
+tests) -> `report` (`lora-proofcheck report`) -> `audit` (`lora-proofcheck audit`: real pretrained
+heads). `cli` is the command line, `benchmarks` the timings.
 
 >>> import lora_proofcheck as lp
 >>> p = lp.LoRAProblem.random(L=256, d=4, r=2, adapt="QKV", logit_bound=1.0, seed=0)
@@ -12,6 +13,7 @@ tests) -> `report` (`lora-proofcheck report`). `cli` is the command line, `bench
 """
 
 from ._lib.version import __version__
+from .audit.api import audit_model
 from .errors import AboveThresholdError, InvalidInputError, InvalidTypeError, ProofcheckError
 from .gradients.approx import ApproxResult, approx_gradients
 from .gradients.exact_path import exact_gradients, loss
@@ -29,6 +31,7 @@ __all__ = [
     "Plan",
     "ProofcheckError",
     "approx_gradients",
+    "audit_model",
     "exact_gradients",
     "logit_bound",
     "loss",

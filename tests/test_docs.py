@@ -29,7 +29,7 @@ def test_docstring_examples(name):
     assert result.attempted > 0, f"{name} has no examples"
 
 
-@pytest.mark.parametrize("name", ["approx_gradients", "exact_gradients", "loss", "plan", "threshold_report",
+@pytest.mark.parametrize("name", ["approx_gradients", "audit_model", "exact_gradients", "loss", "plan", "threshold_report",
                                   "logit_bound", "LoRAProblem", "peer_gradients"])
 def test_public_api_has_numpydoc_sections(name):
     import lora_proofcheck as lp

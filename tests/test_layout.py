@@ -25,8 +25,9 @@ FLOORS = {
     "gradients": 7,
     "checks": 8, "benchmarks": 8, "sweeps": 8,
     "report": 9,
-    "cli": 10,
-    "__init__": 11, "__main__": 11,
+    "audit": 10,
+    "cli": 11,
+    "__init__": 12, "__main__": 12,
 }
 
 

@@ -4,7 +4,9 @@
 Roles (the ledger's): a "claim" check tests the statement (corrected where an erratum applies); a
 "literal" check tests the paper's printed form, so its failure is an erratum, not a refutation; a
 "timing" check reports wall-clock evidence next to the claim but never decides its verdict
-(timings vary between runs, verdicts must not).
+(timings vary between runs, verdicts must not); an "evidence" check reports a measurement that bears
+on a claim the toolkit cannot test itself (what it measures is stated with it) and never decides the
+verdict either.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from dataclasses import dataclass, field
 
 __all__ = ["ROLES", "Outcome", "Skip", "run_check", "timed"]
 
-ROLES = ("claim", "literal", "timing")
+ROLES = ("claim", "literal", "timing", "evidence")
 
 
 @dataclass

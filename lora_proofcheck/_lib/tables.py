@@ -1,13 +1,15 @@
-"""Plain-text tables for the command line and `check`, printed by rich (no colour, no box: readable in logs)."""
+"""Tables: plain text for the command line and `check` (printed by rich: no colour, no box, readable in
+logs), and the Markdown and HTML tables of the reports and audits."""
 
 from __future__ import annotations
 
+import html
 import io
 
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["key_value_table", "render_table"]
+__all__ = ["html_table", "key_value_table", "markdown_table", "render_table"]
 
 
 def render_table(header, rows, *, width: int = 200) -> str:
@@ -30,3 +32,24 @@ def key_value_table(rows, *, width: int = 200) -> str:
     buffer = io.StringIO()
     Console(file=buffer, width=width, color_system=None, force_terminal=False, soft_wrap=False).print(table)
     return "\n".join(line.rstrip() for line in buffer.getvalue().rstrip().splitlines())
+
+
+def markdown_table(header, rows) -> str:
+    """A GitHub-flavoured Markdown table (cells' bars escaped, newlines flattened).
+
+    >>> print(markdown_table(["a", "b"], [[1, "x|y"]]))
+    | a | b |
+    |---|---|
+    | 1 | x\\|y |
+    """
+    cell = lambda x: str(x).replace("|", "\\|").replace("\n", " ")  # noqa: E731
+    lines = ["| " + " | ".join(cell(h) for h in header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def html_table(header, rows) -> str:
+    """An HTML table, every cell escaped."""
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"

@@ -38,7 +38,8 @@ from .._lib.validate import check_int
 from ..errors import InvalidInputError, InvalidTypeError, ProofcheckError
 
 __all__ = ["MAX_RADIUS", "METHODS", "ExpPolynomial", "aggarwal_alman_degree_shape", "certified_rel_error",
-           "closed_form_rel_bound", "derivative_polynomial", "exp_polynomial", "min_degree", "uncertified_taylor"]
+           "closed_form_rel_bound", "degree_lower_bound", "derivative_polynomial", "exp_polynomial", "min_degree",
+           "uncertified_taylor"]
 
 METHODS = ("taylor", "chebyshev")
 
@@ -378,14 +379,40 @@ def _min_degree(radius: float, rel_error: float, method: str, max_degree: int) -
         limit = max_degree if cheb is None else cheb  # ties go to Taylor
         taylor = _min_degree(radius, rel_error, "taylor", limit)
         return taylor if taylor is not None else cheb
-    lower = _taylor_lower if method == "taylor" else _chebyshev_lower
     for g in range(max_degree + 1):
-        # Skipping needs a proof that g fails: the rigorous lower bounds, with a factor-2 margin.
-        if _unreachable(radius, g, rel_error) or lower(radius, g) > 2 * rel_error:
+        if _ruled_out(radius, g, rel_error, method):
             continue
         if _certify(radius, g, method).rel_error <= rel_error:
             return g
     return None
+
+
+def _ruled_out(radius: float, degree: int, rel_error: float, method: str) -> bool:
+    """A proof that `method` at `degree` cannot certify rel_error: no polynomial at all reaches it
+    (`_unreachable`), or the rigorous lower bound on the method's error exceeds it (factor-2 margin)."""
+    lower = _taylor_lower if method == "taylor" else _chebyshev_lower
+    return _unreachable(radius, degree, rel_error) or lower(radius, degree) > 2 * rel_error
+
+
+def degree_lower_bound(radius, rel_error, *, method="auto") -> int:
+    """The smallest degree g that the proofs `min_degree` uses to skip degrees do not rule out:
+    every degree below it provably fails (for both methods when method="auto"), so
+    min_degree(radius, rel_error, method=method) >= degree_lower_bound(...) whenever it finds one.
+
+    No certificate is computed: O(g) float evaluations, usable at any radius (also past MAX_RADIUS,
+    where no certified polynomial is derived). Within a few degrees of min_degree where both exist:
+
+    >>> degree_lower_bound(8.0, 1e-2), min_degree(8.0, 1e-2)
+    (18, 19)
+    """
+    radius = _check_radius(radius, certify=False)
+    rel_error = _check_rel_error(rel_error)
+    method = _check_method(method)
+    methods = METHODS if method == "auto" else (method,)
+    g = 0
+    while all(_ruled_out(radius, g, rel_error, m) for m in methods):
+        g += 1  # terminates: growth rules out only g < ~R / log(3 + sqrt 8); the lower bounds fall as R^g/g!
+    return g
 
 
 def exp_polynomial(radius, *, degree=None, rel_error=None, method="auto", max_degree=60) -> ExpPolynomial:

@@ -5,6 +5,7 @@
     bench               `bench`
     report              `report`
     stress              `stress`
+    audit               `audit`
 
 Each module's `add_commands(subparsers)` adds its subcommands; a subparser sets `func(args) -> int`.
 Errors the package raises on purpose (`ProofcheckError`) print one line and exit with status 2.
@@ -16,11 +17,11 @@ import argparse
 import sys
 
 from ..errors import ProofcheckError
-from . import bench, core, plan, report, stress
+from . import audit, bench, core, plan, report, stress
 
 __all__ = ["build_parser", "main"]
 
-COMMAND_MODULES = (core, plan, bench, report, stress)
+COMMAND_MODULES = (core, plan, bench, report, stress, audit)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,13 +1,15 @@
 """Run every section of a report and assemble the JSON-ready document; `write_report` also writes it.
 
 Order: environment, derivation proofs, errata re-checks, property grid, frontier, measured sweep,
-timing, benchmark, stress, peers, then the ledger (which reads the sections), then the plots. A section
-that raises is recorded as {"status": "error", "reason": ...} (its checks then report "error").
+timing, benchmark, stress, the recorded audit ("Where real heads sit"), the
+recorded peers run, then the ledger (which
+reads the sections), then the plots. A section that raises is recorded as {"status": "error",
+"reason": ...} (its checks then report "error").
 
 The property grid, the frontier and the measured sweep are sweeps of independent cells and run on
 one sweep-engine runner per report (`sweeps.engine`: serial, `--workers N` or `--scheduler`); their
 content is the same whatever runs them. Timing and the benchmark time code, so they always run
-serially in this process; the stress section is a recorded summary, never a run.
+serially in this process; the stress section and the audit are recorded results, never runs.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from .errata import catalogue as errata_mod
 from .measurements import properties, sweeps
 from .measurements.benchmark import benchmark
 from .measurements.peers import peers
+from .measurements.real_heads import real_heads
 from .measurements.stress import stress
 from .measurements.timing import timing
 from .output import plots as plots_mod
@@ -42,7 +45,7 @@ __all__ = ["PAPER", "SCHEMA_VERSION", "build_report", "summarize", "write_report
 SCHEMA_VERSION = "1.2.0"
 #: the sections whose cells run on the report's sweep-engine runner
 ENGINE_SECTIONS = ("properties", "frontier", "sweep")
-MEASUREMENTS = ("properties", "frontier", "sweep", "timing", "benchmark", "stress", "peers")
+MEASUREMENTS = ("properties", "frontier", "sweep", "timing", "benchmark", "stress", "audit", "peers")
 PAPER = {
     "title": "Computational Limits of Low-Rank Adaptation (LoRA) for Transformer-Based Models",
     "authors": "Hu, Su, Kuo, Song, Liu",
@@ -137,6 +140,7 @@ def build_report(config: ReportConfig, *, stream=None, runner=None) -> tuple[dic
     _section(ctx, "timing", lambda: timing(ctx), timings, progress)
     _section(ctx, "benchmark", lambda: benchmark(config), timings, progress)
     _section(ctx, "stress", lambda: stress(config), timings, progress)
+    _section(ctx, "audit", lambda: real_heads(config), timings, progress)
     _section(ctx, "peers", lambda: peers(config), timings, progress)
     t0 = time.perf_counter()
     claims = ledger.run_ledger(ctx, progress)

@@ -15,10 +15,12 @@ from numpy.polynomial import chebyshev as npcheb
 
 from lora_proofcheck.certification import polynomial as poly_mod
 from lora_proofcheck.certification.polynomial import (
+    MAX_RADIUS,
     ExpPolynomial,
     aggarwal_alman_degree_shape,
     certified_rel_error,
     closed_form_rel_bound,
+    degree_lower_bound,
     exp_polynomial,
     min_degree,
 )
@@ -353,3 +355,27 @@ def test_aggarwal_alman_shape():
 def test_bad_inputs_name_the_argument(call, name):
     with pytest.raises(InvalidInputError, match=name):
         call()
+
+
+@given(radius=st.floats(0.0, 16.0), rel_error=st.floats(1e-8, 0.5))
+def test_degree_lower_bound_is_proved_and_below_min_degree(radius, rel_error):
+    """Every degree below the lower bound fails for both methods (their certified errors exceed rel_error),
+    and min_degree never returns less."""
+    g = degree_lower_bound(radius, rel_error)
+    g_min = min_degree(radius, rel_error, max_degree=80)
+    assert g_min is None or g <= g_min
+    if g > 0:
+        for method in ("taylor", "chebyshev"):
+            assert certified_rel_error(radius, g - 1, method) > rel_error
+    for method in ("taylor", "chebyshev"):
+        assert degree_lower_bound(radius, rel_error, method=method) >= g
+
+
+def test_degree_lower_bound_past_the_certified_radius_and_bad_input():
+    # no certificate exists past MAX_RADIUS, but the proofs still bound the degree from below
+    wide, edge = degree_lower_bound(2 * MAX_RADIUS, 1e-2), degree_lower_bound(MAX_RADIUS, 1e-2)
+    assert wide > edge > 2 * MAX_RADIUS / 3
+    with pytest.raises(InvalidInputError, match="rel_error"):
+        degree_lower_bound(1.0, 0.0)
+    with pytest.raises(InvalidInputError, match="radius"):
+        degree_lower_bound(-1.0, 1e-2)

@@ -38,8 +38,32 @@ def test_verdict_rules():
     assert V(ledger.SYMBOLIC, [_o("claim", True), _o("claim", None, "skipped", required=False)]) == "verified"
     assert V(ledger.SYMBOLIC, [_o("claim", None, "error")]) == "inconclusive"
     assert V(ledger.SYMBOLIC, [_o("literal", False)]) == "inconclusive"
-    # timings never decide a verdict (they vary between runs with the same seed)
+    # timings never decide a verdict (they vary between runs with the same seed), nor does evidence
     assert V(ledger.ASYMPTOTIC, [_o("claim", True), _o("timing", False)]) == "supported"
+    assert V(ledger.SYMBOLIC, [_o("claim", True), _o("evidence", False)]) == "verified"
+    assert V(ledger.SYMBOLIC, [_o("evidence", True)]) == "inconclusive"
+    # an empirical claim is worded like an asymptotic one
+    assert V(ledger.EMPIRICAL, [_o("claim", True)]) == "supported"
+    assert V(ledger.EMPIRICAL, [_o("claim", False)]) == "not supported"
+    assert V(ledger.EMPIRICAL, [_o("claim", None, "skipped"), _o("evidence", True)]) == "inconclusive"
+
+
+def test_app_g_is_inconclusive_whatever_the_audit_shows():
+    """Its deciding checks cannot run here (they skip, saying why); the audit's evidence is shown but cannot
+    make the verdict 'supported' or 'not supported', however it comes out."""
+    (claim,) = [c for c in ledger.CLAIMS if c.id == "App. G"]
+    assert claim.kind == ledger.EMPIRICAL
+    deciding = [c for c in claim.checks if c.role == "claim"]
+    assert deciding and all(c.required for c in deciding)
+    ctx = Context(ReportConfig("tiny"))
+    for c in deciding:
+        out = run_check(c.name, c.role, c.fn, ctx)
+        assert out.status == "skipped" and out.holds is None
+        assert "cannot run here" in out.measured or "no pretrained outlier-free" in out.measured
+    for evidence in (True, False):
+        outcomes = [run_check(c.name, c.role, c.fn, ctx) for c in deciding]
+        outcomes += [_o("evidence", evidence) for c in claim.checks if c.role == "evidence"]
+        assert ledger.verdict(claim.kind, outcomes) == "inconclusive"
 
 
 def test_a_failing_check_changes_the_verdict(monkeypatch):

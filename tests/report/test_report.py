@@ -3,7 +3,8 @@ atomic writes on failure, and clear CLI errors.
 
 The tiny configuration (hidden --tiny flag) runs every section at toy sizes: about 20 s per
 report on 2 cores; the module builds three (the second checks determinism, the third runs the
-sweeps on an in-process Dask cluster). The reports carry a small recorded stress campaign.
+sweeps on an in-process Dask cluster). The reports carry a small recorded stress campaign and the
+recorded audit of real heads (reports/audit/audit.json, `--audit`): "Where real heads sit".
 """
 
 import base64
@@ -23,6 +24,7 @@ from lora_proofcheck.report.output import schema, writers
 from lora_proofcheck.sweeps import stress
 
 SEED = 3
+RECORDED_AUDIT = Path(__file__).resolve().parents[2] / "reports" / "audit" / "audit.json"
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +39,7 @@ def stress_file(tmp_path_factory):
 def tiny(tmp_path_factory, stress_file):
     out = tmp_path_factory.mktemp("reports") / "tiny"
     assert main(["report", "--tiny", "--out", str(out), "--seed", str(SEED), "--no-progress",
-                 "--stress", str(stress_file)]) in (0, 1)
+                 "--stress", str(stress_file), "--audit", str(RECORDED_AUDIT)]) in (0, 1)
     return out, json.loads((out / "report.json").read_text(encoding="utf-8"))
 
 
@@ -65,13 +67,14 @@ def test_report_has_every_file_and_section(tiny):
         "phase_diagram.png",
         "sweep.png",
         "time_vs_L.png",
+        "real_heads.png",
         "peers_frontier.png",
     }
     env = report["environment"]
     assert env["versions"]["numpy"] and env["cpu"]["cores"] >= 1 and "id" in env["commit"]
     assert report["summary"]["claims"] == len(report["claims"]) >= 20
     assert set(report["measurements"]) == {"properties", "frontier", "sweep", "timing", "benchmark", "stress",
-                                           "peers"}
+                                           "audit", "peers"}
     assert report["measurements"]["benchmark"]["status"] == "not run"  # tiny mode says so, no numbers
     assert report["engine"] == {"runner": "serial", "workers": 1, "sections": ["properties", "frontier", "sweep"]}
     peers = report["measurements"]["peers"]
@@ -134,6 +137,7 @@ def test_verdicts_are_consistent_with_the_outcomes(tiny):
     assert by_id["Theorem 3.1 (as printed)"] == by_id["Theorem A.1 (as printed)"] == "refuted-as-printed"
     assert by_id["Theorem 4.1"] == "reduction verified"
     assert by_id["Remarks 4.1, 4.2"] == "supported-with-correction"
+    assert by_id["App. G"] == "inconclusive"  # nothing that could decide it can run here
     finding = next(c for c in report["claims"] if c["id"] == "Finding (plug-in vs model)")
     measured = {k["name"]: k for k in finding["checks"]}
     assert measured["refutation: the chain is not the model gradient"]["holds"] is True
@@ -151,7 +155,8 @@ def test_proofs_section_says_what_is_proved_for_which_sizes(tiny):
 
 def test_same_seed_same_content(tiny, stress_file):
     out, report = tiny
-    again, plots = build.build_report(ReportConfig("tiny", SEED, stress_file=str(stress_file)))
+    again, plots = build.build_report(ReportConfig("tiny", SEED, stress_file=str(stress_file),
+                                                   audit_file=str(RECORDED_AUDIT)))
     assert schema.comparable(json.loads(json.dumps(again, ensure_ascii=False))) == schema.comparable(report)
     for name, (png, _) in plots.items():
         if name != "time_vs_L.png":  # drawn from timings
@@ -273,7 +278,8 @@ def test_sweeps_on_a_cluster_give_the_same_report(tiny, stress_file, thread_clus
     _, report = tiny
     out = tmp_path / "cluster"
     assert main(["report", "--tiny", "--out", str(out), "--seed", str(SEED), "--no-progress", "--stress",
-                 str(stress_file), "--scheduler", thread_cluster.scheduler_address]) in (0, 1)
+                 str(stress_file), "--audit", str(RECORDED_AUDIT), "--scheduler",
+                 thread_cluster.scheduler_address]) in (0, 1)
     again = json.loads((out / "report.json").read_text(encoding="utf-8"))
     assert again["engine"]["runner"] == f"scheduler {thread_cluster.scheduler_address}"
     assert again["engine"]["workers"] == 2
@@ -351,3 +357,50 @@ def test_engine_and_stress_errors_exit_2_before_any_work(tmp_path, capsys, monke
     assert main(["report", "--tiny", "--no-progress", "--out", str(tmp_path / "r"), "--workers", "2"]) == 2
     assert 'pip install -e ".[distributed]"' in capsys.readouterr().err
     assert not (tmp_path / "r").exists() and list(tmp_path.iterdir()) == [bad]
+
+
+def test_where_real_heads_sit_from_the_recorded_audit(tiny):
+    """The section carries the recorded audit's numbers unchanged, its figure, and the App. G claim reads it:
+    two required checks that cannot run (so: inconclusive) and the audit's evidence, which ran."""
+    from lora_proofcheck.report.measurements.real_heads import recorded_audit
+
+    out, report = tiny
+    section = report["measurements"]["audit"]
+    recorded = json.loads(RECORDED_AUDIT.read_text(encoding="utf-8"))
+    assert section["status"] == "ok" and section["summary"] == recorded["summary"]
+    assert section == json.loads(json.dumps(recorded_audit(RECORDED_AUDIT)))
+    assert len(section["points"]) == len(recorded["heads"])
+    assert {(s["model"], s["attention"], s["L"]) for s in section["summary"]} >= {
+        ("minilm", "softmax", 128), ("minilm", "softmax", 512)}
+    md = (out / "report.md").read_text(encoding="utf-8")
+    assert "## Where real heads sit" in md and "The LoRA gradient on a real head" in md
+    for s in section["summary"]:
+        label = s["model"] if s["attention"] == "softmax" else f"{s['model']} ({s['attention']})"
+        assert f"| {label} | {s['L']} |" in md
+    (claim,) = [c for c in report["claims"] if c["id"] == "App. G"]
+    checks = {c["name"]: c for c in claim["checks"]}
+    required = [c for c in claim["checks"] if c["role"] == "claim"]
+    assert required and all(c["required"] and c["status"] == "skipped" for c in required)
+    evidence = [c for c in claim["checks"] if c["role"] == "evidence"]
+    heads = checks["real softmax-trained heads vs the certifiable frontier (recorded audit)"]
+    assert heads["status"] == "ran" and heads["holds"] is True and "minilm L=128" in heads["measured"]
+    assert len(evidence) == 3 and claim["kind"] == "empirical claim"
+
+
+def test_recorded_audit_bad_files_name_the_flag(tmp_path, capsys):
+    from lora_proofcheck.report.config import ReportConfig as Config
+    from lora_proofcheck.report.measurements.real_heads import real_heads
+
+    kind = '"kind": "lora_proofcheck.audit"'
+    for text in ("{not json", '{"kind": "something else"}', "{" + kind + ', "schema_version": "2.0"}',
+                 "{" + kind + ', "schema_version": "1.0"}'):
+        bad = tmp_path / "bad.json"
+        bad.write_text(text, encoding="utf-8")
+        argv = ["report", "--tiny", "--no-progress", "--out", str(tmp_path / "r"), "--audit", str(bad)]
+        err = _error(capsys, argv)
+        assert "--audit" in err and "not a readable audit.json" in err
+    missing = tmp_path / "missing.json"
+    err = _error(capsys, ["report", "--tiny", "--out", str(tmp_path / "r"), "--audit", str(missing)])
+    assert "--audit" in err
+    assert not (tmp_path / "r").exists()
+    assert real_heads(Config("tiny"))["status"] == "not run"  # no recorded audit: the section says so

@@ -2,7 +2,8 @@
 computed from their outcomes.
 
 Verdict rules (`verdict`), from the outcomes only:
-  * a claim-role check that ran and failed      -> "refuted" ("not supported" for asymptotic claims)
+  * a claim-role check that ran and failed      -> "refuted" ("not supported" for asymptotic
+    statements and empirical claims)
   * a required claim-role check that errored or was skipped, or none ran -> "inconclusive"
   * an entry that quotes the paper's statement as printed (`printed`), next to its corrected entry:
     a failing literal-role check -> "refuted-as-printed" (the printed statement is false; the
@@ -10,10 +11,10 @@ Verdict rules (`verdict`), from the outcomes only:
   * a conditional lower bound (kind CONDITIONAL: SETH-hardness, not checkable by computation)
     whose claim-role checks hold -> "reduction verified" (the reduction's identities hold; the
     hardness itself is imported)
-  * otherwise "verified" ("supported" for asymptotic statements, which finite runs can only
-    support), with "-with-correction" when a literal-role check shows the printed form fails
-    (the erratum's counterexample stands).
-Timing-role checks are shown with the claim but never enter the verdict. Proof checks
+  * otherwise "verified" ("supported" for asymptotic statements and empirical claims, which finite
+    runs can only support), with "-with-correction" when a literal-role check shows the printed form
+    fails (the erratum's counterexample stands).
+Timing-role and evidence-role checks are shown with the claim but never enter the verdict. Proof checks
 (`measured.proof`) of an identity claimed for every size fail when the proof ran below the size
 that proves it (`sufficiency`).
 
@@ -31,11 +32,12 @@ from . import numeric as cn
 from . import peers as cp
 from . import symbolic as cs
 
-__all__ = ["ASYMPTOTIC", "CLAIMS", "CONDITIONAL", "NUMERIC", "SYMBOLIC", "VERDICTS", "Check", "Claim",
+__all__ = ["ASYMPTOTIC", "CLAIMS", "CONDITIONAL", "EMPIRICAL", "NUMERIC", "SYMBOLIC", "VERDICTS", "Check", "Claim",
            "erratum_check", "erratum_correction", "run_ledger", "verdict", "verdict_counts"]
 
 SYMBOLIC, NUMERIC, ASYMPTOTIC = "symbolic identity", "numerical bound", "asymptotic statement"
 CONDITIONAL = "conditional lower bound"
+EMPIRICAL = "empirical claim"  # an experiment's outcome: finite evidence can only support it
 VERDICTS = (
     "verified",
     "verified-with-correction",
@@ -506,6 +508,33 @@ CLAIMS = (
         "bounded when d ∝ log L; at a fixed rank the measured error explodes past x = √(R/ln L) ≈ 1), not a "
         "lower bound for other algorithms.",
     ),
+    Claim(
+        "App. G",
+        "norm control via outlier-free attention makes LoRA faster",
+        "Pretraining with outlier-free attention (Softmax_1, e^S / (1 + Σ e^S); OutEffHop) controls the "
+        "norms ‖W_µ‖, ‖A_µ‖, ‖B_µ‖ and so makes LoRA faster: full LoRA (r = 128) on OPT-125M/350M/1.3B "
+        "runs 5.5 %, 13.1 % and 33.3 % faster per epoch than on the standard transformers (Table 1, Fig. 1).",
+        EMPIRICAL,
+        (
+            Check("the paper's timings reproduced", ca.app_g_timings),
+            Check("norms of an outlier-free-trained model vs the threshold", ca.app_g_outlier_free_norms),
+            Check("real softmax-trained heads vs the certifiable frontier (recorded audit)",
+                  ca.audit_softmax_heads, "evidence"),
+            Check("Softmax_1 switched into a softmax-trained model (recorded audit)",
+                  ca.audit_softmax_1_switch, "evidence"),
+            Check("proof: LoRA gradients with the Softmax_1 offset n symbolic", ca.proof("dL/dA_"),
+                  "evidence"),
+        ),
+        notes="Inconclusive: neither check that could decide it can run here (no outlier-free-pretrained "
+        "model, no reproduction of the training runs). What the toolkit measures is where real "
+        "softmax-trained heads sit (`lora-proofcheck audit`, carried in with `report --audit`): far above "
+        "the certifiable frontier, so the paper's almost-linear algorithm does not apply to them; norm "
+        "control would have to lower their logit bounds by the factor shown before it could. The normaliser "
+        "does not enter the logits, so Softmax_1 can speed up the polynomial method only through the norms "
+        "training produces; switching it into a softmax-trained model changes its activations, not what an "
+        "outlier-free-trained model's norms would be. The App. G runs use ordinary LoRA, so their "
+        "wall-clock gains are not the paper's algorithm either.",
+    ),
 )
 
 
@@ -513,14 +542,14 @@ def verdict(kind: str, outcomes: list[Outcome], printed: bool = False) -> str:
     claim = [o for o in outcomes if o.role == "claim"]
     corrected = any(o.holds is False for o in outcomes if o.role == "literal")
     if any(o.holds is False for o in claim):
-        return "not supported" if kind == ASYMPTOTIC else "refuted"
+        return "not supported" if kind in (ASYMPTOTIC, EMPIRICAL) else "refuted"
     if printed and corrected:
         return "refuted-as-printed"
     if any(o.holds is None and o.required for o in claim) or not any(o.holds for o in claim):
         return "inconclusive"
     if kind == CONDITIONAL:
         return "reduction verified"
-    base = "supported" if kind == ASYMPTOTIC else "verified"
+    base = "supported" if kind in (ASYMPTOTIC, EMPIRICAL) else "verified"
     return base + ("-with-correction" if corrected else "")
 
 

@@ -14,8 +14,8 @@ import numpy as np
 
 from ...benchmarks.plot import peers_figure
 
-__all__ = ["PLOTS", "bound_tightness", "error_vs_bound", "make_plots", "peers_frontier", "phase_diagram", "sweep",
-           "time_vs_L"]
+__all__ = ["AUDIT_PLOTS", "PLOTS", "bound_tightness", "error_vs_bound", "heads_figure", "layers_figure",
+           "make_plots", "peers_frontier", "phase_diagram", "real_heads", "sweep", "time_vs_L"]
 
 PLOTS = {
     "error_vs_bound.png": "Measured max-abs error of the approximate gradients against the certified bound "
@@ -29,6 +29,16 @@ PLOTS = {
     "peers_frontier.png": "Peers side by side (a recorded `bench --peers` run): relative Frobenius error of the "
     "LoRA gradients against time and against rank / feature count, per family and R at the largest L; filled: "
     "plug-in gradient (exact formulas at F~), open: model gradient (derivative of the approximate loss).",
+    "real_heads.png": "Where real heads sit (recorded audit): every head's logit bound R (a) and true max "
+    "|S_ij| "
+    "(b) against L, with sqrt(log L), log L and the certifiable frontier R*(L) (rtol 1e-2): below the "
+    "frontier the certified approximate path is cheaper than the exact one.",
+}
+#: the figures of `lora-proofcheck audit` (audit.html), drawn by the same functions
+AUDIT_PLOTS = {
+    "audit_heads.png": PLOTS["real_heads.png"].replace("Where real heads sit (recorded audit): every",
+                                                       "Every"),
+    "audit_layers.png": "Median (solid) and max (dashed) logit bound R per layer.",
 }
 
 
@@ -250,6 +260,77 @@ def peers_frontier(report) -> bytes:
     return _png(peers_figure(section["rows"]))
 
 
+def heads_figure(heads, curve) -> bytes:
+    """Every head's logit bound and true max |S_ij| against L (one colour per model and attention), with
+    sqrt(log L), log L and the frontier `curve` ([{L, head_dim, R}]). `heads`: dicts holding model,
+    attention, L, logit_bound and max_abs_logit (audit.json's heads, or the report section's points)."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5), sharey=True)
+    if not heads:
+        for ax in axes:
+            _unavailable(ax, {"reason": "no head records"})
+        return _png(fig)
+    groups = list(dict.fromkeys((h["model"], h.get("attention", "softmax")) for h in heads))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    Lg = np.array(sorted({c["L"] for c in curve} | {h["L"] for h in heads}), dtype=float)
+    rng = np.random.default_rng(0)  # horizontal jitter only, for legibility
+    for ax, key, title in ((axes[0], "logit_bound", "(a) logit bound R the certificate uses"),
+                           (axes[1], "max_abs_logit", "(b) true max |S_ij|")):
+        for i, (model, attention) in enumerate(groups):
+            rows = [h for h in heads if (h["model"], h.get("attention", "softmax")) == (model, attention)]
+            x = np.array([h["L"] for h in rows], dtype=float)
+            x = x * np.exp2(0.12 * (i - (len(groups) - 1) / 2) + 0.04 * rng.standard_normal(len(x)))
+            label = model if attention == "softmax" else f"{model} ({attention})"
+            ax.scatter(x, [_num(h[key]) for h in rows], s=9, alpha=0.5, color=colors[i % len(colors)],
+                       marker="o" if attention == "softmax" else "^", label=f"{label} heads")
+        ax.plot(Lg, np.sqrt(np.log(Lg)), "k:", label="sqrt(log L)")
+        ax.plot(Lg, np.log(Lg), "k--", label="log L")
+        for j, d in enumerate(sorted({c["head_dim"] for c in curve})):
+            pts = [(c["L"], _num(c["R"])) for c in curve if c["head_dim"] == d and _num(c["R"]) > 0]
+            if pts:
+                ax.plot(*zip(*pts), ".-", color=("red", "purple", "brown")[j % 3],
+                        label=f"frontier R*(L), d_h = {d}")
+        ax.set(xscale="log", yscale="log", xlabel="L (tokens)", title=title)
+        ax.set_xscale("log", base=2)
+        ax.grid(True, which="major", alpha=0.3)
+    axes[0].set_ylabel("logit magnitude")
+    axes[1].legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def layers_figure(models) -> bytes:
+    """Median (solid) and max (dashed) logit bound per layer, one line per model, attention and L
+    (audit.json's models)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    i = 0
+    for m in models:
+        for entry in m["per_L"]:
+            layers = [p["layer"] for p in entry["per_layer"]]
+            c = colors[i % len(colors)]
+            tag = "" if entry.get("attention", "softmax") == "softmax" else f" {entry['attention']}"
+            ax.plot(layers, [p["logit_bound_median"] for p in entry["per_layer"]], "-", color=c,
+                    label=f"{m['name']}{tag} L={entry['L']}")
+            ax.plot(layers, [p["logit_bound_max"] for p in entry["per_layer"]], "--", color=c)
+            i += 1
+    ax.set(yscale="log", xlabel="layer", ylabel="logit bound R")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def real_heads(report) -> bytes:
+    section = report["measurements"]["audit"]
+    if section.get("status") != "ok":
+        fig, ax = _pyplot().subplots(figsize=(12, 5))
+        _unavailable(ax, section)
+        return _png(fig)
+    return heads_figure(section["points"], section["frontier_curve"])
+
+
 def make_plots(report) -> dict:
     """{file name: (PNG bytes, caption)} for every figure in PLOTS."""
     makers = {
@@ -258,6 +339,7 @@ def make_plots(report) -> dict:
         "phase_diagram.png": phase_diagram,
         "sweep.png": sweep,
         "time_vs_L.png": time_vs_L,
+        "real_heads.png": real_heads,
         "peers_frontier.png": peers_frontier,
     }
     return {name: (makers[name](report), caption) for name, caption in PLOTS.items()}

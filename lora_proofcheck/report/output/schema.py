@@ -1,24 +1,36 @@
-"""The versioned JSON schema of report.json (`report.schema.json`, package data) and validation."""
+"""The versioned JSON schemas (package data) of report.json (`report.schema.json`) and of the audit files
+the report reads back (`audit.schema.json`, written by `lora-proofcheck audit`), and validation."""
 
 from __future__ import annotations
 
 import json
 from importlib import resources
 
-__all__ = ["SCHEMA_FILE", "VOLATILE_KEYS", "VOLATILE_MEASUREMENTS", "comparable", "schema", "validate"]
+__all__ = ["AUDIT_SCHEMA_FILE", "SCHEMA_FILE", "VOLATILE_KEYS", "VOLATILE_MEASUREMENTS", "audit_schema",
+           "comparable", "schema", "validate", "validate_audit"]
 
 SCHEMA_FILE = "report.schema.json"
+AUDIT_SCHEMA_FILE = "audit.schema.json"
 
 
-def schema() -> dict:
-    return json.loads(resources.files(__package__).joinpath(SCHEMA_FILE).read_text(encoding="utf-8"))
+def schema(name: str = SCHEMA_FILE) -> dict:
+    return json.loads(resources.files(__package__).joinpath(name).read_text(encoding="utf-8"))
 
 
-def validate(report: dict) -> None:
+def audit_schema() -> dict:
+    return schema(AUDIT_SCHEMA_FILE)
+
+
+def validate(report: dict, *, name: str = SCHEMA_FILE) -> None:
     """Raise jsonschema.ValidationError when `report` does not follow the schema (needs jsonschema)."""
     import jsonschema  # noqa: PLC0415 - a test/dev dependency
 
-    jsonschema.Draft202012Validator(schema(), format_checker=jsonschema.FormatChecker()).validate(report)
+    jsonschema.Draft202012Validator(schema(name), format_checker=jsonschema.FormatChecker()).validate(report)
+
+
+def validate_audit(audit: dict) -> None:
+    """Raise jsonschema.ValidationError when `audit` (JSON values) does not follow audit.schema.json."""
+    validate(audit, name=AUDIT_SCHEMA_FILE)
 
 
 # Fields that legitimately differ between two runs with the same seed (wall-clock measurements, and

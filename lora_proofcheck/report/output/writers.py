@@ -7,8 +7,11 @@ import html
 import json
 from pathlib import Path
 
-__all__ = ["CSS", "VERDICT_MARK", "markdown", "tables", "to_html", "write_all", "write_html", "write_json",
-           "write_markdown", "write_plots"]
+from ..._lib.tables import html_table, markdown_table
+from . import audit_tables
+
+__all__ = ["CSS", "REAL_HEADS", "VERDICT_MARK", "audit_details", "markdown", "tables", "to_html", "write_all",
+           "write_html", "write_json", "write_markdown", "write_plots"]
 
 VERDICT_MARK = {
     "verified": "✅",
@@ -46,12 +49,17 @@ def _fmt(x, spec=".3g"):
     return str(x)
 
 
+def _role_tag(c: dict) -> str:
+    """' (timing)' / ' (evidence)' for the checks that never decide a verdict."""
+    return f" ({c['role']})" if c["role"] in ("timing", "evidence") else ""
+
+
 def _check_line(c: dict) -> str:
-    if c["role"] == "timing":
-        state = {None: c["status"].upper()}.get(
-            c["holds"], "within criterion" if c["holds"] else "outside criterion"
-        )
-        return f"[timing, not used for the verdict] {c['name']}: {state} — {c['measured']}"
+    if c["role"] in ("timing", "evidence"):
+        met, unmet = ("within criterion", "outside criterion") if c["role"] == "timing" else (
+            "holds", "does not hold")
+        state = {None: c["status"].upper()}.get(c["holds"], met if c["holds"] else unmet)
+        return f"[{c['role']}, not used for the verdict] {c['name']}: {state} — {c['measured']}"
     state = {
         True: "PASS" if c["role"] == "claim" else "paper's form holds",
         False: "FAIL" if c["role"] == "claim" else "paper's form fails",
@@ -95,7 +103,7 @@ def tables(report: dict) -> list:
                     c["kind"],
                     f"{VERDICT_MARK.get(c['verdict'], '')} {c['verdict']}",
                     "; ".join(
-                        f"{k['name']}{' (timing)' if k['role'] == 'timing' else ''}: "
+                        f"{k['name']}{_role_tag(k)}: "
                         f"{'✓' if k['holds'] else '✗' if k['holds'] is False else k['status']}"
                         for k in c["checks"]
                     ),
@@ -284,7 +292,38 @@ def _measurement_tables(m: dict) -> list:
             ("Benchmark summary", ("status", "reason"), [(bench.get("status"), bench.get("reason"))], "")
         )
     out.append(_stress_table(m["stress"]))
+    out.extend(_audit_tables(m["audit"]))
     out.extend(_peer_tables(m.get("peers", {"status": "not run", "reason": "absent"})))
+    return out
+
+
+REAL_HEADS = "Where real heads sit"
+
+
+def _audit_tables(audit: dict) -> list:
+    if audit.get("status") != "ok":
+        return [(REAL_HEADS, ("status", "reason"), [(audit.get("status"), audit.get("reason"))], "")]
+    header, rows, note = audit_tables.summary_table(audit["summary"])
+    source = f"{audit['source']}; text: {audit['settings']['text']['source']}"
+    out = [(REAL_HEADS, header, rows, f"{source}. {note}")]
+    if audit["softmax_1_comparison"]:
+        out.append((f"{REAL_HEADS}: Softmax_1 switched in",
+                    *audit_tables.softmax_1_table(audit["softmax_1_comparison"])))
+    out.append((f"{REAL_HEADS}: models", *audit_tables.models_table(audit["models"])))
+    return out
+
+
+def audit_details(audit: dict) -> list:
+    """[(heading, lines)] of a recorded audit under its tables: what the paper's model does not cover, the
+    gradient on a real head, what Softmax_1 switched in can and cannot show."""
+    if audit.get("status") != "ok":
+        return []
+    out = [(f"What the paper's model does not cover, and how the audit treats it: {m['name']}",
+             m["not_covered"]) for m in audit["models"]]
+    out += [(audit_tables.gradient_title(g), audit_tables.gradient_lines(g))
+            for g in audit["gradient_checks"]]
+    if audit["softmax_1_scope"]:
+        out.append(("Softmax_1 switched in: what it can and cannot show", [audit["softmax_1_scope"]]))
     return out
 
 
@@ -353,16 +392,6 @@ def _peer_tables(section: dict) -> list:
 # Markdown
 
 
-def _md_cell(x) -> str:
-    return str(x).replace("|", "\\|").replace("\n", " ")
-
-
-def _md_table(header, rows) -> str:
-    lines = ["| " + " | ".join(_md_cell(h) for h in header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def markdown(report: dict) -> str:
     p = report["paper"]
     parts = [
@@ -375,11 +404,14 @@ def markdown(report: dict) -> str:
         parts.append(f"## {title}")
         if note:
             parts.append(f"_{note}_")
-        parts.append(_md_table(header, rows))
+        parts.append(markdown_table(header, rows))
         if title == "Claim ledger":
             parts.append(_md_claim_details(report["claims"]))
         if title == "Errata":
             parts.append(_md_errata_details(report["errata"] if isinstance(report["errata"], list) else []))
+        if title == f"{REAL_HEADS}: models":  # the last of the audit's tables
+            for heading, lines in audit_details(report["measurements"]["audit"]):
+                parts.append(f"**{heading}**\n\n" + "\n".join(f"- {line}" for line in lines))
     parts.append("## Plots")
     for plot in report["plots"]:
         parts.append(f"![{plot['name']}]({plot['file']})\n\n_{plot['caption']}_")
@@ -428,12 +460,6 @@ def _h(x) -> str:
     return html.escape(str(x))
 
 
-def _html_table(header, rows) -> str:
-    head = "".join(f"<th>{_h(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{_h(c)}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
 def to_html(report: dict, plots: dict) -> str:
     p = report["paper"]
     parts = [
@@ -447,7 +473,7 @@ def to_html(report: dict, plots: dict) -> str:
         parts.append(f"<h2>{_h(title)}</h2>")
         if note:
             parts.append(f'<p class="note">{_h(note)}</p>')
-        parts.append(_html_table(header, rows))
+        parts.append(html_table(header, rows))
         if title == "Claim ledger":
             for c in report["claims"]:
                 items = "".join(f"<li>{_h(_check_line(k))}</li>" for k in c["checks"])
@@ -466,6 +492,10 @@ def to_html(report: dict, plots: dict) -> str:
                     f"<br><b>counterexample:</b> <code>{_h(e['counterexample'].get('file'))}</code></p>"
                     f"<ul>{items}</ul></details>"
                 )
+        if title == f"{REAL_HEADS}: models":
+            for heading, lines in audit_details(report["measurements"]["audit"]):
+                items = "".join(f"<li>{_h(line)}</li>" for line in lines)
+                parts.append(f"<details><summary>{_h(heading)}</summary><ul>{items}</ul></details>")
     parts.append("<h2>Plots</h2>")
     for plot in report["plots"]:
         data = base64.b64encode(plots[plot["name"]][0]).decode("ascii")
