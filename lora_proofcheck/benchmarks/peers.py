@@ -18,14 +18,18 @@ range of frob_rel.  Runs in this process with the BLAS and row-chunk threads hel
 Families: "benchmark" (LoRAProblem.random(L, d, r, adapt="QKV", logit_bound=R, seed), the `bench`
 family), the adversarial families of `testing.make_problem` ("aligned", "concentrated", "residual"),
 "outliers" (the benchmark family with 1 % of the rows of X scaled by 4: a few large rows, the
-support basis's premise) and "real-head" (`lora_proofcheck.audit.real_head_problem`, once the audit
-work has landed; until then its rows are skipped, saying why).
+support basis's premise) and "real-head": a problem built from a real pretrained head, passed in by
+the caller as `run_peers(..., real_head=callable)` (the command line passes the audit's
+`real_head_problem`: MiniLM, layer 0, head 7; the audit room sits above this one); without one its
+rows are skipped, saying why. A setting whose rank makes it cost more than `max_cost_ratio` times
+the exact path (the flop model of `peer_cost_ratio`) is skipped with that reason: the real head's
+problem has d = 385 (X' = [X, 1], the head's columns zero-padded to d x d), where the polynomial
+ranks C(d + g, g) explode.
 """
 
 from __future__ import annotations
 
 import datetime
-import importlib
 import math
 import sys
 import time
@@ -44,13 +48,12 @@ from ..problem import LoRAProblem
 from ..testing import make_problem, with_dtype
 
 __all__ = ["ADVERSARIAL", "FAMILIES", "PEERS_SCHEMA_VERSION", "REAL_HEAD", "PeersConfig", "errors", "instance",
-           "max_abs_logit", "real_head_hook", "run_peers", "settings", "summarize_peers"]
+           "max_abs_logit", "peer_cost_ratio", "run_peers", "settings", "summarize_peers"]
 
 PEERS_SCHEMA_VERSION = 1
 ADVERSARIAL = ("aligned", "concentrated", "residual")
 REAL_HEAD = "real-head"
 FAMILIES = ("benchmark", *ADVERSARIAL, "outliers", REAL_HEAD)
-REAL_HEAD_MODULE = "lora_proofcheck.audit"
 OUTLIER_SHARE, OUTLIER_SCALE = 0.01, 4.0
 
 
@@ -68,6 +71,8 @@ class PeersConfig:
     support_degrees: tuple = (3,)
     favor_seeds: int = 3
     support_max_share: float = 0.25   # the support basis's exact part is quadratic: skip above this share
+    max_cost_ratio: float = 1000.0    # skip a setting predicted to cost more than this x the exact path
+    real_head_sizes: tuple = (128,)   # L of the real head (its R is its own)
     d: int = 8
     r: int = 4
     seed: int = 0
@@ -89,6 +94,10 @@ class PeersConfig:
         ints("chebyshev_degrees", self.chebyshev_degrees, 0)
         ints("favor_features", self.favor_features, 1)
         ints("support_degrees", self.support_degrees, 0)
+        ints("real_head_sizes", self.real_head_sizes, 2)
+        ratio = self.max_cost_ratio
+        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not (ratio > 0 and math.isfinite(ratio)):
+            raise InvalidInputError(f"max_cost_ratio must be a positive number, got {ratio!r}")
         if not isinstance(self.logit_bounds, tuple) or not self.logit_bounds:
             raise InvalidTypeError("logit_bounds must be a non-empty tuple")
         for R in self.logit_bounds:
@@ -118,22 +127,15 @@ def settings(config: PeersConfig) -> list:
             + [("support-basis", {"degree": g}, g) for g in config.support_degrees])
 
 
-def real_head_hook():
-    """`lora_proofcheck.audit.real_head_problem` once the audit work has landed, else None.
-
-    Looked up at run time on purpose: the audit room lands in parallel, and until it does the
-    real-head rows are skipped with that reason (every other row is unaffected). It is called as
-    `real_head_problem(L=L, seed=seed)` and must return a LoRAProblem."""
-    try:
-        module = importlib.import_module(REAL_HEAD_MODULE)
-    except ModuleNotFoundError as exc:
-        if exc.name != REAL_HEAD_MODULE:
-            raise
-        return None
-    return getattr(module, "real_head_problem", None)
+def peer_cost_ratio(problem: LoRAProblem, rank: int) -> float:
+    """Predicted flops of one peer gradient over the exact path's: the plug-in chain's four GEMMs,
+    2 (L + L_kv) k (d^2 + 2d + 1) (`lowrank_chain`; route (a) is cheaper), against the exact kernels'
+    about 14 L L_kv d (the convention of `gradients/costs.py`'s comparison)."""
+    d, L, L_kv = problem.d, problem.L, problem.L_kv
+    return 2 * (L + L_kv) * rank * (d * d + 2 * d + 1) / (14 * L * L_kv * d)
 
 
-def instance(family: str, L: int, R: float | None, config: PeersConfig, hook=None) -> LoRAProblem:
+def instance(family: str, L: int, R: float | None, config: PeersConfig, real_head=None) -> LoRAProblem:
     """The problem of one row group (float64)."""
     d, r, seed = config.d, config.r, config.seed
     if family == "benchmark":
@@ -146,7 +148,7 @@ def instance(family: str, L: int, R: float | None, config: PeersConfig, hook=Non
         rng = np.random.default_rng(seed + 1)
         X[rng.choice(L, max(1, int(OUTLIER_SHARE * L)), replace=False)] *= OUTLIER_SCALE
         return LoRAProblem(X, p.Y, p.W, p.A, p.B, alpha=p.alpha, beta=p.beta)
-    problem = hook(L=L, seed=seed)
+    problem = real_head(L=L, seed=seed)
     if not isinstance(problem, LoRAProblem):
         raise InvalidTypeError(f"real_head_problem must return a LoRAProblem, got {type(problem).__name__}")
     return problem
@@ -195,17 +197,17 @@ def _log(config, msg):
 
 def _groups(config: PeersConfig):
     for family in config.families:
-        for L in config.sizes:
+        for L in (config.real_head_sizes if family == REAL_HEAD else config.sizes):
             for R in ((None,) if family == REAL_HEAD else config.logit_bounds):
                 yield family, L, R
 
 
-def run_peers(config: PeersConfig, log=None) -> dict:
-    """Every row (schema: `schema.PEERS_SCHEMA`); `log(row)` is called after each (the CLI prints it)."""
+def run_peers(config: PeersConfig, log=None, real_head=None) -> dict:
+    """Every row (schema: `schema.PEERS_SCHEMA`); `log(row)` is called after each (the CLI prints it).
+    `real_head(L=, seed=)` returns the real head's LoRAProblem (None: its rows are skipped)."""
     if not isinstance(config, PeersConfig):
         raise InvalidTypeError(f"config must be a PeersConfig, got {type(config).__name__}")
     start = time.perf_counter()
-    hook = real_head_hook() if REAL_HEAD in config.families else None
     rows = []
 
     def emit(row):
@@ -216,14 +218,14 @@ def run_peers(config: PeersConfig, log=None) -> dict:
     with blas_controller().limit(limits=config.threads, user_api="blas"):
         for family, L, R in _groups(config):
             base = {"family": family, "L": L, "target_R": R}
-            if family == REAL_HEAD and hook is None:
+            if family == REAL_HEAD and real_head is None:
                 emit({**base, "method": "all", "mode": None, "status": "skipped",
-                      "reason": f"{REAL_HEAD_MODULE}.real_head_problem is not available (the audit work has not "
-                                "landed): no real head to measure"})
+                      "reason": "no real head was given (run_peers(..., real_head=...); the command line "
+                                "passes lora_proofcheck.audit.real_head_problem)"})
                 continue
             try:
-                problem = instance(family, L, R, config, hook)
-            except (ProofcheckError, TypeError, ValueError) as exc:
+                problem = instance(family, L, R, config, real_head)
+            except (ProofcheckError, TypeError, ValueError, OSError, ImportError) as exc:
                 emit({**base, "method": "all", "mode": None, "status": "failed",
                       "reason": f"instance: {type(exc).__name__}: {exc}"})
                 continue
@@ -263,6 +265,13 @@ def _instance_rows(problem, base, config, emit):
                 emit({**row, "mode": mode, "status": "skipped", "reason": f"{type(exc).__name__}: {exc}"})
             continue
         row["rank"] = kern.rank
+        ratio = peer_cost_ratio(problem, kern.rank)
+        if ratio > config.max_cost_ratio:
+            for mode in peer_mod.MODES:
+                emit({**row, "mode": mode, "status": "skipped",
+                      "reason": f"rank {kern.rank} at d = {problem.d}: predicted {ratio:.3g}x the exact path's "
+                                f"flops (> {config.max_cost_ratio:g})"})
+            continue
         if method == "support-basis":
             share = max(float(kern.rows.mean()), float(kern.cols.mean()))
             row.update(threshold=kern.threshold, large_share=share, radius=kern.poly.radius)

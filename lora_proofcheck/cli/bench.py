@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 
 from .._lib.tables import render_table
+from ..audit import real_head_problem
 from ..benchmarks import BenchConfig, run_benchmark, summarize
 from ..benchmarks.peers import FAMILIES, PeersConfig, run_peers, summarize_peers
 from ..benchmarks.plot import plot, plot_peers
@@ -21,8 +22,8 @@ from ..benchmarks.presets import PEERS_PRESETS, PRESETS
 from ..errors import InvalidInputError
 from .arguments import positive_float, positive_int, ranged
 
-__all__ = ["add_commands", "config_from_args", "format_peer_row", "format_peers_summary", "format_summary",
-           "format_table", "peers_config_from_args"]
+__all__ = ["REAL_HEAD", "add_commands", "config_from_args", "format_peer_row", "format_peers_summary",
+           "format_summary", "format_table", "peers_config_from_args", "real_head"]
 
 #: flags of the path benchmark that `--peers` does not take (dest -> flag)
 PATH_ONLY = {"L_min": "--L-min", "L_max": "--L-max", "eps": "--eps", "degrees": "--degrees", "methods": "--methods",
@@ -30,6 +31,13 @@ PATH_ONLY = {"L_min": "--L-min", "L_max": "--L-max", "eps": "--eps", "degrees": 
              "max_memory_gb": "--max-memory-gb"}
 PEERS_ONLY = {"logit_bounds": "--logit-bounds", "families": "--families"}
 DEFAULT_EPS = (1e-3, 1e-6)
+#: the real head of `bench --peers`: the audit's gradient head (MiniLM, the head with the smallest R at L = 128)
+REAL_HEAD = {"model": "minilm", "layer": 0, "head": 7}
+
+
+def real_head(L: int, seed: int):
+    """The LoRA problem of the real head `REAL_HEAD` at L tokens of the audit's shipped text."""
+    return real_head_problem(REAL_HEAD["model"], L=L, layer=REAL_HEAD["layer"], head=REAL_HEAD["head"], seed=seed)[0]
 
 
 def _length(text: str) -> int:
@@ -84,8 +92,9 @@ def add_commands(sub) -> None:
     p.add_argument("--peers", action="store_true",
                    help="instead: the peer approximations (taylor, chebyshev, favor+, support-basis) in both "
                         "gradient modes (plug-in, model), gradient error against time and rank on the benchmark "
-                        "family, the adversarial families and a real head (when available); takes --sizes, "
-                        "--logit-bounds, --families, --repeats, --threads (default 1), --seed, --quick, --out, --plot")
+                        "family, the adversarial families and a real head (the audit's MiniLM head, L = 128); "
+                        "takes --sizes, --logit-bounds, --families, --repeats, --threads (default 1), --seed, "
+                        "--quick, --out, --plot")
     p.add_argument("--logit-bounds", type=positive_float, nargs="+", metavar="R",
                    help="--peers: logit bounds R of the instances (default 1.3 4.8)")
     p.add_argument("--families", nargs="+", choices=FAMILIES, metavar="FAMILY",
@@ -224,7 +233,9 @@ def format_peers_summary(summary: dict) -> str:
 
 def _bench_peers(args) -> int:
     config = peers_config_from_args(args)
-    result = run_peers(config, log=lambda row: print(format_peer_row(row), flush=True))
+    result = run_peers(config, log=lambda row: print(format_peer_row(row), flush=True), real_head=real_head)
+    result["real_head"] = (f"lora_proofcheck.audit.real_head_problem({REAL_HEAD['model']!r}, L, "
+                           f"layer={REAL_HEAD['layer']}, head={REAL_HEAD['head']}, seed)")
     result["summary"] = summarize_peers(result)
     print(format_peers_summary(result["summary"]))
     if args.out is not None:

@@ -1,6 +1,7 @@
 """`lora-proofcheck bench --peers` on tiny sizes: the JSON follows its schema, every instance carries
 its exact rows (float64 reference, float32 floor) and R and max|S| on every row, the real-head hook
-skips with a reason until the audit work lands and is used once it does, flags are checked. No
+is used when the caller passes one (the command line: the audit's MiniLM head) and skipped with a
+reason otherwise, costly ranks are skipped, flags are checked. No
 timing assertions: times are only checked to be recorded."""
 
 from __future__ import annotations
@@ -8,8 +9,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import sys
-import types
 
 import jsonschema
 import numpy as np
@@ -65,22 +64,36 @@ def test_every_instance_has_its_reference_floor_and_every_setting(tiny):
                              for r in favor)
 
 
-def test_real_head_is_skipped_with_a_reason_until_the_audit_lands(tiny):
+def test_real_head_is_skipped_with_a_reason_without_one(tiny):
     (row,) = [r for r in tiny["rows"] if r["family"] == "real-head"]
-    assert row["status"] == "skipped" and "lora_proofcheck.audit" in row["reason"]
+    assert row["status"] == "skipped" and "real_head" in row["reason"]
     (inst,) = [i for i in tiny["summary"]["instances"] if i["family"] == "real-head"]
     assert inst["status"] == "skipped" and inst["reason"] == row["reason"]
 
 
-def test_real_head_hook_is_used_once_it_exists(monkeypatch):
-    module = types.ModuleType(bp.REAL_HEAD_MODULE)
-    module.real_head_problem = lambda L, seed: LoRAProblem.random(L, 8, 4, adapt="QV", logit_bound=2.0, seed=seed)
-    monkeypatch.setitem(sys.modules, bp.REAL_HEAD_MODULE, module)
-    config = bp.PeersConfig(**{**TINY, "families": ("real-head",), "favor_features": (4,), "taylor_degrees": (1,),
-                               "chebyshev_degrees": (1,), "support_degrees": (1,)})
-    result = bp.run_peers(config)
-    assert {r["status"] for r in result["rows"]} == {"ok"} and result["rows"][0]["target_R"] is None
-    assert result["rows"][0]["R"] == pytest.approx(2.0, rel=1e-12)
+def test_a_given_real_head_is_measured_and_costly_settings_skipped():
+    """The real head's problem comes from the caller; a rank that would cost more than max_cost_ratio x
+    the exact path is skipped with the predicted ratio, not run."""
+    head = lambda L, seed: LoRAProblem.random(L, 8, 4, adapt="QV", logit_bound=2.0, seed=seed)  # noqa: E731
+    config = bp.PeersConfig(**{**TINY, "families": ("real-head",), "real_head_sizes": (40,), "favor_features": (4,),
+                               "taylor_degrees": (1, 3), "chebyshev_degrees": (1,), "support_degrees": (1,),
+                               "max_cost_ratio": 5.0})
+    result = bp.run_peers(config, real_head=head)
+    rows = {(r["method"], r.get("param"), r["mode"]): r for r in result["rows"]}
+    assert rows[("taylor", 1, "plugin")]["status"] == "ok" and rows[("taylor", 1, "plugin")]["target_R"] is None
+    assert rows[("taylor", 1, "plugin")]["R"] == pytest.approx(2.0, rel=1e-12)
+    skipped = rows[("taylor", 3, "model")]
+    assert skipped["status"] == "skipped" and "x the exact path" in skipped["reason"]
+    assert bp.peer_cost_ratio(LoRAProblem.random(40, 8, 4, seed=0), 165) > 5.0
+
+
+def test_a_failing_real_head_is_a_failed_row():
+    def broken(L, seed):
+        raise OSError("model files missing")
+
+    result = bp.run_peers(bp.PeersConfig(**{**TINY, "families": ("real-head",)}), real_head=broken)
+    (row,) = result["rows"]
+    assert row["status"] == "failed" and "model files missing" in row["reason"]
 
 
 def test_summary_frontier_and_winner(tiny):
