@@ -17,6 +17,7 @@ from .audit.api import audit_model
 from .errors import AboveThresholdError, InvalidInputError, InvalidTypeError, ProofcheckError
 from .gradients.approx import ApproxResult, approx_gradients
 from .gradients.exact_path import exact_gradients, loss
+from .gradients.peers import peer_gradients
 from .gradients.planner import Plan, logit_bound, plan, threshold_report
 from .problem import MODULES, LoRAProblem
 
@@ -34,6 +35,7 @@ __all__ = [
     "exact_gradients",
     "logit_bound",
     "loss",
+    "peer_gradients",
     "plan",
     "threshold_report",
     "__version__",

@@ -1,5 +1,6 @@
 """`lora-proofcheck bench`: the exact path (dense, blocked), the approximate path and PyTorch
-autograd on identical instances, timed and memory-measured one process per measurement.
+autograd on identical instances, timed and memory-measured one process per measurement; and
+`bench --peers` (`peers`): the peer approximations' gradient error against time, in this process.
 
 Kept light to import: every measurement process imports this package, so the figure (`plot`,
 matplotlib) is a module of its own, imported where a plot is drawn.

@@ -1,12 +1,13 @@
 """The one table of benchmark presets: the `bench` command's `--quick` and default (full) runs, and
 the small runs a report makes when no recorded benchmark is given (`report --quick` / `--full`).
 
-Each preset is a dict of `BenchConfig` fields; the command line overrides any of them.
+Each preset is a dict of `BenchConfig` fields (`PeersConfig` fields for `bench --peers`); the command
+line overrides any of them.
 """
 
 from __future__ import annotations
 
-__all__ = ["PRESETS"]
+__all__ = ["PEERS_PRESETS", "PRESETS"]
 
 PRESETS = {
     # lora-proofcheck bench --quick / bench
@@ -17,4 +18,11 @@ PRESETS = {
                          fit_min_L=1024, gemm_square=512),
     "report-full": dict(L_min=1024, L_max=32768, repeats=3, eps=(1e-3, 1e-6), budget_seconds=900.0,
                         max_seconds=300.0, fit_min_L=4096, gemm_square=2048),
+}
+
+#: `PeersConfig` fields of lora-proofcheck bench --peers --quick / bench --peers (the reference run)
+PEERS_PRESETS = {
+    "quick": dict(sizes=(512,), logit_bounds=(1.3,), families=("benchmark", "aligned", "real-head"),
+                  favor_features=(64, 256), repeats=1),
+    "full": dict(sizes=(512, 2048, 8192), logit_bounds=(1.3, 4.8)),
 }

@@ -1,8 +1,9 @@
-"""JSON Schema of `lora-proofcheck bench --out` (what `run_benchmark` returns)."""
+"""JSON Schemas of `lora-proofcheck bench --out` (what `run_benchmark` returns) and of
+`lora-proofcheck bench --peers --out` (what `peers.run_peers` returns, with its summary)."""
 
 from __future__ import annotations
 
-__all__ = ["ENTRY", "FIT", "GEMM", "RESULT_SCHEMA"]
+__all__ = ["ENTRY", "FIT", "GEMM", "PEERS_SCHEMA", "PEER_ROW", "RESULT_SCHEMA"]
 
 _NUM = {"type": "number"}
 _NUM_OR_NULL = {"type": ["number", "null"]}
@@ -88,6 +89,54 @@ RESULT_SCHEMA = {
         "results": {"type": "array", "items": ENTRY, "minItems": 1},
         "fits": {"type": "object", "additionalProperties": FIT},
         "summary": {"type": "object"},
+        "wall_seconds": _NUM,
+    },
+}
+
+
+_ERRORS = ("max_abs", "max_abs_rel", "frob_rel")
+PEER_ROW = {
+    "type": "object",
+    "required": ["family", "L", "target_R", "method", "mode", "status"],
+    "properties": {
+        "family": {"type": "string"},
+        "L": {"type": "integer", "minimum": 1},
+        "target_R": _NUM_OR_NULL,
+        "method": {"type": "string"},
+        "param": {"type": ["integer", "null"]},
+        "mode": {"enum": ["plugin", "model", "exact", None]},
+        "status": {"enum": ["ok", "skipped", "failed"]},
+        "R": _NUM, "max_abs_S": _NUM, "d": {"type": "integer"}, "r": {"type": "integer"},
+        "rank": {"type": ["integer", "null"]},
+        "seconds": _POS, "times_s": {"type": "array", "items": _POS, "minItems": 1}, "speedup": _POS,
+        **{k: {"type": "number", "minimum": 0} for k in (*_ERRORS, "A_Q_max_rel", "frob_rel_min", "frob_rel_max")},
+        "seeds": {"type": "integer", "minimum": 2},
+        "reason": {"type": "string", "minLength": 1},
+    },
+    "allOf": [
+        {"if": {"properties": {"status": {"const": "ok"}}},
+         "then": {"required": ["R", "max_abs_S", "rank", "seconds", "times_s", *_ERRORS]},
+         "else": {"required": ["reason"]}},
+    ],
+}
+
+PEERS_SCHEMA = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "lora-proofcheck bench --peers result",
+    "type": "object",
+    "required": ["schema_version", "kind", "tool_version", "created", "config", "machine", "rows", "summary",
+                 "wall_seconds"],
+    "properties": {
+        "schema_version": {"const": 1},
+        "kind": {"const": "peers"},
+        "tool_version": {"type": "string"},
+        "created": {"type": "string"},
+        "config": {"type": "object", "required": ["sizes", "logit_bounds", "families", "d", "r", "seed", "threads"]},
+        "machine": {"type": "object"},
+        "rows": {"type": "array", "items": PEER_ROW, "minItems": 1},
+        "summary": {"type": "object", "required": ["instances"],
+                    "properties": {"instances": {"type": "array", "items": {
+                        "type": "object", "required": ["family", "L", "target_R", "status"]}}}},
         "wall_seconds": _NUM,
     },
 }

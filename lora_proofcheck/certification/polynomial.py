@@ -38,7 +38,8 @@ from .._lib.validate import check_int
 from ..errors import InvalidInputError, InvalidTypeError, ProofcheckError
 
 __all__ = ["MAX_RADIUS", "METHODS", "ExpPolynomial", "aggarwal_alman_degree_shape", "certified_rel_error",
-           "closed_form_rel_bound", "degree_lower_bound", "exp_polynomial", "min_degree"]
+           "closed_form_rel_bound", "degree_lower_bound", "derivative_polynomial", "exp_polynomial", "min_degree",
+           "uncertified_taylor"]
 
 METHODS = ("taylor", "chebyshev")
 
@@ -448,6 +449,24 @@ def exp_polynomial(radius, *, degree=None, rel_error=None, method="auto", max_de
             f"max_degree={max_degree} (method={method!r})"
         )
     return _certify(radius, g, method)
+
+
+def derivative_polynomial(poly: ExpPolynomial) -> ExpPolynomial:
+    """p' with the exact rational coefficients t a_t (the derivative features of the model gradient,
+    `gradients/peers.py`). rel_error = inf: no certificate is claimed for p' ≈ exp."""
+    if not isinstance(poly, ExpPolynomial):
+        raise InvalidTypeError(f"poly must be an ExpPolynomial, got {type(poly).__name__}")
+    coeffs = tuple(t * _as_fraction(a) for t, a in enumerate(poly.coefficients))[1:] or (Fraction(0),)
+    return ExpPolynomial(method=f"d/dx {poly.method}", degree=len(coeffs) - 1, radius=poly.radius,
+                         coefficients=coeffs, rel_error=math.inf)
+
+
+def uncertified_taylor(radius: float, degree: int) -> ExpPolynomial:
+    """The degree-g Taylor polynomial of exp (its coefficients do not depend on the radius) with
+    rel_error = inf: for radii past MAX_RADIUS, where no certificate is derived, but the kernel is
+    still what a practitioner runs (BASED's Taylor-2)."""
+    degree = check_int("degree", degree)
+    return ExpPolynomial("taylor", degree, float(radius), taylor_coefficients(degree), math.inf)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""`lora-proofcheck bench`: exact (dense, blocked) vs approximate vs PyTorch autograd, L = 2^10..2^17.
+"""`lora-proofcheck bench`: exact (dense, blocked) vs approximate vs PyTorch autograd, L = 2^10..2^17;
+`bench --peers`: the peer approximations in both gradient modes, error against time and rank.
 
 The machinery lives in `lora_proofcheck.benchmarks`; this module is the command line: flags,
 a table on stdout, JSON (`--out`) and a log-log plot (`--plot`). Progress goes to stderr.
@@ -13,13 +14,30 @@ import re
 from pathlib import Path
 
 from .._lib.tables import render_table
+from ..audit import real_head_problem
 from ..benchmarks import BenchConfig, run_benchmark, summarize
-from ..benchmarks.plot import plot
-from ..benchmarks.presets import PRESETS
+from ..benchmarks.peers import FAMILIES, PeersConfig, run_peers, summarize_peers
+from ..benchmarks.plot import plot, plot_peers
+from ..benchmarks.presets import PEERS_PRESETS, PRESETS
 from ..errors import InvalidInputError
 from .arguments import positive_float, positive_int, ranged
 
-__all__ = ["add_commands", "config_from_args", "format_summary", "format_table"]
+__all__ = ["REAL_HEAD", "add_commands", "config_from_args", "format_peer_row", "format_peers_summary",
+           "format_summary", "format_table", "peers_config_from_args", "real_head"]
+
+#: flags of the path benchmark that `--peers` does not take (dest -> flag)
+PATH_ONLY = {"L_min": "--L-min", "L_max": "--L-max", "eps": "--eps", "degrees": "--degrees", "methods": "--methods",
+             "max_seconds": "--max-seconds", "budget_seconds": "--budget-seconds",
+             "max_memory_gb": "--max-memory-gb"}
+PEERS_ONLY = {"logit_bounds": "--logit-bounds", "families": "--families"}
+DEFAULT_EPS = (1e-3, 1e-6)
+#: the real head of `bench --peers`: the audit's gradient head (MiniLM, the head with the smallest R at L = 128)
+REAL_HEAD = {"model": "minilm", "layer": 0, "head": 7}
+
+
+def real_head(L: int, seed: int):
+    """The LoRA problem of the real head `REAL_HEAD` at L tokens of the audit's shipped text."""
+    return real_head_problem(REAL_HEAD["model"], L=L, layer=REAL_HEAD["layer"], head=REAL_HEAD["head"], seed=seed)[0]
 
 
 def _length(text: str) -> int:
@@ -52,9 +70,9 @@ def add_commands(sub) -> None:
                    help="explicit sizes instead of the doubling sweep (e.g. 16384 20000)")
     p.add_argument("--repeats", type=positive_int, help="timed calls per measurement, median reported "
                                                          "(default 3; 1 with --quick)")
-    p.add_argument("--eps", type=_eps, nargs="+", default=[1e-3, 1e-6],
+    p.add_argument("--eps", type=_eps, nargs="+",
                    help="accuracies of the approximate path (default 1e-3 1e-6)")
-    p.add_argument("--degrees", type=_degree, nargs="+", default=[], metavar="G",
+    p.add_argument("--degrees", type=_degree, nargs="+", metavar="G",
                    help="also run the approximate path at these forced polynomial degrees (method "
                         "approx-g<G>, on_threshold='force'): the kernel's cost at rank C(d+G, G) even "
                         "where the certificate declines eps; its bound is that degree's")
@@ -71,6 +89,16 @@ def add_commands(sub) -> None:
     p.add_argument("--max-memory-gb", type=positive_float,
                    help="memory budget per measurement (default 80%% of available memory)")
     p.add_argument("--seed", type=int, default=0, help="instance seed (default 0)")
+    p.add_argument("--peers", action="store_true",
+                   help="instead: the peer approximations (taylor, chebyshev, favor+, support-basis) in both "
+                        "gradient modes (plug-in, model), gradient error against time and rank on the benchmark "
+                        "family, the adversarial families and a real head (the audit's MiniLM head, L = 128); "
+                        "takes --sizes, --logit-bounds, --families, --repeats, --threads (default 1), --seed, "
+                        "--quick, --out, --plot")
+    p.add_argument("--logit-bounds", type=positive_float, nargs="+", metavar="R",
+                   help="--peers: logit bounds R of the instances (default 1.3 4.8)")
+    p.add_argument("--families", nargs="+", choices=FAMILIES, metavar="FAMILY",
+                   help=f"--peers: instance families, of {' '.join(FAMILIES)} (default all)")
     p.add_argument("--out", type=Path, metavar="FILE.json", help="write the result as JSON")
     p.add_argument("--plot", type=Path, metavar="FILE.png", help="write a log-log plot (PNG)")
     p.set_defaults(func=_bench)
@@ -87,6 +115,9 @@ def _output_path(path: Path | None, suffix: str, flag: str) -> None:
 
 def config_from_args(args) -> BenchConfig:
     """BenchConfig from parsed flags; conflicting flags raise InvalidInputError naming them."""
+    for dest, flag in PEERS_ONLY.items():
+        if getattr(args, dest, None) is not None:
+            raise InvalidInputError(f"{flag} applies to --peers only")
     preset = PRESETS["quick" if args.quick else "full"]
     pick = lambda value, key: preset[key] if value is None else value  # noqa: E731
     L_min, L_max = pick(args.L_min, "L_min"), pick(args.L_max, "L_max")
@@ -96,10 +127,10 @@ def config_from_args(args) -> BenchConfig:
         raise InvalidInputError("--backend cupy: CuPy is not importable here (pip install -e '.[gpu]')")
     _output_path(args.out, ".json", "--out")
     _output_path(args.plot, ".png", "--plot")
-    eps = tuple(dict.fromkeys(args.eps))
+    eps = tuple(dict.fromkeys(DEFAULT_EPS if args.eps is None else args.eps))
     config = dict(
         L_min=L_min, L_max=L_max, L_list=None if args.sizes is None else tuple(args.sizes),
-        repeats=pick(args.repeats, "repeats"), eps=eps, degrees=tuple(dict.fromkeys(args.degrees)),
+        repeats=pick(args.repeats, "repeats"), eps=eps, degrees=tuple(dict.fromkeys(args.degrees or ())),
         threads=args.threads, backend=args.backend,
         seed=args.seed, max_seconds=pick(args.max_seconds, "max_seconds"),
         budget_seconds=pick(args.budget_seconds, "budget_seconds"), gemm_square=preset["gemm_square"],
@@ -141,7 +172,84 @@ def format_summary(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def peers_config_from_args(args) -> PeersConfig:
+    """PeersConfig from parsed flags (`--peers`); flags of the path benchmark raise InvalidInputError."""
+    for dest, flag in PATH_ONLY.items():
+        if getattr(args, dest, None) is not None:
+            raise InvalidInputError(f"{flag} does not apply to --peers")
+    if args.backend != "numpy":
+        raise InvalidInputError("--backend: --peers runs on NumPy only (the support basis assembles its "
+                                "blocks on the host)")
+    _output_path(args.out, ".json", "--out")
+    _output_path(args.plot, ".png", "--plot")
+    if args.seed < 0:
+        raise InvalidInputError(f"--seed must be >= 0 for --peers, got {args.seed}")
+    config = dict(PEERS_PRESETS["quick" if args.quick else "full"])
+    if args.sizes is not None:
+        config["sizes"] = tuple(dict.fromkeys(args.sizes))
+    if args.logit_bounds is not None:
+        config["logit_bounds"] = tuple(dict.fromkeys(args.logit_bounds))
+    if args.families is not None:
+        config["families"] = tuple(dict.fromkeys(args.families))
+    if args.repeats is not None:
+        config["repeats"] = args.repeats
+    config.update(seed=args.seed, threads=args.threads or 1)
+    return PeersConfig(**config)
+
+
+def _g(value) -> str:
+    return "-" if value is None else f"{value:.3g}"
+
+
+def format_peer_row(row: dict) -> str:
+    """One `bench --peers` row on one line, R and max|S| beside it."""
+    param = "" if row.get("param") is None else str(row["param"])
+    head = (f"{row['family']:>12s} L={row['L']:<6d} R={_g(row.get('R', row['target_R'])):>6s} "
+            f"max|S|={_g(row.get('max_abs_S')):>6s} {row['method']:>14s} {param:>5s} "
+            f"{row['mode'] or '':>6s} k={'-' if row.get('rank') is None else row['rank']!s:>5s}")
+    if row["status"] != "ok":
+        return f"{head}  {row['status']}: {row['reason']}"
+    spread = f" [{row['frob_rel_min']:.2e}, {row['frob_rel_max']:.2e}] over {row['seeds']} seeds" if "seeds" in row else ""
+    speed = f" ({row['speedup']:.3g}x exact)" if "speedup" in row else ""
+    return (f"{head}  {row['seconds']:.4f} s{speed}  max-abs {row['max_abs']:.2e} (rel {row['max_abs_rel']:.2e})  "
+            f"frob rel {row['frob_rel']:.2e}{spread}")
+
+
+def format_peers_summary(summary: dict) -> str:
+    lines = ["", "winners (lowest relative Frobenius error among the rows faster than exact float64):"]
+    for inst in summary["instances"]:
+        where = f"{inst['family']} L={inst['L']} R={_g(inst.get('R', inst['target_R']))}"
+        if inst["status"] != "ok":
+            lines.append(f"  {where}: {inst['status']} ({inst['reason']})")
+            continue
+        w = inst["winner"]
+        won = "none faster than exact" if w is None else (
+            f"{w['method']} {w['param']} {w['mode']} frob rel {w['frob_rel']:.2e} at {w['seconds']:.3g} s "
+            f"({w['speedup']:.3g}x)")
+        lines.append(f"  {where} max|S|={inst['max_abs_S']:.3g}: {won}; exact {inst['exact_seconds']:.3g} s, "
+                     f"float32 floor {inst['float32_floor_frob_rel']:.1e}")
+    return "\n".join(lines)
+
+
+def _bench_peers(args) -> int:
+    config = peers_config_from_args(args)
+    result = run_peers(config, log=lambda row: print(format_peer_row(row), flush=True), real_head=real_head)
+    result["real_head"] = (f"lora_proofcheck.audit.real_head_problem({REAL_HEAD['model']!r}, L, "
+                           f"layer={REAL_HEAD['layer']}, head={REAL_HEAD['head']}, seed)")
+    result["summary"] = summarize_peers(result)
+    print(format_peers_summary(result["summary"]))
+    if args.out is not None:
+        args.out.write_text(json.dumps(result, indent=1, allow_nan=False) + "\n", encoding="utf-8")
+        print(f"wrote {args.out}")
+    if args.plot is not None:
+        plot_peers(result, args.plot)
+        print(f"wrote {args.plot}")
+    return 0
+
+
 def _bench(args) -> int:
+    if args.peers:
+        return _bench_peers(args)
     config = config_from_args(args)
     result = run_benchmark(config)
     result["summary"] = summarize(result)

@@ -21,8 +21,8 @@ def add_commands(sub) -> None:
 
     p = sub.add_parser("check", help="quick verification run, printed as a table",
                        description="Run the symbolic proofs (the registry's quick tier: the decomposition, "
-                                   "the LoRA gradients and the low-rank chains, each for every size), the oracle "
-                                   "comparisons (finite "
+                                   "the LoRA gradients and the low-rank chains, each for every size; the peers' "
+                                   "model gradient at fixed sizes), the oracle comparisons (finite "
                                    "differences, PyTorch autograd, array-api-strict) and the approximate-path checks.")
     p.add_argument("--full", action="store_true", help="the proofs' full tier (adds the fixed-size one-piece proofs and the negative "
                         "controls) and larger settings")

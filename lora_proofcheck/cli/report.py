@@ -1,5 +1,5 @@
 """`lora-proofcheck report --out DIR [--quick | --full] [--backend numpy|cupy] [--seed N] [--bench FILE]
-[--stress FILE] [--audit FILE] [--workers N | --scheduler tcp://HOST:PORT]`.
+[--stress FILE] [--audit FILE] [--peers FILE] [--workers N | --scheduler tcp://HOST:PORT]`.
 
 The report is written atomically (`report.output.publish`): DIR is either the complete new report
 or untouched.
@@ -14,6 +14,7 @@ from pathlib import Path
 from ..report.build import write_report
 from ..report.config import ReportConfig, check_backend
 from ..report.measurements.benchmark import recorded_benchmark
+from ..report.measurements.peers import recorded_peers
 from ..report.measurements.real_heads import recorded_audit
 from ..report.measurements.stress import recorded_stress
 from .arguments import add_engine_arguments, seed
@@ -62,6 +63,9 @@ def add_commands(sub) -> None:
     p.add_argument("--stress", metavar="FILE.json", default=None,
                    help="carry this recorded `lora-proofcheck stress --out` summary into the report (the report "
                         "never runs the campaign itself)")
+    p.add_argument("--peers", metavar="FILE.json", default=None,
+                   help="carry this recorded `lora-proofcheck bench --peers --out` result into the report (the "
+                        "peers section: frontier plot and tables); without it the section says it was not run")
     add_engine_arguments(p)
     p.add_argument("--audit", metavar="FILE.json", default=None,
                    help="carry this recorded `lora-proofcheck audit --out DIR` result (DIR/audit.json) into the "
@@ -77,8 +81,10 @@ def _report(args) -> int:
         recorded_stress(args.stress, name="--stress")
     if args.audit is not None:
         recorded_audit(args.audit, name="--audit")
+    if args.peers is not None:
+        recorded_peers(args.peers, name="--peers")
     config = ReportConfig(mode=args.mode, seed=args.seed, backend=args.backend, bench_file=args.bench,
-                          stress_file=args.stress, audit_file=args.audit)
+                          stress_file=args.stress, audit_file=args.audit, peers_file=args.peers)
     report = write_report(config, args.out, stream=None if args.no_progress else sys.stderr, name="--out",
                           workers=args.workers, scheduler=args.scheduler)
     s = report["summary"]

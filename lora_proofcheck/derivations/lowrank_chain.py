@@ -29,7 +29,8 @@ passes over row chunks (`PHASES`): the runtime (`gradients/lowrank_path.py`) run
 features never exist for all L rows at once.  Cost 2 (L + L_kv) k (2 + 3d + 2d^2) flops for the
 four GEMMs, memory O(chunk k + L d^2).  `lowrank_proofs` proves, for every size, that both chains
 equal the exact derivation when U1 U2^T = exp(S) exactly, and equal the exact gradient formulas
-evaluated at F~ for any U1, U2 (not the gradient of the approximate loss: erratum O1).
+evaluated at F~ for any U1, U2 (not the gradient of the approximate loss, erratum O1: that is the
+model gradient of `peers.py`).
 """
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ from .nodes import FaceSplit, Fill, divide_rows, rowsum
 __all__ = [
     "OUTPUTS", "PROJECTIONS", "SORTS_K", "chain_at_F_tilde_sides", "chain_exact_features_sides",
     "prove_chain_equals_exact_formulas_at_F_tilde", "prove_chain_exact_features", "prove_face_split_identity",
-    "prove_face_split_swap", "prove_rowdot",
+    "prove_face_split_swap", "prove_rowdot", "shared_projections",
 ]
 
 OUTPUTS = ("loss", "dW_Q", "dW_K", "dW_V")
@@ -117,6 +117,10 @@ def _shared_projections(D) -> bool:
     ref = decomposition.build()  # compared as text: the wrong p2 variant has other (square) shape symbols
     names = {s.name for s in D.steps}
     return all(sp.sstr(D.step(n).expr) == sp.sstr(ref.step(n).expr) for n in PROJECTIONS if n in names)
+
+
+#: public name for the derivations of other modules (peer_proofs) built on the same projections
+shared_projections = _shared_projections
 
 
 class _Head:

@@ -29,6 +29,7 @@ from . import decomposition_proofs as dp
 from . import lowrank_chain
 from . import lowrank_proofs as lp
 from . import negative_controls as nc
+from . import peer_proofs as pp
 
 __all__ = ["PROOFS", "SUBSETS", "TIERS", "ProofEntry", "proofs", "prove", "run"]
 
@@ -115,6 +116,28 @@ PROOFS = (
     _one_piece("V", "full", L=1, d=3, r=2, cross=True, L_kv=2),
     *(ProofEntry(f"negative control: {c.name}", lambda c=c: nc.rejected(c), "full", all_sizes=False,
                  sufficient="") for c in nc.CONTROLS),
+    # the peers' model gradient (derivations/peers.py): route (a), route (b), agreement, FAVOR+; fixed sizes
+    ProofEntry("model gradient of the low-rank loss (route a; L=2, L_kv=2, k=2, d=1)",
+               pp.prove_model_lowrank_is_gradient, "quick", all_sizes=False),
+    ProofEntry("model gradient of the low-rank loss (route a; L=3, L_kv=2, k=1, d=1)",
+               lambda: pp.prove_model_lowrank_is_gradient(L=3, L_kv=2, k=1, d=1), "quick", all_sizes=False),
+    ProofEntry("model gradient of the low-rank loss (route a; L=2, L_kv=2, k=2, d=2)",
+               lambda: pp.prove_model_lowrank_is_gradient(L=2, L_kv=2, k=2, d=2), "full", all_sizes=False),
+    ProofEntry("model gradient of an entrywise kernel (route b, QKV; L=2, L_kv=3, d=2)",
+               pp.prove_model_poly_is_gradient, "quick", all_sizes=False),
+    ProofEntry("model gradient of an entrywise kernel (route b, QV; L=2, L_kv=2, d=2)",
+               lambda: pp.prove_model_poly_is_gradient(L=2, L_kv=2, d=2, modules="QV"), "quick", all_sizes=False),
+    ProofEntry("model gradient of an entrywise kernel (route b, QKV; L=3, L_kv=3, d=2)",
+               lambda: pp.prove_model_poly_is_gradient(L=3, L_kv=3, d=2), "full", all_sizes=False),
+    ProofEntry("model = plug-in when P' = P (L=2, L_kv=3, d=2)", pp.prove_model_is_plugin_for_exp, "quick",
+               all_sizes=False),
+    ProofEntry("plug-in and model agree on W_V (L=2, L_kv=2, k=2, d=2)", pp.prove_plugin_model_agree_on_V, "quick",
+               all_sizes=False),
+    ProofEntry("stabiliser gradients = n r~/alpha~ (L=2, L_kv=2, k=2, d=2)", pp.prove_shift_gradient, "quick",
+               all_sizes=False),
+    ProofEntry("FAVOR+ map and VJP (L=2, d=2, m=3)", pp.prove_favor_vjp, "quick", all_sizes=False),
+    ProofEntry("FAVOR+ unbiased (d=2; independent coordinates)", pp.prove_favor_unbiased, "quick",
+               all_sizes=False),
 )
 
 

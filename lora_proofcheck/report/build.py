@@ -1,7 +1,8 @@
 """Run every section of a report and assemble the JSON-ready document; `write_report` also writes it.
 
 Order: environment, derivation proofs, errata re-checks, property grid, frontier, measured sweep,
-timing, benchmark, stress, the recorded audit ("Where real heads sit"), then the ledger (which
+timing, benchmark, stress, the recorded audit ("Where real heads sit"), the
+recorded peers run, then the ledger (which
 reads the sections), then the plots. A section that raises is recorded as {"status": "error",
 "reason": ...} (its checks then report "error").
 
@@ -31,6 +32,7 @@ from .context import Context
 from .errata import catalogue as errata_mod
 from .measurements import properties, sweeps
 from .measurements.benchmark import benchmark
+from .measurements.peers import peers
 from .measurements.real_heads import real_heads
 from .measurements.stress import stress
 from .measurements.timing import timing
@@ -40,10 +42,10 @@ from .output.publish import write_atomically
 
 __all__ = ["PAPER", "SCHEMA_VERSION", "build_report", "summarize", "write_report"]
 
-SCHEMA_VERSION = "1.1.0"
+SCHEMA_VERSION = "1.2.0"
 #: the sections whose cells run on the report's sweep-engine runner
 ENGINE_SECTIONS = ("properties", "frontier", "sweep")
-MEASUREMENTS = ("properties", "frontier", "sweep", "timing", "benchmark", "stress", "audit")
+MEASUREMENTS = ("properties", "frontier", "sweep", "timing", "benchmark", "stress", "audit", "peers")
 PAPER = {
     "title": "Computational Limits of Low-Rank Adaptation (LoRA) for Transformer-Based Models",
     "authors": "Hu, Su, Kuo, Song, Liu",
@@ -100,7 +102,7 @@ def build_report(config: ReportConfig, *, stream=None, runner=None) -> tuple[dic
         + len(properties.property_cells(sizes))
         + len(sweeps.frontier_cells(sizes))
         + len(sweeps.sweep_cells(sizes))
-        + 3
+        + 4
         + len(ledger.CLAIMS)
         + 1
     )
@@ -139,6 +141,7 @@ def build_report(config: ReportConfig, *, stream=None, runner=None) -> tuple[dic
     _section(ctx, "benchmark", lambda: benchmark(config), timings, progress)
     _section(ctx, "stress", lambda: stress(config), timings, progress)
     _section(ctx, "audit", lambda: real_heads(config), timings, progress)
+    _section(ctx, "peers", lambda: peers(config), timings, progress)
     t0 = time.perf_counter()
     claims = ledger.run_ledger(ctx, progress)
     timings["ledger"] = round(time.perf_counter() - t0, 3)

@@ -131,6 +131,7 @@ class ReportConfig:
     seed: int = 0
     backend: str = "numpy"
     bench_file: str | None = None  # a recorded `lora-proofcheck bench` result to summarize instead
+    peers_file: str | None = None  # a recorded `lora-proofcheck bench --peers` result to carry
     stress_file: str | None = None  # a recorded `lora-proofcheck stress --out` summary to carry
     audit_file: str | None = None  # a recorded `lora-proofcheck audit` (audit.json): "Where real heads sit"
     sizes: dict = field(default_factory=dict, compare=False, repr=False)

@@ -18,7 +18,8 @@ from scipy.special import logsumexp, softmax
 from .._lib.xp import from_numpy, to_host64, to_numpy
 from ..problem import LoRAProblem
 
-__all__ = ["LONGDOUBLE_EXTENDED", "MP_DPS", "PRECISE_KINDS", "allowance_for", "attention_weights", "dense_gradients",
+__all__ = ["LONGDOUBLE_EXTENDED", "MP_DPS", "PRECISE_KINDS", "allowance_for", "attention_weights", "central_differences",
+           "dense_gradients",
            "dense_reference", "exact_features", "finite_difference_gradients", "host_inputs", "kernel_inputs",
            "max_abs", "max_abs_diff", "max_abs_error", "reference_loss", "torch_gradients", "unit_roundoff_of"]
 
@@ -61,6 +62,13 @@ def reference_loss(h: dict, alpha: float, beta: float, r: int, n: float = 0.0) -
 
 def finite_difference_gradients(problem: LoRAProblem, step: float = 1e-6) -> dict:
     """Central differences of `reference_loss` in every entry of every A_mu, B_mu (float64)."""
+    n = problem.normalizer_offset
+    return central_differences(problem, lambda h: reference_loss(h, problem.alpha, problem.beta, problem.r, n),
+                               step)
+
+
+def central_differences(problem: LoRAProblem, loss_of, step: float = 1e-6) -> dict:
+    """Central differences of `loss_of(host_inputs)` (a float) in every entry of every A_mu, B_mu."""
     h = host_inputs(problem)
     out = {}
     for kind in ("A", "B"):
@@ -70,9 +78,9 @@ def finite_difference_gradients(problem: LoRAProblem, step: float = 1e-6) -> dic
             for idx in np.ndindex(base.shape):
                 orig = base[idx]
                 base[idx] = orig + step
-                up = reference_loss(h, problem.alpha, problem.beta, problem.r, problem.normalizer_offset)
+                up = loss_of(h)
                 base[idx] = orig - step
-                down = reference_loss(h, problem.alpha, problem.beta, problem.r, problem.normalizer_offset)
+                down = loss_of(h)
                 base[idx] = orig
                 grad[idx] = (up - down) / (2 * step)
             out[f"{kind}_{m}"] = grad

@@ -14,16 +14,24 @@ QUICK = registry.proofs("quick")
 
 @pytest.mark.parametrize("entry", QUICK, ids=lambda p: p.name)
 def test_every_quick_proof_holds_for_every_size(entry):
-    """The quick tier (`check`, `report --quick`): 28 proofs, all for every size (about 50 s here)."""
+    """The quick tier (`check`, `report --quick`): every proof holds; those claiming every size at the
+    sufficient size the counter computes, the fixed-size ones (the certificate's and the peers'
+    identities, `all_sizes=False`) with their sizes in their names (about 60 s here)."""
     proof = registry.prove(entry)
-    assert proof.holds and proof.data["all_sizes"] and entry.all_sizes, proof
-    assert proof.data["sufficient"] == entry.sufficient, (proof.data["sufficient"], entry.sufficient)
+    assert proof.holds, proof
+    if entry.all_sizes:
+        assert proof.data["all_sizes"], proof
+        assert proof.data["sufficient"] == entry.sufficient, (proof.data["sufficient"], entry.sufficient)
+    else:
+        assert not proof.data.get("all_sizes") and "=" in entry.name, entry.name  # labelled with its sizes
 
 
 def test_tiers():
     names = [p.name for p in QUICK]
     assert sum("chain" in n and "F~" in n for n in names) == 2 + len(registry.SUBSETS)
-    assert all(p.all_sizes for p in QUICK)
+    fixed = [p.name for p in QUICK if not p.all_sizes]
+    assert all(n.startswith(("certificate identity", "model gradient", "model = plug-in", "plug-in and model",
+                             "stabiliser", "FAVOR+")) for n in fixed), fixed
     full = [p for p in registry.proofs("full") if p.tier == "full"]
     assert sum(p.name.startswith("negative control") for p in full) == 4
     one_piece = [p for p in full if "one piece" in p.name]

@@ -324,3 +324,90 @@ def test_bad_inputs_name_the_argument(case):
     call, error, name = _bad_inputs()[case]
     with pytest.raises(error, match=name):
         call()
+
+
+# ----------------------------------------------------------------------------------------------
+# the vector-Jacobian product (the model gradient's route (a))
+
+
+def _central(f, X, h):
+    out = np.zeros_like(X)
+    for idx in np.ndindex(X.shape):
+        up, down = X.copy(), X.copy()
+        up[idx] += h
+        down[idx] -= h
+        out[idx] = (f(up) - f(down)) / (2 * h)
+    return out
+
+
+@given(st.integers(0, 4), st.integers(1, 4), st.booleans(), st.integers(0, 2**32 - 1))
+def test_monomial_vjp_matches_central_differences(degree, d, key, seed):
+    """Tolerance from the step: truncation c h^2 estimated entrywise by Richardson (FD(2h) - FD(h) =
+    3 c h^2 + rounding), plus the rounding of the two sums, ~ eps sum|G U| / h each."""
+    rng = np.random.default_rng(seed)
+    poly = exp_polynomial(1.5, degree=degree, method="chebyshev")
+    X = rng.standard_normal((2, 5, d))
+    f = key_features if key else query_features
+    G = rng.standard_normal(f(X, poly).shape)
+    got = features_module.monomial_vjp(X, G, poly, key=key)
+    h = 1e-5
+    loss = lambda Z: float(np.sum(G * f(Z, poly)))  # noqa: E731
+    fd, coarse = _central(loss, X, h), _central(loss, X, 2 * h)
+    rounding = 10 * np.finfo(np.float64).eps * (np.sum(np.abs(G * f(X, poly))) + 1.0) / h
+    assert np.all(np.abs(got - fd) <= 2 * np.abs(coarse - fd) / 3 + 2 * rounding)
+
+
+@pytest.mark.parametrize("d, degree, L", [(2, 3, 2), (3, 2, 1)])
+def test_monomial_vjp_is_exact_on_symbols(d, degree, L):
+    """The runtime reverse recurrence on SymPy object arrays, with FREE column scales sigma_m, equals
+    d/dx of sum_{i,m} G_im sigma_m x_i^m exactly (so no choice of coefficients can break it)."""
+    poly = exp_polynomial(1.0, degree=degree, method="taylor")
+    monos = monomial_exponents(d, degree)
+    k = len(monos)
+    X = np.array([[sp.Symbol(f"x_{i}_{a}", real=True) for a in range(d)] for i in range(L)], dtype=object)
+    G = np.array([[sp.Symbol(f"g_{i}_{m}", real=True) for m in range(k)] for i in range(L)], dtype=object)
+    sigma = np.array([[sp.Symbol(f"sigma_{m}", real=True)] for m in range(k)], dtype=object)
+    got = features_module.side_vjp(NP, X, G, poly, False, scale=sigma)
+    f = sum(G[i, m] * sigma[m, 0] * sp.Mul(*(X[i, a] ** e for a, e in enumerate(mm)))
+            for i in range(L) for m, mm in enumerate(monos))
+    brute = [sp.diff(f, X[i, a]) for i in range(L) for a in range(d)]
+    assert all(sp.expand(b - g) == 0 for b, g in zip(brute, np.asarray(got).reshape(-1)))
+
+
+def test_monomial_vjp_on_array_api_strict():
+    rng = np.random.default_rng(3)
+    poly = exp_polynomial(1.0, degree=3, method="taylor")
+    X, G = rng.standard_normal((6, 3)), rng.standard_normal((6, 20))
+    got = features_module.monomial_vjp(array_api_strict.asarray(X), array_api_strict.asarray(G), poly)
+    want = features_module.monomial_vjp(X, G, poly)
+    # the same products; the sums over a block go through einsum (NumPy) or sum (strict)
+    assert np.max(np.abs(np.asarray(got) - want)) <= 64 * np.finfo(np.float64).eps * np.max(np.abs(want))
+
+
+def test_features_and_monomials_reuse_the_recurrence():
+    rng = np.random.default_rng(4)
+    poly = exp_polynomial(1.0, degree=3, method="chebyshev")
+    X, G = rng.standard_normal((2, 7, 3)), rng.standard_normal((2, 7, 20))
+    U, mono = features_module.features_and_monomials(NP, X, poly, True)
+    assert np.array_equal(U, key_features(X, poly))
+    assert np.array_equal(features_module.side_vjp(NP, X, G, poly, True, mono),
+                          features_module.monomial_vjp(X, G, poly, key=True))
+
+
+@pytest.mark.parametrize("case", ["shape", "dtype", "nan", "poly"])
+def test_monomial_vjp_bad_inputs_name_the_argument(case):
+    poly = exp_polynomial(1.0, degree=2, method="taylor")
+    X, G = np.ones((4, 2)), np.ones((4, 6))
+    if case == "shape":
+        with pytest.raises(InvalidInputError, match="G must have shape"):
+            features_module.monomial_vjp(X, np.ones((4, 5)), poly)
+    elif case == "dtype":
+        with pytest.raises(InvalidTypeError, match="X and G"):
+            features_module.monomial_vjp(X, G.astype(np.float32), poly)
+    elif case == "nan":
+        G[0, 0] = np.nan
+        with pytest.raises(InvalidInputError, match="G has non-finite"):
+            features_module.monomial_vjp(X, G, poly)
+    else:
+        with pytest.raises(InvalidTypeError, match="poly"):
+            features_module.monomial_vjp(X, G, "taylor")

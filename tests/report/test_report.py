@@ -68,14 +68,17 @@ def test_report_has_every_file_and_section(tiny):
         "sweep.png",
         "time_vs_L.png",
         "real_heads.png",
+        "peers_frontier.png",
     }
     env = report["environment"]
     assert env["versions"]["numpy"] and env["cpu"]["cores"] >= 1 and "id" in env["commit"]
     assert report["summary"]["claims"] == len(report["claims"]) >= 20
     assert set(report["measurements"]) == {"properties", "frontier", "sweep", "timing", "benchmark", "stress",
-                                           "audit"}
+                                           "audit", "peers"}
     assert report["measurements"]["benchmark"]["status"] == "not run"  # tiny mode says so, no numbers
     assert report["engine"] == {"runner": "serial", "workers": 1, "sections": ["properties", "frontier", "sweep"]}
+    peers = report["measurements"]["peers"]
+    assert peers["status"] == "not run" and "--peers" in peers["reason"]
     md = (out / "report.md").read_text(encoding="utf-8")
     for plot in report["plots"]:
         assert f"]({plot['file']})" in md
@@ -135,6 +138,10 @@ def test_verdicts_are_consistent_with_the_outcomes(tiny):
     assert by_id["Theorem 4.1"] == "reduction verified"
     assert by_id["Remarks 4.1, 4.2"] == "supported-with-correction"
     assert by_id["App. G"] == "inconclusive"  # nothing that could decide it can run here
+    finding = next(c for c in report["claims"] if c["id"] == "Finding (plug-in vs model)")
+    measured = {k["name"]: k for k in finding["checks"]}
+    assert measured["refutation: the chain is not the model gradient"]["holds"] is True
+    assert measured["measured: the two modes at the issue's setting"]["holds"] is True
 
 
 def test_proofs_section_says_what_is_proved_for_which_sizes(tiny):
@@ -236,6 +243,30 @@ def test_recorded_benchmark_is_summarized(tmp_path):
     section = recorded_benchmark(recorded)
     assert section["status"] == "ok" and section["summary"]["methods"]
     assert _json.loads(recorded.read_text())["results"] == section["results"]
+
+
+def test_recorded_peers_run_is_carried_with_tables_and_frontier(tiny, tmp_path):
+    """--peers FILE.json: the recorded reference run is checked, summarized again from its rows, and
+    shows up in report.md (both tables) and in peers_frontier.png; a bad file is a usage error."""
+    from lora_proofcheck.report.measurements.peers import recorded_peers
+    from lora_proofcheck.report.output import plots
+
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"kind": "bench", "rows": []}')
+    assert main(["report", "--tiny", "--no-progress", "--out", str(tmp_path / "r"), "--peers", str(bad)]) == 2
+    assert not (tmp_path / "r").exists()
+    recorded = Path(__file__).resolve().parents[2] / "reports" / "benchmarks" / "peers_cpu.json"
+    section = recorded_peers(recorded)
+    assert section["status"] == "ok" and section["rows"] == json.loads(recorded.read_text())["rows"]
+    _, report = tiny
+    report = copy.deepcopy(report)
+    report["measurements"]["peers"] = json.loads(json.dumps(section))
+    schema.validate(report)
+    md = writers.markdown(report)
+    assert "Peers side by side: winner per instance" in md and "taylor model" in md
+    bench = next(i for i in section["summary"]["instances"] if i["family"] == "benchmark" and i["status"] == "ok")
+    assert bench["winner"]["seconds"] < bench["exact_seconds"]  # the winner rule: faster than exact float64
+    assert plots.peers_frontier(report)[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 # ---------------------------------------------------------------------------------------------

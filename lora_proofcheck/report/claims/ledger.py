@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from ..._lib.records import Outcome, run_check
 from . import measured as ca
 from . import numeric as cn
+from . import peers as cp
 from . import symbolic as cs
 
 __all__ = ["ASYMPTOTIC", "CLAIMS", "CONDITIONAL", "EMPIRICAL", "NUMERIC", "SYMBOLIC", "VERDICTS", "Check", "Claim",
@@ -350,7 +351,8 @@ CLAIMS = (
         + _lit("E6", "E4"),
         errata=("E6", "E4"),
         notes="Supported under the corrected hypothesis max|S| = o(log L) (E6); the printed norm hypothesis "
-        "is the entry above.",
+        "is the entry above. The chain's output is the plug-in gradient (the exact formulas at F~), not the "
+        "derivative of the approximate loss (erratum O1; measured in 'Finding (plug-in vs model)').",
     ),
     Claim(
         "Theorem A.1 (as printed)",
@@ -430,6 +432,26 @@ CLAIMS = (
         ),
         notes="Every all-size proof takes X' independent of X with its own L_kv; self-attention is the "
         "substitution X' := X.",
+    ),
+    Claim(
+        "Finding (plug-in vs model)",
+        "the chain is not the gradient of the approximate loss",
+        "A finding of this toolkit, not a claim of the paper. The chain of Lemmas 3.3-3.7 / Thm 3.1 evaluates "
+        "the exact gradient formulas at the approximate softmax F~ = diag(E~ 1)^-1 E~ (the plug-in gradient). "
+        "The derivative of the approximate loss (the model gradient, what training through the approximation "
+        "computes) differs: for E~ = P(S) its softmax Jacobian carries P'(S) where the chain carries P(S). "
+        "Both share the loss and dL/dA_V, dL/dB_V; they differ on Q and K.",
+        SYMBOLIC,
+        (
+            Check("proof: model gradient of an entrywise kernel",
+                  ca.proof("model gradient of an entrywise kernel")),
+            Check("proof: plug-in and model agree on W_V", ca.proof("plug-in and model agree on W_V")),
+            Check("refutation: the chain is not the model gradient", cp.plugin_is_not_model_gradient),
+            Check("measured: the two modes at the issue's setting", cp.modes_compared),
+        ),
+        notes="Erratum O1 records our own earlier wording of the chain; this entry adds the model gradient's "
+        "proofs (at fixed sizes) and the measured comparison. lp.peer_gradients(problem, method, "
+        "mode='plugin' | 'model') computes both; `bench --peers` measures them side by side (the peers section).",
     ),
     Claim(
         "Theorem F.1",

@@ -12,8 +12,10 @@ import math
 
 import numpy as np
 
+from ...benchmarks.plot import peers_figure
+
 __all__ = ["AUDIT_PLOTS", "PLOTS", "bound_tightness", "error_vs_bound", "heads_figure", "layers_figure",
-           "make_plots", "phase_diagram", "real_heads", "sweep", "time_vs_L"]
+           "make_plots", "peers_frontier", "phase_diagram", "real_heads", "sweep", "time_vs_L"]
 
 PLOTS = {
     "error_vs_bound.png": "Measured max-abs error of the approximate gradients against the certified bound "
@@ -24,6 +26,9 @@ PLOTS = {
     "(× = no degree cheaper than the exact path certifies eps).",
     "sweep.png": "Measured relative error at a fixed rank budget against x = √(R / ln L), several L.",
     "time_vs_L.png": "Time against L (log-log) with fitted slopes.",
+    "peers_frontier.png": "Peers side by side (a recorded `bench --peers` run): relative Frobenius error of the "
+    "LoRA gradients against time and against rank / feature count, per family and R at the largest L; filled: "
+    "plug-in gradient (exact formulas at F~), open: model gradient (derivative of the approximate loss).",
     "real_heads.png": "Where real heads sit (recorded audit): every head's logit bound R (a) and true max "
     "|S_ij| "
     "(b) against L, with sqrt(log L), log L and the certifiable frontier R*(L) (rtol 1e-2): below the "
@@ -246,6 +251,15 @@ def time_vs_L(report) -> bytes:
     return _png(fig)
 
 
+def peers_frontier(report) -> bytes:
+    section = report["measurements"].get("peers", {"status": "not run", "reason": "absent"})
+    if section.get("status") != "ok":
+        fig, ax = _pyplot().subplots(figsize=(6, 3))
+        _unavailable(ax, section)
+        return _png(fig)
+    return _png(peers_figure(section["rows"]))
+
+
 def heads_figure(heads, curve) -> bytes:
     """Every head's logit bound and true max |S_ij| against L (one colour per model and attention), with
     sqrt(log L), log L and the frontier `curve` ([{L, head_dim, R}]). `heads`: dicts holding model,
@@ -326,5 +340,6 @@ def make_plots(report) -> dict:
         "sweep.png": sweep,
         "time_vs_L.png": time_vs_L,
         "real_heads.png": real_heads,
+        "peers_frontier.png": peers_frontier,
     }
     return {name: (makers[name](report), caption) for name, caption in PLOTS.items()}

@@ -293,6 +293,7 @@ def _measurement_tables(m: dict) -> list:
         )
     out.append(_stress_table(m["stress"]))
     out.extend(_audit_tables(m["audit"]))
+    out.extend(_peer_tables(m.get("peers", {"status": "not run", "reason": "absent"})))
     return out
 
 
@@ -346,6 +347,45 @@ def _stress_table(section: dict) -> tuple:
         rows,
         note,
     )
+
+
+PEER_COLUMNS = tuple(f"{method} {mode}" for method in ("taylor", "chebyshev", "favor+", "support-basis")
+                     for mode in ("plugin", "model"))
+
+
+def _peer_tables(section: dict) -> list:
+    """The peers section: the winner per instance, and the best error of every method and mode."""
+    if section.get("status") != "ok":
+        return [("Peers side by side", ("status", "reason"), [(section.get("status"), section.get("reason"))], "")]
+    instances = section["summary"]["instances"]
+    ok = [i for i in instances if i["status"] == "ok"]
+    where = lambda i: (i["family"], str(i["L"]), _fmt(i["R"]), _fmt(i["max_abs_S"]))  # noqa: E731
+    winners = []
+    for i in ok:
+        w = i["winner"]
+        won = "none faster than exact" if w is None else (
+            f"{w['method']} {w['param']} {w['mode']}: {w['frob_rel']:.2e} at {w['seconds']:.3g} s ({w['speedup']:.3g}x)")
+        winners.append((*where(i), _fmt(i["exact_seconds"]), f"{i['float32_floor_frob_rel']:.1e}", won))
+    winners += [(i["family"], str(i["L"]), "–", "–", "–", "–", f"{i['status']}: {i['reason']}")
+                for i in instances if i["status"] != "ok"]
+    best = []
+    for i in ok:
+        cells = []
+        for name in PEER_COLUMNS:
+            b = i["best_per_method"].get(name)
+            cells.append("–" if b is None else f"{b['frob_rel']:.1e} ({b['param']}, {b['seconds']:.2g} s)")
+        best.append((*where(i), *cells))
+    note = (f"{section.get('source', '')}. Relative Frobenius error of all LoRA factors against the exact float64 "
+            "gradient; the float32 exact path's error is the noise floor. plugin = the exact gradient formulas "
+            "at F~ (the paper's chain); model = the derivative of the approximate loss (autograd through the "
+            "approximation). Winner: lowest error among the rows faster than the exact float64 path.")
+    return [
+        ("Peers side by side: winner per instance",
+         ("family", "L", "R", "max|S|", "exact s", "float32 floor", "winner (method param mode: error at time)"),
+         winners, note),
+        ("Peers side by side: best error per method and mode (parameter, seconds)",
+         ("family", "L", "R", "max|S|", *PEER_COLUMNS), best, "Best over the degrees / feature counts measured."),
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
