@@ -33,8 +33,7 @@ import time
 import numpy as np
 
 from .._lib.validate import check_int
-from ..certification import certificate as cert_mod
-from ..certification import polynomial
+from ..certification import adaptive, polynomial
 from ..errors import InvalidInputError, ProofcheckError
 from ..gradients.approx import approx_gradients
 from ..gradients.exact_path import exact_gradients, loss
@@ -242,11 +241,11 @@ def gradient_check(
         eps = float(rtol) * scale
         entry = {"rtol": float(rtol), "eps": eps}
         try:
-            res = approx_gradients(problem, eps=eps, on_threshold="raise")
+            res = approx_gradients(problem, rtol=float(rtol), on_threshold="raise")
         except ProofcheckError as exc:  # declined: above the threshold, or a problem it does not cover
             entry.update(path="declined", error=type(exc).__name__, reason=str(exc))
             if "fallback" not in out:  # the exact path's answer does not depend on eps
-                out["fallback"] = _fallback(problem, eps, exact)
+                out["fallback"] = _fallback(problem, float(rtol), exact)
         else:
             entry.update(
                 path=res.path,
@@ -261,9 +260,9 @@ def gradient_check(
     return out
 
 
-def _fallback(problem, eps, exact) -> dict:
+def _fallback(problem, rtol, exact) -> dict:
     try:
-        fb = approx_gradients(problem, eps=eps, on_threshold="exact")
+        fb = approx_gradients(problem, rtol=rtol, on_threshold="exact")
     except ProofcheckError as exc:
         return {"path": "declined", "error": type(exc).__name__, "reason": str(exc)}
     return {
@@ -277,7 +276,7 @@ def _certificate_view(problem, exact, force_degree, max_force_rank) -> dict:
     """The certificate's own answer: the largest degree cheaper than the exact path, and the bound it
     certifies at a forced degree next to that degree's measured error (or why it says nothing)."""
     try:
-        cert = cert_mod.certify(problem)
+        cert = adaptive.certify_adaptive(problem)
     except ProofcheckError as exc:
         why = f"{type(exc).__name__}: {exc}"
         return {"largest_cheaper_degree": None, "certificate": why, "forced": {"skipped": why}}
@@ -290,7 +289,11 @@ def _certificate_view(problem, exact, force_degree, max_force_rank) -> dict:
     elif cert.logit_bound > polynomial.MAX_RADIUS:
         forced["skipped"] = f"R = {cert.logit_bound:.4g} beyond the radius certificates are derived for"
     else:
-        res = approx_gradients(problem, eps=1.0, degree=g, on_threshold="force")
+        try:
+            res = approx_gradients(problem, degree=g, on_threshold="force")
+        except ProofcheckError as exc:  # the plan cannot even run there (no coefficients, overflow)
+            forced["skipped"] = f"{type(exc).__name__}: {exc}"
+            return {"largest_cheaper_degree": g_max, "certificate": "ran", "forced": forced}
         error = max_abs_error(res.grads, exact)
         bound = max(res.bound.values())
         # an infinite bound certifies nothing: "holds" is only said of a finite one

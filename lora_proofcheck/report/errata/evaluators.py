@@ -15,6 +15,7 @@ wording.
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import mpmath
 import numpy as np
@@ -24,7 +25,8 @@ from sympy.matrices.exceptions import ShapeError
 
 from ... import testing
 from ...certification.polynomial import exp_polynomial, min_degree
-from ...gradients.approx import approx_gradients
+from ...gradients.exact_path import lora_factor_gradients
+from ...gradients.lowrank_path import lowrank_weight_gradients
 from ...kernels.features import feature_rank
 from ...testing import dense_chain as chain
 from ...testing.dense_chain import maxnorm
@@ -597,8 +599,10 @@ def evaluate_o1(record, symbolic=True):
     instance the chain's loss and V gradients equal autograd's through the same F~, its Q/K gradients do
     not; they equal the exact formulas at F~ (what `lowrank_proofs` proves)."""
     p = problem_from_json(record["instance"])
-    res = approx_gradients(p, degree=record["degree"], method=record["method"], on_threshold="force")
-    coeffs = exp_polynomial(1.0, degree=record["degree"], method=record["method"]).coefficients_float()
+    poly = exp_polynomial(1.0, degree=record["degree"], method=record["method"])
+    loss, dW = lowrank_weight_gradients(p, poly, "".join(p.adapted))  # the plain chain at one polynomial
+    res = SimpleNamespace(loss=loss, grads=lora_factor_gradients(p, dW))
+    coeffs = poly.coefficients_float()
     auto_loss, auto = approx_loss_autograd(p, coeffs)
     h, X, Xkv, Y, W = _host(p)
     S = p.beta * (X @ W["Q"]) @ (Xkv @ W["K"]).T
