@@ -17,15 +17,22 @@ OMP/OPENBLAS/MKL_NUM_THREADS=1).
 
 A cell's exception reaches the caller with its own type (Dask re-raises remote errors as their
 type); the cell's key is added as a note (`add_note`), and the rest of the sweep is cancelled.
+
+A cell function whose module the workers cannot import (a script, a notebook, a test module that
+pytest imported under its own name) is shipped by value (`cloudpickle.register_pickle_by_value`):
+by reference, Dask's workers fail to unpickle the task and the sweep waits forever (seen with
+pytest's `--import-mode=importlib`, whose test modules no fresh process can import).
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import logging
 import math
 import re
+import sys
 import threading
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -228,6 +235,35 @@ class SerialRunner:
         pass
 
 
+class _ByValue:
+    """A cell function pickled by value; called like it (unpickled once per worker process)."""
+
+    def __init__(self, blob: bytes):
+        self.blob = blob
+        self._fn = None
+
+    def __getstate__(self):
+        return {"blob": self.blob}
+
+    def __setstate__(self, state):
+        self.blob, self._fn = state["blob"], None
+
+    def __call__(self, **kwargs):
+        if self._fn is None:
+            import cloudpickle
+
+            self._fn = cloudpickle.loads(self.blob)
+        return self._fn(**kwargs)
+
+
+def _module_importable(name: str) -> bool:
+    """Whether this process could import module `name` afresh (run on the workers)."""
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 class DaskRunner:
     """Cells as tasks of a Dask client (a LocalCluster of this runner's, or an existing cluster)."""
 
@@ -238,6 +274,25 @@ class DaskRunner:
         self.cluster = cluster
         self.description = description
         self.own_client = own_client  # a Client the caller lent stays open
+        self._importable = {}
+
+    def _ship(self, fn: Callable):
+        """`fn` as the workers can unpickle it: itself when they can import its module, else its
+        cloudpickle by value (module docstring). In-process workers share this process's modules."""
+        name = getattr(fn, "__module__", None)
+        if self.pin_blas or not name or name == "__main__":
+            return fn  # inproc workers; __main__ is pickled by value anyway
+        if name not in self._importable:
+            self._importable[name] = all(self.client.run(_module_importable, name).values())
+        if self._importable[name]:
+            return fn
+        import cloudpickle  # comes with distributed
+
+        cloudpickle.register_pickle_by_value(sys.modules[name])
+        try:
+            return _ByValue(cloudpickle.dumps(fn))
+        finally:
+            cloudpickle.unregister_pickle_by_value(sys.modules[name])
 
     @property
     def workers(self) -> int:
@@ -248,6 +303,7 @@ class DaskRunner:
         cells = _check_cells(cells)
         if not cells:
             return
+        fn = self._ship(fn)
         with _pinned(self.pin_blas):
             n = len(cells)
             futures = self.client.map(run_cell, [fn] * n, cells, [base_seed] * n, pure=False)

@@ -4,9 +4,12 @@ Claim under test: for every instance, the approximate gradients' max-abs error a
 gradients is <= the certified bound, per key, whenever that bound is finite (and, when eps is
 requested, the bound is <= eps). A case is one instance (a family of `testing.instances`, L, L_kv, d, r,
 N, adapted modules, self/cross, float32/float64, logit bound R, row noise) with one request:
-"eps" (tolerance eps_rel * max|G| for eps_rel in [1e-12, 1e-1]; the smallest certified degree,
-forced even when dearer than the exact path) or "degree" (every degree whose rank
-C(d+g, g) <= MAX_RANK: all those cheaper than the exact path at these sizes and more).
+"eps" (absolute tolerance atol = eps_rel * max|G| for eps_rel in [1e-12, 1e-1]; the smallest
+certified degree, forced even when dearer than the exact path), "rtol" (the relative tolerance
+rtol = eps_rel: `approx_gradients` certifies max|g| from below with its pilots; a per-key bound above
+rtol * max|g_k| is a violation) or "degree" (every degree whose rank C(d+g, g) <= MAX_RANK: all
+those cheaper than the exact path at these sizes and more). Softmax_1 (normalizer_offset n = 1) is
+an axis of its own.
 
 Reference, independent of the path it checks and more precise: the exact path in float64 on the
 same values, its own certified rounding floor (`exact_bound`) as the allowance; where that cannot
@@ -41,7 +44,7 @@ from .._lib.jsonable import jsonable
 from .._lib.validate import check_int, check_positive, check_seed
 from .._lib.version import __version__
 from .._lib.xp import to_numpy
-from ..certification import certificate as cert_mod
+from ..certification import adaptive
 from ..errors import AboveThresholdError, InvalidInputError, InvalidTypeError
 from ..gradients.approx import approx_gradients
 from ..gradients.exact_path import exact_gradients
@@ -63,7 +66,9 @@ CASE_SCHEMA = "lora-proofcheck/stress-case/1"
 ADAPTS = ("Q", "K", "V", "QK", "QV", "KV", "QKV")
 METHODS = ("auto", "taylor", "chebyshev")
 DTYPES = ("float64", "float32")
-MODES = ("eps", "degree")
+MODES = ("eps", "rtol", "degree")
+#: the share of cases run as Softmax_1 (normalizer_offset = 1)
+SOFTMAX1_SHARE = 0.15
 #: per-case cost cap: the feature rank C(d+g, g) of any degree the campaign runs
 MAX_RANK = 3000
 MAX_DEGREE = 30
@@ -98,14 +103,14 @@ class Certified:
     method: str | None
 
 
-def certified_call(problem, *, tol=None, degree=None, method="auto", max_rank=MAX_RANK):
-    """The certified gradients for one request: tolerance `tol` (absolute max-abs error; the
-    smallest certified degree, forced past the cost threshold) or a forced `degree`. Returns a
+def certified_call(problem, *, tol=None, rtol=None, degree=None, method="auto", max_rank=MAX_RANK):
+    """The certified gradients for one request: an absolute tolerance `tol` or a relative `rtol`
+    (the smallest certified degree, forced past the cost threshold) or a forced `degree`. Returns a
     `Certified`, or the string reason when the API declines (AboveThresholdError) or the needed
     rank exceeds max_rank.
 
-    The campaign's only call into the certified API (the tolerance is absolute: rtol=0, atol=tol;
-    degrees whose rank exceeds max_rank are never run: max_degree)."""
+    The campaign's only call into the certified API (degrees whose rank exceeds max_rank are never
+    run: max_degree)."""
     g_cap = 0
     while g_cap < MAX_DEGREE and feature_rank(problem.d, g_cap + 1) <= max_rank:
         g_cap += 1
@@ -113,7 +118,8 @@ def certified_call(problem, *, tol=None, degree=None, method="auto", max_rank=MA
         if degree is None:
             if g_cap < 1:
                 return f"cost: degree 1 has rank > {max_rank}"
-            res = approx_gradients(problem, rtol=0.0, atol=tol, on_threshold="force", method=method,
+            rel, ab = (0.0, tol) if rtol is None else (rtol, 0.0)
+            res = approx_gradients(problem, rtol=rel, atol=ab, on_threshold="force", method=method,
                                    max_degree=g_cap)
         else:
             res = approx_gradients(problem, degree=degree, on_threshold="force", method=method)
@@ -138,7 +144,8 @@ def build(spec: dict) -> LoRAProblem:
     """The instance of a case spec."""
     return instances.make_problem(
         spec["family"], spec["L"], spec["d"], spec["r"], R=spec["R"], adapt=spec["adapt"], N=spec["N"],
-        cross=spec["cross"], L_kv=spec["L_kv"], seed=spec["seed"], dtype=spec["dtype"], noise=spec["noise"])
+        cross=spec["cross"], L_kv=spec["L_kv"], seed=spec["seed"], dtype=spec["dtype"], noise=spec["noise"],
+        normalizer_offset=spec.get("n", 0.0))
 
 
 def _host(a) -> np.ndarray:
@@ -149,7 +156,7 @@ def reference64(problem):
     """float64 exact gradients (host) and their certified rounding floor per key."""
     p64 = instances.upcast(problem) if problem.dtype_name != "float64" else problem
     ref = {k: _host(v) for k, v in exact_gradients(p64).items()}
-    return p64, ref, cert_mod.certify(p64).exact_bound()
+    return p64, ref, adaptive.certify_adaptive(p64).exact_bound(p64)
 
 
 def _precise_kind(problem) -> str | None:
@@ -163,7 +170,8 @@ def _precise_kind(problem) -> str | None:
 
 def check_instance(problem, *, mode: str, tol=None, eps_rel=None, degree=None, method="auto") -> dict:
     """Check one request on one instance (module docstring); JSON-ready result. mode "eps" takes
-    an absolute `tol`, or `eps_rel` (tol = eps_rel * max |exact gradient entry|)."""
+    an absolute `tol`, or `eps_rel` (tol = eps_rel * max |exact gradient entry|); mode "rtol" takes
+    rtol = `eps_rel` (or `tol`, a stored case's rtol)."""
     p64, ref, allow = reference64(problem)
     scale = max(float(np.max(np.abs(v))) for v in ref.values())
     if mode == "eps" and tol is None:
@@ -171,10 +179,13 @@ def check_instance(problem, *, mode: str, tol=None, eps_rel=None, degree=None, m
         if not tol > 0:
             return {"scale": scale, "tol": tol, "status": "declined", "reason": "zero gradients",
                     "violation": False, "kind": None, "ratio": None}
+    rtol = (eps_rel if tol is None else tol) if mode == "rtol" else None
+    if mode == "rtol":
+        tol = rtol
     out = {"scale": scale, "tol": tol, "status": "checked", "violation": False, "kind": None,
            "ratio": None, "reference": "float64", "decided": None, "degree": degree, "path": None}
     try:
-        res = certified_call(problem, tol=tol if mode == "eps" else None,
+        res = certified_call(problem, tol=tol if mode == "eps" else None, rtol=rtol,
                              degree=degree if mode == "degree" else None, method=method)
     except Exception as exc:  # noqa: BLE001 - a crash on a valid instance is a finding, stored like a violation
         return dict(out, status="error", violation=True, kind=f"exception: {type(exc).__name__}: {exc}"[:300])
@@ -210,6 +221,8 @@ def check_instance(problem, *, mode: str, tol=None, eps_rel=None, degree=None, m
         out.update(violation=True, kind=f"error above the certified bound ({worst})")
     elif mode == "eps" and max(bounds.values()) > tol:
         out.update(violation=True, kind="certified bound above the requested eps")
+    elif mode == "rtol" and any(bounds[k] > rtol * (float(np.max(np.abs(ref[k]))) + allow[k]) for k in ref):
+        out.update(violation=True, kind="certified bound above rtol * max|g| (the lower bound of max|g| failed)")
     return out
 
 
@@ -261,9 +274,10 @@ def fresh_spec(rng, family: str, key: tuple, base_seed: int) -> dict:
         "noise": None if family == "gaussian" else instances.NOISE[family] * math.exp(rng.normal(0, 0.5)),
         "method": str(rng.choice(METHODS, p=[0.6, 0.2, 0.2])),
         "mode": mode, "eps_rel": None, "degree": None,
+        "n": 1.0 if rng.uniform() < SOFTMAX1_SHARE else 0.0,
         "seed": cell_seed(base_seed, key), "origin": "fresh",
     }
-    if mode == "eps":
+    if mode in ("eps", "rtol"):
         lo, hi = EPS_REL_FLOAT32 if spec["dtype"] == "float32" else EPS_REL
         spec["eps_rel"] = 10.0 ** rng.uniform(math.log10(lo), math.log10(hi))
     else:
@@ -282,7 +296,7 @@ def _clip(spec: dict) -> dict:
         s["L_kv"] = None
     if s["noise"] is not None:
         s["noise"] = float(min(max(s["noise"], NOISE_RANGE[0]), NOISE_RANGE[1]))
-    if s["mode"] == "eps":
+    if s["mode"] in ("eps", "rtol"):
         lo, hi = EPS_REL_FLOAT32 if s["dtype"] == "float32" else EPS_REL
         s["eps_rel"] = float(min(max(s["eps_rel"], lo), hi))
     else:
@@ -310,7 +324,7 @@ def mutate(rng, parent: dict, key: tuple, base_seed: int) -> dict:
         elif op == "d":
             s["d"] += int(rng.choice([-1, 1]))
         elif op == "request":
-            if s["mode"] == "eps":
+            if s["mode"] in ("eps", "rtol"):
                 s["eps_rel"] *= 10.0 ** rng.normal(0, 0.7)
             else:
                 s["degree"] += int(rng.choice([-2, -1, 1, 2]))
@@ -561,7 +575,8 @@ def _key_order(key: str) -> tuple:
 
 def _axes(spec) -> list:
     out = [f"dtype={spec['dtype']}", f"request={spec['mode']}", f"method={spec['method']}",
-           "attention=cross" if spec["cross"] else "attention=self", "batch=N>1" if spec["N"] > 1 else "batch=N=1"]
+           "attention=cross" if spec["cross"] else "attention=self", "batch=N>1" if spec["N"] > 1 else "batch=N=1",
+           "softmax=softmax_1" if spec.get("n") else "softmax=softmax"]
     return out
 
 
@@ -589,7 +604,7 @@ def instance_json(problem: LoRAProblem) -> dict:
     return {"dtype": problem.dtype_name, "alpha": problem.alpha, "beta": problem.beta,
             "X": f(problem.X), "Y": f(problem.Y), "X_kv": None if problem.X_kv is None else f(problem.X_kv),
             "W": {m: f(w) for m, w in problem.W.items()}, "A": {m: f(a) for m, a in problem.A.items()},
-            "B": {m: f(b) for m, b in problem.B.items()}}
+            "B": {m: f(b) for m, b in problem.B.items()}, "normalizer_offset": problem.normalizer_offset}
 
 
 def problem_from_json(inst: dict) -> LoRAProblem:
@@ -598,7 +613,8 @@ def problem_from_json(inst: dict) -> LoRAProblem:
     return LoRAProblem(f(inst["X"]), f(inst["Y"]), {m: f(w) for m, w in inst["W"].items()},
                        {m: f(a) for m, a in inst["A"].items()}, {m: f(b) for m, b in inst["B"].items()},
                        alpha=inst["alpha"], beta=inst["beta"],
-                       X_kv=None if inst["X_kv"] is None else f(inst["X_kv"]))
+                       X_kv=None if inst["X_kv"] is None else f(inst["X_kv"]),
+                       normalizer_offset=inst.get("normalizer_offset", 0.0))
 
 
 def case_json(spec: dict, result: dict) -> dict:

@@ -3,6 +3,7 @@ errors reaching the caller with their type, clear errors for bad arguments."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 
@@ -94,8 +95,21 @@ def test_a_failing_cell_raises_its_own_exception_naming_the_cell(where, thread_c
     assert any("fail/3" in note for note in getattr(info.value, "__notes__", []))
 
 
-def test_local_process_cluster_matches_serial():
-    """The real `--workers 2` path: two worker processes on random ports, the report's property cells."""
+UNIMPORTABLE = """
+class Boom(Exception):
+    pass
+
+def cell(*, i, seed):
+    if i == 2:
+        raise Boom("boom at 2")
+    return {"i": i, "seed": seed}
+"""
+
+
+def test_local_process_cluster_matches_serial(tmp_path, monkeypatch):
+    """The real `--workers 2` path: two worker processes on random ports, the report's property cells.
+    Also a cell function whose module the workers cannot import (a file off sys.path, as pytest's
+    importlib mode makes of test modules): shipped by value, not a sweep that waits forever."""
     cells = properties.property_cells(ReportConfig(mode="tiny").sizes)
     serial = run_sweep(properties.property_cell, cells, progress=False)
     with engine.runner_scope(workers=2) as runner:
@@ -103,6 +117,17 @@ def test_local_process_cluster_matches_serial():
         procs = run_sweep(properties.property_cell, cells, runner=runner, progress=False)
         with pytest.raises(CellFailure, match="cell 3 fails"):  # a remote process's exception, its own type
             run_sweep(failing_cell, [Cell(("fail", i), {"i": i}) for i in range(5)], runner=runner, progress=False)
+        path = tmp_path / "lp_unimportable_cells.py"
+        path.write_text(UNIMPORTABLE)
+        spec = importlib.util.spec_from_file_location("lp_unimportable_cells", path)
+        mod = importlib.util.module_from_spec(spec)
+        monkeypatch.setitem(sys.modules, "lp_unimportable_cells", mod)
+        spec.loader.exec_module(mod)
+        grid = [Cell(("u", i), {"i": i}) for i in range(2)]
+        assert to_json(run_sweep(mod.cell, grid, runner=runner, progress=False)) == \
+            to_json(run_sweep(mod.cell, grid, progress=False))
+        with pytest.raises(mod.Boom, match="boom at 2"):  # its exception class is the caller's own
+            run_sweep(mod.cell, [Cell(("u", i), {"i": i}) for i in range(4)], runner=runner, progress=False)
     assert to_json(serial) == to_json(procs)
 
 
