@@ -211,7 +211,7 @@ def planner_cells(result) -> dict:
             "L": e["L"], "rtol": float(e["method"][len("approx-rtol"):]), "method": e["method"],
             "chosen": e.get("path"), "chosen_degree": e.get("degree"), "forced_degree": forced.get("degree"),
             "exact_s": exact_s, "forced_approx_s": approx_s, "call_s": e["median_s"],
-            "predicted_ratio": predicted.get("ratio"),
+            "predicted_ratio": predicted.get("ratio"), "rates": predicted.get("rates"),
             "measured_ratio": None if exact_s is None or approx_s is None else approx_s / exact_s,
             "faster": faster, "agree": None if faster is None or e.get("path") is None else e["path"] == faster,
             "note": note,
@@ -220,8 +220,9 @@ def planner_cells(result) -> dict:
     agreed = sum(c["agree"] for c in decided)
     share = agreed / len(decided) if decided else None
     want = TABLE_TARGETS["planner_share"]
+    rates = sorted({c["rates"] for c in cells if c.get("rates")})
     return {"cells": cells, "decided": len(decided), "agreed": agreed, "share": share, "target": f">= {want:g}",
-            "met": None if share is None else share >= want}
+            "met": None if share is None else share >= want, "rates": rates}
 
 
 def contraction_rates(result) -> list:

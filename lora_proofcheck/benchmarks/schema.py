@@ -52,7 +52,7 @@ ENTRY = {
         "path_reason": {"type": "string"},
         "pilots": {"type": "array", "items": {"type": "integer"}},
         "predicted": {"type": "object", "properties": {"approx_seconds": _NUM_OR_NULL, "exact_seconds": _NUM,
-                                                        "ratio": _NUM_OR_NULL}},
+                                                        "ratio": _NUM_OR_NULL, "rates": {"type": "string"}}},
         "forced": {"type": "object", "required": ["degree"],
                    "properties": {"degree": {"type": ["integer", "null"], "minimum": 0},
                                   "times_s": {"type": "array", "items": _POS, "minItems": 1},

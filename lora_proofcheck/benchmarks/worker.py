@@ -128,7 +128,7 @@ def _prepare(spec):
 
 def _approx_facts(res) -> dict:
     bounds = {k: float(v) for k, v in res.bound.items()}
-    cost = {k: res.cost[k] for k in ("approx_seconds", "exact_seconds", "ratio")}
+    cost = {k: res.cost[k] for k in ("approx_seconds", "exact_seconds", "ratio", "rates")}
     return {"bounds": bounds, "bound": max(bounds.values()), "degree": res.degree, "rank": res.rank,
             "path": res.path, "path_reason": res.reason, "pilots": list(res.pilots), "predicted": cost}
 

@@ -1,4 +1,5 @@
-"""`lora-proofcheck bench`: exact (dense, blocked) vs approximate vs PyTorch autograd, L = 2^10..2^17;
+"""`lora-proofcheck bench`: exact (dense, blocked) vs approximate (eps, rtol, forced degrees) vs PyTorch autograd,
+L = 2^10..2^17, the planner against the measurements and the targets table (`--targets`);
 `bench --peers`: the peer approximations in both gradient modes, error against time and rank.
 
 The machinery lives in `lora_proofcheck.benchmarks`; this module is the command line: flags,
@@ -99,7 +100,7 @@ def add_commands(sub) -> None:
                    help="measure the low-rank path's contraction rate (GFLOP/s inside its row passes, against the "
                         "square GEMM) at these degrees (L = 2^14; default none, 6 7 with --targets)")
     p.add_argument("--methods", nargs="+", metavar="METHOD",
-                   help="subset of: exact-dense exact-blocked approx-eps<EPS> approx-g<G> torch-autograd")
+                   help="subset of: exact-dense exact-blocked approx-eps<EPS> approx-rtol<RTOL> approx-g<G> torch-autograd")
     p.add_argument("--max-seconds", type=positive_float,
                    help="skip a measurement whose single call is predicted longer (default 300)")
     p.add_argument("--budget-seconds", type=positive_float, help="budget of the whole run (default 1200)")
@@ -219,7 +220,7 @@ def _format_planner(planner) -> list:
             for c in planner["cells"]]
     share = "-" if planner["share"] is None else f"{planner['share']:.0%}"
     return ["", f"planner vs measured: {planner['agreed']} of {planner['decided']} cells right ({share}, "
-                f"target {planner['target']})",
+                f"target {planner['target']}); time model: {', '.join(planner.get('rates') or ['not recorded'])}",
             render_table(("rtol", "L", "chosen", "g", "exact s", "forced g", "forced s", "call s", "predicted ratio",
                           "measured ratio", "faster", "right", "note"), rows)]
 
