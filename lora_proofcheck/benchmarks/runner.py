@@ -120,6 +120,8 @@ class BenchConfig:
         for g in self.contraction_degrees:
             if isinstance(g, bool) or not isinstance(g, int) or g < 1:
                 raise InvalidInputError(f"contraction_degrees must be integers >= 1, got {g!r}")
+        if self.contraction_degrees and self.backend != "numpy":
+            raise InvalidInputError("contraction_degrees: the contraction rate is measured on backend 'numpy' only")
         if self.torch_max_L is not None:
             positive_int("torch_max_L", self.torch_max_L)
         if not isinstance(self.degrees, tuple):

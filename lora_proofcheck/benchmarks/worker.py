@@ -25,9 +25,12 @@ from threadpoolctl import threadpool_info, threadpool_limits
 from .. import testing
 from .._lib import xp as _xp
 from .._lib.blocks import worker_threads
+from ..certification import adaptive
+from ..certification import certificate as cert_mod
 from ..errors import ProofcheckError
-from ..gradients import exact_path, timing
+from ..gradients import exact_path, lowrank_path, timing
 from ..gradients.approx import approx_gradients
+from ..kernels.features import feature_rank
 from ..problem import LoRAProblem
 
 __all__ = ["EXACT_METHODS", "TORCH", "approx_name", "degree_name", "main", "measure_contractions", "measure_gemm",
@@ -270,14 +273,9 @@ def measure_contractions(spec) -> dict:
     while the passes run, comparable with the square GEMM's on all threads. `share` is the part of
     the passes' wall time they take. The best of the repeats after the first (the first warms up
     the BLAS threads and the allocator) is reported; every run is recorded."""
-    from ..certification import adaptive  # noqa: PLC0415 - only this measurement needs them
-    from ..certification import certificate as cert_mod  # noqa: PLC0415
-    from ..gradients import lowrank_path  # noqa: PLC0415
-    from ..kernels.features import feature_rank  # noqa: PLC0415
-
     keep, threads_info = _limit_threads(spec["threads"])
     if spec["backend"] != "numpy":
-        raise ProofcheckError("the contraction rate is measured on NumPy only")
+        raise ProofcheckError("backend: the contraction rate is measured on NumPy only")
     p = LoRAProblem.random(spec["L"], spec["d"], spec["r"], adapt=spec["adapt"], logit_bound=spec["logit_bound"],
                            seed=spec["seed"])
     g = spec["degree"]
