@@ -1,4 +1,4 @@
-"""The one table of benchmark presets: the `bench` command's `--quick` and default (full) runs, and
+"""The one table of benchmark presets: the `bench` command's `--quick`, `--targets` and default (full) runs, and
 the small runs a report makes when no recorded benchmark is given (`report --quick` / `--full`).
 
 Each preset is a dict of `BenchConfig` fields (`PeersConfig` fields for `bench --peers`); the command
@@ -11,8 +11,14 @@ __all__ = ["PEERS_PRESETS", "PRESETS"]
 
 PRESETS = {
     # lora-proofcheck bench --quick / bench
-    "quick": dict(L_min=256, L_max=2048, repeats=1, max_seconds=30.0, budget_seconds=180.0, gemm_square=512),
+    "quick": dict(L_min=256, L_max=2048, repeats=1, max_seconds=30.0, budget_seconds=180.0, gemm_square=512,
+                  contraction_L=2048),
     "full": dict(L_min=1024, L_max=131072, repeats=3, max_seconds=300.0, budget_seconds=1200.0, gemm_square=2048),
+    # lora-proofcheck bench --targets: just what the targets table needs (a few minutes). The methods
+    # are exact-blocked, approx-rtol<RTOL> for each --rtol and torch-autograd (the CLI adds them);
+    # PyTorch up to 2^13, extrapolated beyond; contractions at g = 6, 7 (d = 8) at 2^14
+    "targets": dict(L_min=1024, L_max=65536, repeats=1, max_seconds=300.0, budget_seconds=900.0, gemm_square=2048,
+                    torch_max_L=8192, contraction_degrees=(6, 7), contraction_L=16384),
     # the benchmark section of lora-proofcheck report --quick / --full
     "report-quick": dict(L_list=(1024, 2048, 4096), repeats=1, eps=(1e-3,), budget_seconds=90.0, max_seconds=60.0,
                          fit_min_L=1024, gemm_square=512),

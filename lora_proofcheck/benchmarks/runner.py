@@ -26,12 +26,14 @@ from .._lib.version import __version__
 from ..errors import InvalidInputError, InvalidTypeError
 from ..gradients import costs
 from . import analysis
-from .worker import EXACT_METHODS, TORCH, approx_name, degree_name
+from .worker import EXACT_METHODS, TORCH, approx_name, degree_name, rtol_name
 
 __all__ = ["BACKENDS", "GEMM_MAX_L", "PRIOR_BYTES_PER_LOGIT", "QUADRATIC", "SCHEMA_VERSION", "BenchConfig",
            "run_benchmark"]
 
-SCHEMA_VERSION = 1
+#: 2: approx-rtol methods (path taken, forced comparison), per-key errors, contractions, planner cells and
+#: the targets table in the summary; version 1 files stay readable (`analysis.summarize` reads both)
+SCHEMA_VERSION = 2
 BACKENDS = ("numpy", "cupy")
 # A priori working sets (bytes per logit, float64) before a size is measured: the dense kernel's
 # comes from the cost model (`costs.exact_bytes`); PyTorch autograd measured ~4 (saved softmax, its
@@ -61,6 +63,7 @@ class BenchConfig:
     L_list: tuple | None = None           # explicit sizes instead of the doubling sweep
     repeats: int = 3
     eps: tuple = (1e-3, 1e-6)
+    rtol: tuple = (1e-3,)                 # certified relative tolerances (approx-rtol<RTOL>, on_threshold="exact")
     degrees: tuple = ()                   # forced-degree runs of the approximate path (kernel cost)
     threads: int | None = None
     backend: str = "numpy"
@@ -75,6 +78,9 @@ class BenchConfig:
     max_memory_bytes: int | None = None   # default: 80 % of MemAvailable at start
     fit_min_L: int = 4096                 # exponents are fitted over L >= this
     gemm_square: int = 2048               # n of the square reference GEMM
+    contraction_degrees: tuple = ()       # degrees whose in-pass contraction rate is measured (d as above)
+    contraction_L: int = 16384            # ... at this L
+    torch_max_L: int | None = None        # PyTorch runs up to this L (beyond: extrapolated in the targets)
     progress: bool = True
 
     def __post_init__(self):
@@ -82,7 +88,7 @@ class BenchConfig:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
 
-        for name in ("L_min", "L_max", "repeats", "d", "r", "fit_min_L", "gemm_square"):
+        for name in ("L_min", "L_max", "repeats", "d", "r", "fit_min_L", "gemm_square", "contraction_L"):
             positive_int(name, getattr(self, name))
         if self.L_min > self.L_max:
             raise InvalidInputError(f"L_min ({self.L_min}) must not exceed L_max ({self.L_max})")
@@ -104,6 +110,20 @@ class BenchConfig:
         for e in self.eps:
             if isinstance(e, bool) or not isinstance(e, (int, float)) or not 0 < e < 1:
                 raise InvalidInputError(f"eps values must lie in (0, 1), got {e!r}")
+        if not isinstance(self.rtol, tuple):
+            raise InvalidTypeError("rtol must be a tuple of floats")
+        for e in self.rtol:
+            if isinstance(e, bool) or not isinstance(e, (int, float)) or not 0 < e < 1:
+                raise InvalidInputError(f"rtol values must lie in (0, 1), got {e!r}")
+        if not isinstance(self.contraction_degrees, tuple):
+            raise InvalidTypeError("contraction_degrees must be a tuple of ints")
+        for g in self.contraction_degrees:
+            if isinstance(g, bool) or not isinstance(g, int) or g < 1:
+                raise InvalidInputError(f"contraction_degrees must be integers >= 1, got {g!r}")
+        if self.contraction_degrees and self.backend != "numpy":
+            raise InvalidInputError("contraction_degrees: the contraction rate is measured on backend 'numpy' only")
+        if self.torch_max_L is not None:
+            positive_int("torch_max_L", self.torch_max_L)
         if not isinstance(self.degrees, tuple):
             raise InvalidTypeError("degrees must be a tuple of ints")
         for g in self.degrees:
@@ -130,8 +150,8 @@ class BenchConfig:
         return out
 
     def all_methods(self) -> tuple:
-        return (*EXACT_METHODS, *(approx_name(e) for e in self.eps), *(degree_name(g) for g in self.degrees),
-                TORCH)
+        return (*EXACT_METHODS, *(approx_name(e) for e in self.eps), *(rtol_name(e) for e in self.rtol),
+                *(degree_name(g) for g in self.degrees), TORCH)
 
     def chosen_methods(self) -> tuple:
         return self.all_methods() if self.methods is None else tuple(self.methods)
@@ -248,13 +268,15 @@ def _spec(config, kind, **kw) -> dict:
     if kind == "method":
         base.update(d=config.d, r=config.r, adapt=config.adapt, logit_bound=config.logit_bound,
                     seed=config.seed, repeats=config.repeats, max_seconds=config.max_seconds, eps=None,
-                    degree=None)
+                    degree=None, rtol=None)
     base.update(kw)
     return base
 
 
 def _approx_args(method: str, config: BenchConfig) -> dict:
     """eps (and a forced degree) of an approximate-path method; forced degrees take the first eps."""
+    if method.startswith("approx-rtol"):
+        return {"rtol": float(method[len("approx-rtol"):])}
     if method.startswith("approx-eps"):
         return {"eps": float(method[len("approx-eps"):]), "degree": None}
     if method.startswith("approx-g"):
@@ -266,8 +288,8 @@ def _finish(entry: dict, config: BenchConfig, L: int) -> dict:
     """Median, rate from the cost model; drop the worker's raw gradients into `_grads`."""
     entry["median_s"] = float(np.median(entry["times_s"]))
     entry["repeats_done"] = len(entry["times_s"])
-    flops = analysis.model_flops(entry["method"], L, config.d, config.adapt, entry.get("rank"),
-                                 entry.get("degree"))
+    priced = "exact-blocked" if entry.get("path") == "exact" else entry["method"]  # an rtol call's fallback
+    flops = analysis.model_flops(priced, L, config.d, config.adapt, entry.get("rank"), entry.get("degree"))
     entry["flops"] = flops
     entry["gflops"] = None if flops is None else flops / entry["median_s"] / 1e9
     return entry
@@ -294,6 +316,7 @@ def _errors(entries: list) -> None:
                 e["max_abs_error"], e["error_reference"] = None, "none: non-finite gradients"
                 continue
             e["max_abs_error"] = max(errs.values())
+            e["errors"] = errs
             if "bounds" in e:  # the certificate is per gradient: check it key by key
                 e["bound_holds"] = all(errs[k] <= e["bounds"][k] for k in errs)
             e["grad_max_abs"] = max(float(np.max(np.abs(w))) for w in want.values())
@@ -326,7 +349,8 @@ def run_benchmark(config: BenchConfig) -> dict:
     for L in config.sizes():
         for method in config.chosen_methods():
             base = {"method": method, "L": L}
-            reason = _method_available(method) or planner.verdict(method, L, time.perf_counter() - start)
+            reason = (_method_available(method) or _beyond_torch_max(config, method, L)
+                      or planner.verdict(method, L, time.perf_counter() - start))
             if reason is not None:
                 entries.append({**base, "status": "skipped", "reason": reason})
                 _log(config, f"L={L} {method}: skipped ({reason})")
@@ -341,8 +365,11 @@ def run_benchmark(config: BenchConfig) -> dict:
                 entry["_grads"] = entry.pop("grads")
                 _finish(entry, config, L)
                 planner.record(method, L, entry)
+                took = "" if "forced" not in entry else (
+                    f", path {entry['path']} (degree {entry['degree']}; forced at degree "
+                    f"{entry['forced'].get('degree')}: {_seconds(entry['forced'].get('median_s'))})")
                 _log(config, f"L={L} {method}: median {entry['median_s']:.4g} s of {entry['repeats_done']}, "
-                             f"peak RSS {entry['peak_rss_bytes'] / 2**20:.0f} MiB")
+                             f"peak RSS {entry['peak_rss_bytes'] / 2**20:.0f} MiB{took}")
             else:
                 _log(config, f"L={L} {method}: {entry['status']} ({entry['reason']})")
                 if entry["status"] == "failed" or not entry["reason"].startswith("AboveThresholdError"):
@@ -352,6 +379,7 @@ def run_benchmark(config: BenchConfig) -> dict:
             entries.append(entry)
     _errors(entries)
     gemms += _dominant_gemms(config, entries)
+    contractions = [_contractions(config, g) for g in config.contraction_degrees]
     result = {
         "schema_version": SCHEMA_VERSION,
         "tool_version": __version__,
@@ -362,11 +390,37 @@ def run_benchmark(config: BenchConfig) -> dict:
         "machine": collect(),
         "memory_method": next((e["memory_method"] for e in entries if "memory_method" in e), None),
         "gemm": gemms,
+        "contractions": contractions,
         "results": entries,
         "fits": analysis.fit_all(entries, config.fit_min_L),
         "wall_seconds": time.perf_counter() - start,
     }
     return result
+
+
+def _seconds(value) -> str:
+    return "not run" if value is None else f"{value:.4g} s"
+
+
+def _beyond_torch_max(config, method, L) -> str | None:
+    if method == TORCH and config.torch_max_L is not None and L > config.torch_max_L:
+        return (f"torch_max_L: PyTorch is measured up to L={config.torch_max_L} only (the targets table "
+                "extrapolates it x4 per doubling)")
+    return None
+
+
+def _contractions(config, degree) -> dict:
+    """The low-rank path's contraction rate at `degree` (`worker.measure_contractions`)."""
+    spec = _spec(config, "method", L=config.contraction_L, degree=degree, repeats=max(3, config.repeats))
+    spec["kind"] = "contractions"
+    out = _spawn(spec, config, timeout=max(60.0, config.max_seconds))
+    out.update(degree=degree, L=config.contraction_L)
+    if out["status"] == "ok":
+        _log(config, f"contractions g={degree} L={config.contraction_L}: {out['gflops']:.1f} GFLOP/s "
+                     f"({out['share']:.0%} of the passes' time)")
+    else:
+        _log(config, f"contractions g={degree}: {out['status']} ({out['reason']})")
+    return out
 
 
 def _dominant_gemms(config, entries) -> list:

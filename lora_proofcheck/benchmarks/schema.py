@@ -1,9 +1,16 @@
 """JSON Schemas of `lora-proofcheck bench --out` (what `run_benchmark` returns) and of
-`lora-proofcheck bench --peers --out` (what `peers.run_peers` returns, with its summary)."""
+`lora-proofcheck bench --peers --out` (what `peers.run_peers` returns, with its summary).
+
+Bench results: schema_version 2 adds the approx-rtol methods' facts (path taken, its reason,
+pilots, the time model's prediction, the forced comparison), per-key errors and the contraction
+measurements; version 1 files (none of these) still validate and summarize."""
 
 from __future__ import annotations
 
-__all__ = ["ENTRY", "FIT", "GEMM", "PEERS_SCHEMA", "PEER_ROW", "RESULT_SCHEMA"]
+__all__ = ["CONTRACTIONS", "ENTRY", "FIT", "GEMM", "PEERS_SCHEMA", "PEER_ROW", "RESULT_SCHEMA", "SCHEMA_VERSIONS"]
+
+#: bench result versions this package reads (the runner writes the last)
+SCHEMA_VERSIONS = (1, 2)
 
 _NUM = {"type": "number"}
 _NUM_OR_NULL = {"type": ["number", "null"]}
@@ -40,9 +47,19 @@ ENTRY = {
         "bound": _NUM,
         "bounds": {"type": "object", "additionalProperties": _NUM},
         "bound_holds": {"type": "boolean"},
+        "errors": {"type": "object", "additionalProperties": _NUM},
         "path": {"enum": ["approx", "exact"]},
-        "degree": {"type": "integer", "minimum": 0},
-        "rank": {"type": "integer", "minimum": 1},
+        "path_reason": {"type": "string"},
+        "pilots": {"type": "array", "items": {"type": "integer"}},
+        "predicted": {"type": "object", "properties": {"approx_seconds": _NUM_OR_NULL, "exact_seconds": _NUM,
+                                                        "ratio": _NUM_OR_NULL, "rates": {"type": "string"}}},
+        "forced": {"type": "object", "required": ["degree"],
+                   "properties": {"degree": {"type": ["integer", "null"], "minimum": 0},
+                                  "times_s": {"type": "array", "items": _POS, "minItems": 1},
+                                  "median_s": _POS, "bound": _NUM, "how": {"type": "string"},
+                                  "reason": {"type": "string"}}},
+        "degree": {"type": ["integer", "null"], "minimum": 0},
+        "rank": {"type": ["integer", "null"], "minimum": 1},
         "block_rows": {"type": "integer", "minimum": 1},
     },
     "if": {"properties": {"status": {"const": "ok"}}},
@@ -63,6 +80,21 @@ GEMM = {
     },
 }
 
+CONTRACTIONS = {
+    "type": "object",
+    "required": ["degree", "L", "status"],
+    "properties": {
+        "degree": {"type": "integer", "minimum": 1}, "L": {"type": "integer", "minimum": 1},
+        "status": {"enum": ["ok", "skipped", "failed"]},
+        "rank": {"type": "integer"}, "d": {"type": "integer"}, "chunk_rows": {"type": "integer"},
+        "workers": {"type": "integer"}, "gflops": _POS, "share": _NUM, "gemm_flops": _POS,
+        "runs": {"type": "array", "items": {"type": "object"}},
+    },
+    "if": {"properties": {"status": {"const": "ok"}}},
+    "then": {"required": ["rank", "d", "chunk_rows", "workers", "gflops", "share", "runs"]},
+    "else": {"required": ["reason"]},
+}
+
 FIT = {
     "type": "object",
     "required": ["exponent"],
@@ -77,10 +109,11 @@ RESULT_SCHEMA = {
     "required": ["schema_version", "tool_version", "created", "config", "machine", "memory_method",
                  "gemm", "results", "fits", "wall_seconds"],
     "properties": {
-        "schema_version": {"const": 1},
+        "schema_version": {"enum": list(SCHEMA_VERSIONS)},
         "tool_version": {"type": "string"},
         "created": {"type": "string"},
         "config": {"type": "object", "required": ["L_min", "L_max", "repeats", "eps", "threads", "backend"]},
+        "contractions": {"type": "array", "items": CONTRACTIONS},
         "machine": {"type": "object"},
         "memory_method": {"type": ["string", "null"]},
         "memory_budget_bytes": {"type": ["integer", "null"]},

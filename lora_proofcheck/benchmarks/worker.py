@@ -25,12 +25,16 @@ from threadpoolctl import threadpool_info, threadpool_limits
 from .. import testing
 from .._lib import xp as _xp
 from .._lib.blocks import worker_threads
+from ..certification import adaptive
+from ..certification import certificate as cert_mod
 from ..errors import ProofcheckError
-from ..gradients import exact_path
+from ..gradients import exact_path, lowrank_path, timing
 from ..gradients.approx import approx_gradients
+from ..kernels.features import feature_rank
 from ..problem import LoRAProblem
 
-__all__ = ["EXACT_METHODS", "TORCH", "approx_name", "degree_name", "main", "measure_gemm", "measure_method"]
+__all__ = ["EXACT_METHODS", "TORCH", "approx_name", "degree_name", "main", "measure_contractions", "measure_gemm",
+           "measure_method", "rtol_name"]
 
 EXACT_METHODS = ("exact-dense", "exact-blocked")
 TORCH = "torch-autograd"
@@ -39,6 +43,13 @@ TORCH = "torch-autograd"
 def approx_name(eps: float) -> str:
     """The approximate path asked for a certified max-abs error eps (it picks the degree)."""
     return f"approx-eps{eps:.0e}"
+
+
+def rtol_name(rtol: float) -> str:
+    """The approximate path asked for a certified relative tolerance rtol (atol = 0) with
+    on_threshold="exact": what a user calls; it takes the exact path when that is predicted faster
+    or the tolerance cannot be certified, and records which path it took."""
+    return f"approx-rtol{rtol:.0e}"
 
 
 def degree_name(degree: int) -> str:
@@ -101,18 +112,57 @@ def _prepare(spec):
         info["torch_threads"] = torch.get_num_threads()
         return (lambda: (testing.torch_gradients(p)[1], {})), info
     if method.startswith("approx-"):
-        if spec.get("degree") is None:  # on_threshold="raise": above the threshold it declines (recorded)
+        timing.work_counts("approx", 2, 2, p.d, "".join(p.adapted), degree=1)  # the time model's formulas
+        if method.startswith("approx-rtol"):  # certified relative tolerance, falls back to the exact path
+            kwargs = {"rtol": spec["rtol"], "atol": 0.0, "on_threshold": "exact", "threads": spec["threads"]}
+        elif spec.get("degree") is None:  # on_threshold="raise": above the threshold it declines (recorded)
             kwargs = {"rtol": 0.0, "atol": spec["eps"], "on_threshold": "raise", "threads": spec["threads"]}
         else:
             kwargs = {"degree": spec["degree"], "on_threshold": "force", "threads": spec["threads"]}
 
         def call():
             res = approx_gradients(p, **kwargs)
-            bounds = {k: float(v) for k, v in res.bound.items()}
-            return res.grads, {"bounds": bounds, "bound": max(bounds.values()), "degree": res.degree,
-                               "rank": res.rank, "path": res.path}
+            return res.grads, _approx_facts(res)
+        if method.startswith("approx-rtol"):
+            info["_after"] = lambda extra: {"forced": _forced_comparison(p, spec, extra)}
         return call, info
     raise ValueError(f"unknown method {method!r}")
+
+
+def _approx_facts(res) -> dict:
+    bounds = {k: float(v) for k, v in res.bound.items()}
+    cost = {k: res.cost[k] for k in ("approx_seconds", "exact_seconds", "ratio", "rates")}
+    return {"bounds": bounds, "bound": max(bounds.values()), "degree": res.degree, "rank": res.rank,
+            "path": res.path, "path_reason": res.reason, "pilots": list(res.pilots), "predicted": cost}
+
+
+def _forced_comparison(p, spec, extra) -> dict:
+    """The approximate path forced at the degree the rtol call chose, timed like the call itself:
+    what the exact path is measured against to say which path was faster (the planner's check).
+
+    When the call took the exact path, the degree is the smallest one the forced search certifies
+    at this rtol (`on_threshold="force"`, untimed); when none does, the approximate path is no
+    option at this tolerance and nothing is timed."""
+    degree, how = extra.get("degree"), "the degree the call chose"
+    if degree is None:
+        try:
+            degree = approx_gradients(p, rtol=spec["rtol"], atol=0.0, on_threshold="force",
+                                      threads=spec["threads"]).degree
+            how = "the smallest degree certifying rtol (on_threshold='force', its search untimed)"
+        except ProofcheckError as exc:
+            return {"degree": None, "reason": f"{type(exc).__name__}: {str(exc)[:300]}"}
+    times = []
+    start = time.perf_counter()
+    for _ in range(spec["repeats"]):
+        t0 = time.perf_counter()
+        res = approx_gradients(p, rtol=spec["rtol"], atol=0.0, degree=degree, on_threshold="force",
+                               threads=spec["threads"])
+        _sync(res.grads)
+        times.append(time.perf_counter() - t0)
+        if time.perf_counter() - start + times[-1] > spec["max_seconds"]:
+            break
+    return {"degree": degree, "how": how, "times_s": times, "median_s": float(np.median(times)),
+            "bound": max(float(v) for v in res.bound.values())}
 
 
 def _sync(grads):
@@ -149,8 +199,12 @@ def measure_method(spec) -> dict:
                   file=sys.stderr, flush=True)
         if time.perf_counter() - start + times[-1] > spec["max_seconds"]:
             break  # one more run would overrun the measurement's budget
+    peak = _peak_rss()
+    after = info.pop("_after", None)
+    if after is not None:  # untimed companions (their memory is not in the peak above)
+        info.update(after(extra))
     out = {
-        "times_s": times, "peak_rss_bytes": _peak_rss(), "baseline_rss_bytes": baseline,
+        "times_s": times, "peak_rss_bytes": peak, "baseline_rss_bytes": baseline,
         "memory_method": memory_method, "grads": _host_grads(grads), "threads": threads_info, **info, **extra,
     }
     if pool is not None:
@@ -179,10 +233,85 @@ def measure_gemm(spec) -> dict:
             "gflops_median": flops / float(np.median(times)) / 1e9, "threads": threads_info}
 
 
+class _GemmClock:
+    """Times every matrix product one of whose operands is a feature chunk (`timed`): in the
+    low-rank row passes exactly the four dominant contractions (key moments U2^T Z2, query pass
+    U1 Vq and U1^T Z1, key pass U2 Vk), in place, on the threads that run them."""
+
+    def __init__(self):
+        self.calls = []  # (seconds, flops); list.append is atomic under the GIL
+
+    def timed(self, U):
+        return U.view(_Timed) if isinstance(U, np.ndarray) else U
+
+    def product(self, a, b):
+        a, b = np.asarray(a), np.asarray(b)
+        t0 = time.perf_counter()
+        out = a @ b
+        self.calls.append((time.perf_counter() - t0,
+                           2.0 * float(np.prod(out.shape[:-2], dtype=np.float64)) * out.shape[-2] * out.shape[-1]
+                           * a.shape[-1]))
+        return out
+
+
+class _Timed(np.ndarray):
+    clock: _GemmClock | None = None
+
+    def __matmul__(self, other):
+        return self.clock.product(self, other)
+
+    def __rmatmul__(self, other):
+        return self.clock.product(other, self)
+
+
+def measure_contractions(spec) -> dict:
+    """The low-rank path's dominant contractions, timed inside its own row passes at `spec["degree"]`.
+
+    The passes run as `plan_weight_gradients` runs them (the certificate's feature plan, the same
+    chunk rows and threads); each product with a feature chunk is timed on the thread that runs it.
+    Rate = their flops / (their thread-seconds / worker threads): the rate the contractions achieve
+    while the passes run, comparable with the square GEMM's on all threads. `share` is the part of
+    the passes' wall time they take. The best of the repeats after the first (the first warms up
+    the BLAS threads and the allocator) is reported; every run is recorded."""
+    keep, threads_info = _limit_threads(spec["threads"])
+    if spec["backend"] != "numpy":
+        raise ProofcheckError("backend: the contraction rate is measured on NumPy only")
+    p = LoRAProblem.random(spec["L"], spec["d"], spec["r"], adapt=spec["adapt"], logit_bound=spec["logit_bound"],
+                           seed=spec["seed"])
+    g = spec["degree"]
+    plan = adaptive.certify_adaptive(p, cert_mod.projections(p)).feature_plan(g, "auto")
+    if not plan.runnable:
+        raise ProofcheckError(f"degree {g}: {plan.reason}")
+    qf, kf = lowrank_path.plan_feature_functions(p, plan)
+    k = feature_rank(p.d, g)
+    rows = lowrank_path.chunk_rows(p, k)
+    workers = min(worker_threads(p.xp, spec["threads"]), -(-p.L // rows))
+    modules = "".join(p.adapted)
+    clock = _GemmClock()
+    _Timed.clock = clock
+    runs = []
+    for _ in range(spec["repeats"]):
+        clock.calls = []
+        t0 = time.perf_counter()
+        lowrank_path._row_passes(p, modules, rows, spec["threads"], query_features=lambda q: clock.timed(qf(q)),
+                                 key_features=lambda s: clock.timed(kf(s)))
+        wall = time.perf_counter() - t0
+        secs = sum(c[0] for c in clock.calls)
+        flops = sum(c[1] for c in clock.calls)
+        runs.append({"wall_s": wall, "gemm_thread_seconds": secs, "gemm_flops": flops, "calls": len(clock.calls)})
+    best = min(runs[1:] or runs, key=lambda r: r["gemm_thread_seconds"])  # the first warms the BLAS up
+    del keep
+    return {"degree": g, "rank": k, "L": p.L, "d": p.d, "chunk_rows": rows, "workers": workers,
+            "runs": runs, "gemm_flops": best["gemm_flops"], "calls": best["calls"],
+            "gflops": best["gemm_flops"] / (best["gemm_thread_seconds"] / workers) / 1e9,
+            "share": best["gemm_thread_seconds"] / workers / best["wall_s"], "threads": threads_info}
+
+
 def main() -> int:
     spec = json.loads(sys.stdin.read())
     try:
-        out = measure_gemm(spec) if spec["kind"] == "gemm" else measure_method(spec)
+        kinds = {"gemm": measure_gemm, "contractions": measure_contractions, "method": measure_method}
+        out = kinds[spec["kind"]](spec)
         out["status"] = "ok"
     except MemoryError:
         out = {"status": "skipped", "reason": "MemoryError: the method ran out of memory at this size"}

@@ -1,4 +1,5 @@
-"""`lora-proofcheck bench`: exact (dense, blocked) vs approximate vs PyTorch autograd, L = 2^10..2^17;
+"""`lora-proofcheck bench`: exact (dense, blocked) vs approximate (eps, rtol, forced degrees) vs PyTorch autograd,
+L = 2^10..2^17, the planner against the measurements and the targets table (`--targets`);
 `bench --peers`: the peer approximations in both gradient modes, error against time and rank.
 
 The machinery lives in `lora_proofcheck.benchmarks`; this module is the command line: flags,
@@ -19,6 +20,7 @@ from ..benchmarks import BenchConfig, run_benchmark, summarize
 from ..benchmarks.peers import FAMILIES, PeersConfig, run_peers, summarize_peers
 from ..benchmarks.plot import plot, plot_peers
 from ..benchmarks.presets import PEERS_PRESETS, PRESETS
+from ..benchmarks.worker import TORCH, rtol_name
 from ..errors import InvalidInputError
 from .arguments import positive_float, positive_int, ranged
 
@@ -26,11 +28,13 @@ __all__ = ["REAL_HEAD", "add_commands", "config_from_args", "format_peer_row", "
            "format_summary", "format_table", "peers_config_from_args", "real_head"]
 
 #: flags of the path benchmark that `--peers` does not take (dest -> flag)
-PATH_ONLY = {"L_min": "--L-min", "L_max": "--L-max", "eps": "--eps", "degrees": "--degrees", "methods": "--methods",
-             "max_seconds": "--max-seconds", "budget_seconds": "--budget-seconds",
-             "max_memory_gb": "--max-memory-gb"}
+PATH_ONLY = {"L_min": "--L-min", "L_max": "--L-max", "eps": "--eps", "rtol": "--rtol", "degrees": "--degrees",
+             "methods": "--methods", "max_seconds": "--max-seconds", "budget_seconds": "--budget-seconds",
+             "max_memory_gb": "--max-memory-gb", "torch_max_L": "--torch-max-L",
+             "contraction_degrees": "--contraction-degrees"}
 PEERS_ONLY = {"logit_bounds": "--logit-bounds", "families": "--families"}
 DEFAULT_EPS = (1e-3, 1e-6)
+DEFAULT_RTOL = (1e-3,)
 #: the real head of `bench --peers`: the audit's gradient head (MiniLM, the head with the smallest R at L = 128)
 REAL_HEAD = {"model": "minilm", "layer": 0, "head": 7}
 
@@ -53,6 +57,7 @@ def _length(text: str) -> int:
 
 _eps = ranged(float, lambda v: 0 < v < 1, "a number in (0, 1)")
 _degree = ranged(int, lambda v: v >= 0, "an integer >= 0")
+_contraction_degree = ranged(int, lambda v: v >= 1, "an integer >= 1")
 
 
 def add_commands(sub) -> None:
@@ -72,6 +77,10 @@ def add_commands(sub) -> None:
                                                          "(default 3; 1 with --quick)")
     p.add_argument("--eps", type=_eps, nargs="+",
                    help="accuracies of the approximate path (default 1e-3 1e-6)")
+    p.add_argument("--rtol", type=_eps, nargs="+",
+                   help="certified relative tolerances of the approximate path, atol = 0, on_threshold='exact' "
+                        "(methods approx-rtol<RTOL>: the path taken, its degree and bound, and the approximate "
+                        "path forced at that degree to check the choice; default 1e-3)")
     p.add_argument("--degrees", type=_degree, nargs="+", metavar="G",
                    help="also run the approximate path at these forced polynomial degrees (method "
                         "approx-g<G>, on_threshold='force'): the kernel's cost at rank C(d+G, G) even "
@@ -81,8 +90,17 @@ def add_commands(sub) -> None:
     p.add_argument("--backend", choices=("numpy", "cupy"), default="numpy",
                    help="array library of the exact and approximate paths (PyTorch always runs on CPU)")
     p.add_argument("--quick", action="store_true", help="small sizes, one repeat, short budgets")
+    p.add_argument("--targets", action="store_true",
+                   help="just what the targets table needs (a few minutes): exact-blocked, approx-rtol and "
+                        "torch-autograd (to 2^13, extrapolated beyond) at L = 2^10..2^16, one repeat, and the "
+                        "low-rank contraction rate at g = 6, 7 (d = 8, L = 2^14); the other flags override")
+    p.add_argument("--torch-max-L", type=_length, metavar="L",
+                   help="run PyTorch autograd up to this L only (the targets table extrapolates it x4 per doubling)")
+    p.add_argument("--contraction-degrees", type=_contraction_degree, nargs="+", metavar="G",
+                   help="measure the low-rank path's contraction rate (GFLOP/s inside its row passes, against the "
+                        "square GEMM) at these degrees (L = 2^14; default none, 6 7 with --targets)")
     p.add_argument("--methods", nargs="+", metavar="METHOD",
-                   help="subset of: exact-dense exact-blocked approx-eps<EPS> approx-g<G> torch-autograd")
+                   help="subset of: exact-dense exact-blocked approx-eps<EPS> approx-rtol<RTOL> approx-g<G> torch-autograd")
     p.add_argument("--max-seconds", type=positive_float,
                    help="skip a measurement whose single call is predicted longer (default 300)")
     p.add_argument("--budget-seconds", type=positive_float, help="budget of the whole run (default 1200)")
@@ -118,7 +136,9 @@ def config_from_args(args) -> BenchConfig:
     for dest, flag in PEERS_ONLY.items():
         if getattr(args, dest, None) is not None:
             raise InvalidInputError(f"{flag} applies to --peers only")
-    preset = PRESETS["quick" if args.quick else "full"]
+    if args.quick and args.targets:
+        raise InvalidInputError("--quick and --targets are different presets: give one of them")
+    preset = dict(PRESETS["quick" if args.quick else "targets" if args.targets else "full"])
     pick = lambda value, key: preset[key] if value is None else value  # noqa: E731
     L_min, L_max = pick(args.L_min, "L_min"), pick(args.L_max, "L_max")
     if args.sizes is None and L_min > L_max:
@@ -128,15 +148,24 @@ def config_from_args(args) -> BenchConfig:
     _output_path(args.out, ".json", "--out")
     _output_path(args.plot, ".png", "--plot")
     eps = tuple(dict.fromkeys(DEFAULT_EPS if args.eps is None else args.eps))
-    config = dict(
+    rtol = tuple(dict.fromkeys(DEFAULT_RTOL if args.rtol is None else args.rtol))
+    methods = None if args.methods is None else tuple(args.methods)
+    if methods is None and args.targets:
+        methods = ("exact-blocked", *(rtol_name(r) for r in rtol), TORCH)
+    config = dict(preset)
+    config.update(
         L_min=L_min, L_max=L_max, L_list=None if args.sizes is None else tuple(args.sizes),
-        repeats=pick(args.repeats, "repeats"), eps=eps, degrees=tuple(dict.fromkeys(args.degrees or ())),
+        repeats=pick(args.repeats, "repeats"), eps=eps, rtol=rtol, degrees=tuple(dict.fromkeys(args.degrees or ())),
         threads=args.threads, backend=args.backend,
         seed=args.seed, max_seconds=pick(args.max_seconds, "max_seconds"),
-        budget_seconds=pick(args.budget_seconds, "budget_seconds"), gemm_square=preset["gemm_square"],
+        budget_seconds=pick(args.budget_seconds, "budget_seconds"),
         max_memory_bytes=None if args.max_memory_gb is None else int(args.max_memory_gb * 2**30),
-        methods=None if args.methods is None else tuple(args.methods),
+        methods=methods,
     )
+    if args.torch_max_L is not None:
+        config["torch_max_L"] = args.torch_max_L
+    if args.contraction_degrees is not None:
+        config["contraction_degrees"] = tuple(dict.fromkeys(args.contraction_degrees))
     try:
         return BenchConfig(**config)
     except InvalidInputError as exc:
@@ -169,7 +198,43 @@ def format_summary(summary: dict) -> str:
         met = {True: "MET", False: "NOT MET", None: "not measured"}[t["met"]]
         value = "-" if t["value"] is None else f"{t['value']:.4g}"
         lines.append(f"target: {t['name']} {t['target']}: {value} -> {met} {t['note']}".rstrip())
+    lines += _format_planner(summary.get("planner"))
+    lines += _format_contractions(summary.get("contractions") or [])
+    if summary.get("targets_table"):
+        rows = [(t["name"], t["target"], "-" if t["value"] is None else f"{t['value']:.4g}",
+                 {True: "yes", False: "NO", None: "not measured"}[t["met"]], t["note"])
+                for t in summary["targets_table"]]
+        lines += ["", "targets (certified rtol = 1e-3; PyTorch beyond its largest measured L extrapolated x4 per "
+                      "doubling, as the notes say):",
+                  render_table(("target", "wanted", "measured", "met", "note"), rows)]
     return "\n".join(lines)
+
+
+def _format_planner(planner) -> list:
+    if not planner or not planner["cells"]:
+        return []
+    rows = [(f"{c['rtol']:g}", str(c["L"]), c["chosen"] or "-", _fmt(c["chosen_degree"], "d"),
+             _fmt(c["exact_s"], ".4g"), _fmt(c["forced_degree"], "d"), _fmt(c["forced_approx_s"], ".4g"),
+             _fmt(c["call_s"], ".4g"), _fmt(c["predicted_ratio"], ".3g"), _fmt(c["measured_ratio"], ".3g"),
+             c["faster"] or "-", {True: "yes", False: "NO", None: "-"}[c["agree"]], c["note"])
+            for c in planner["cells"]]
+    share = "-" if planner["share"] is None else f"{planner['share']:.0%}"
+    return ["", f"planner vs measured: {planner['agreed']} of {planner['decided']} cells right ({share}, "
+                f"target {planner['target']}); time model: {', '.join(planner.get('rates') or ['not recorded'])}",
+            render_table(("rtol", "L", "chosen", "g", "exact s", "forced g", "forced s", "call s", "predicted ratio",
+                          "measured ratio", "faster", "right", "note"), rows)]
+
+
+def _format_contractions(rates) -> list:
+    if not rates:
+        return []
+    rows = [(str(c["degree"]), str(c["L"]), "-", "-", "-", "-", f"{c['status']}: {c.get('reason')}")
+            if c["status"] != "ok" else
+            (str(c["degree"]), str(c["L"]), str(c["rank"]), str(c["chunk_rows"]), f"{c['gflops']:.1f}",
+             _fmt(c["fraction"], ".2f"), f"{c['share_of_passes']:.0%} of the row passes' time")
+            for c in rates]
+    return ["", "low-rank contractions inside the row passes (rate / square GEMM rate):",
+            render_table(("g", "L", "k", "chunk rows", "GFLOP/s", "of square", "note"), rows)]
 
 
 def peers_config_from_args(args) -> PeersConfig:
@@ -177,6 +242,8 @@ def peers_config_from_args(args) -> PeersConfig:
     for dest, flag in PATH_ONLY.items():
         if getattr(args, dest, None) is not None:
             raise InvalidInputError(f"{flag} does not apply to --peers")
+    if args.targets:
+        raise InvalidInputError("--targets does not apply to --peers")
     if args.backend != "numpy":
         raise InvalidInputError("--backend: --peers runs on NumPy only (the support basis assembles its "
                                 "blocks on the host)")

@@ -28,7 +28,8 @@ from ..kernels import _generated_lowrank as gen
 from ..kernels.features import check_feature_inputs, feature_maps, feature_rank, plan_features, side_features
 from ..problem import LoRAProblem, check_problem
 
-__all__ = ["chunk_rows", "lowrank_weight_gradients", "plan_weight_gradients", "problem_features"]
+__all__ = ["chunk_rows", "lowrank_weight_gradients", "plan_feature_functions", "plan_weight_gradients",
+           "problem_features"]
 
 
 def _check_features(problem: LoRAProblem, features):
@@ -163,6 +164,17 @@ def plan_weight_gradients(problem: LoRAProblem, plan, modules: str, *, chunk_row
     """
     check_problem(problem)
     modules = check_modules(modules)
+    query_features, key_features = plan_feature_functions(problem, plan)
+    rows = _rows_per_chunk(problem, feature_rank(problem.d, plan.degree), chunk_rows)
+    xp, N = problem.xp, problem.N
+    out = _row_passes(problem, modules, rows, threads, query_features=query_features, key_features=key_features)
+    return xp.sum(out["loss"], axis=0) / N, {m: xp.sum(out[f"dW_{m}"], axis=0) / N for m in modules}
+
+
+def plan_feature_functions(problem: LoRAProblem, plan):
+    """(query_features, key_features): the row chunk's features U1 = query_features(slice) and
+    U2 = key_features(slice) a `FeaturePlan` prescribes, as `plan_weight_gradients` feeds them to
+    the row passes (also what `benchmarks` times the contractions on)."""
     xp, W, beta = problem.xp, problem.weights(), problem.beta
     dev = array_api_compat.device(problem.X3)
     host = np.float32 if problem.dtype_name == "float32" else np.float64
@@ -179,7 +191,6 @@ def plan_weight_gradients(problem: LoRAProblem, plan, modules: str, *, chunk_row
     coef = cast(plan.coefficients)                                            # (C, g+1)
     cls = _xp.from_numpy(np.asarray(plan.cls, dtype=np.int64), xp, device=dev)  # (N, L)
     wts = None if plan.weights is None else cast(plan.weights)[:, None, :]   # (N, 1, L_kv)
-    rows = _rows_per_chunk(problem, feature_rank(problem.d, g), chunk_rows)
     N = problem.N
 
     def query_features(q):
@@ -190,5 +201,4 @@ def plan_weight_gradients(problem: LoRAProblem, plan, modules: str, *, chunk_row
     def key_features(k):
         return plan_features(xp, Kc[:, k, :], g, row_weights=None if wts is None else wts[:, :, k])
 
-    out = _row_passes(problem, modules, rows, threads, query_features=query_features, key_features=key_features)
-    return xp.sum(out["loss"], axis=0) / N, {m: xp.sum(out[f"dW_{m}"], axis=0) / N for m in modules}
+    return query_features, key_features

@@ -121,8 +121,11 @@ def predict_seconds(rates: MachineRates, path: str, L, L_kv, d, modules, N=1, de
 
 def machine_key() -> dict:
     """What the rates depend on: CPU, cores, BLAS (library, version, threads), NumPy, this package."""
+    # sorted: with two BLAS libraries loaded (NumPy's and SciPy's OpenBLAS) their order follows the
+    # import order, which differs between processes; unsorted, a calibrated cache was silently missed
     return {"cpu": cpu().get("model", ""), "cores": cpu().get("cores"),
-            "blas": [(b.get("internal_api"), b.get("version"), b.get("num_threads")) for b in blas()],
+            "blas": sorted((str(b.get("internal_api")), str(b.get("version")), b.get("num_threads") or 0)
+                           for b in blas()),
             "numpy": np.__version__, "lora_proofcheck": __version__}
 
 

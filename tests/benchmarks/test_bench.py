@@ -14,9 +14,10 @@ from hypothesis import strategies as st
 
 from lora_proofcheck import InvalidInputError, InvalidTypeError
 from lora_proofcheck.benchmarks import RESULT_SCHEMA, BenchConfig, fit_exponent, summarize
-from lora_proofcheck.benchmarks.analysis import fit_all
+from lora_proofcheck.benchmarks.analysis import fit_all, planner_cells, targets_table, torch_seconds
 from lora_proofcheck.benchmarks.plot import plot
 from lora_proofcheck.benchmarks.runner import _Planner
+from lora_proofcheck.benchmarks.worker import TORCH
 from lora_proofcheck.cli import main
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -24,11 +25,12 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    """One real run: every method at L = 64 and 128, one repeat (about 15 s, mostly imports)."""
+    """One real run: every method at L = 64 and 128, one repeat, and the contractions at g = 2 (about
+    25 s, mostly imports)."""
     d = tmp_path_factory.mktemp("bench")
     out, png = d / "bench.json", d / "bench.png"
     rc = main(["bench", "--quick", "--L-min", "2^6", "--L-max", "2^7", "--repeats", "1", "--degrees", "2",
-               "--out", str(out), "--plot", str(png)])
+               "--contraction-degrees", "2", "--out", str(out), "--plot", str(png)])
     return rc, json.loads(out.read_text()), png
 
 
@@ -239,5 +241,162 @@ def test_cupy_backend_without_cupy_is_a_clear_error(capsys):
     ("budget_seconds", math.inf, "budget_seconds"), ("degrees", (-1,), "degrees"), ("degrees", [2], "degrees"),
 ])
 def test_config_validation(field, value, match):
+    with pytest.raises((InvalidInputError, InvalidTypeError), match=match):
+        BenchConfig(**{field: value})
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 10: approx-rtol methods, the planner against the measurements, contractions, targets table
+
+
+def test_end_to_end_rtol_method_records_its_path_and_forced_comparison(tiny_run):
+    _, result, _ = tiny_run
+    assert result["schema_version"] == 2
+    for L in (64, 128):
+        e = next(e for e in result["results"] if e["method"] == "approx-rtol1e-03" and e["L"] == L)
+        assert e["status"] == "ok" and e["path"] in ("approx", "exact")  # on_threshold="exact": always answers
+        assert e["bound_holds"] is True and e["max_abs_error"] <= e["bound"]
+        assert set(e["errors"]) == set(e["bounds"]) and max(e["errors"].values()) == e["max_abs_error"]
+        assert "forced" in e and (e["forced"]["degree"] is None) == ("reason" in e["forced"])
+        if e["path"] == "approx":
+            assert e["forced"]["degree"] == e["degree"]
+    cells = result["summary"]["planner"]["cells"]
+    assert {(c["L"], c["rtol"]) for c in cells} == {(64, 1e-3), (128, 1e-3)}
+    assert [c["degree"] for c in result["contractions"]] == [2] and result["contractions"][0]["status"] == "ok"
+    assert result["contractions"][0]["calls"] > 0 and result["contractions"][0]["gflops"] > 0
+    assert {t["name"] for t in result["summary"]["targets_table"]}
+
+
+def _rtol_entry(L, seconds, path, degree, forced_s, forced_degree=None, errors=None, bounds=None):
+    e = _entry("approx-rtol1e-03", L, seconds, path=path, degree=degree,
+               forced={"degree": degree if forced_degree is None else forced_degree, "median_s": forced_s,
+                       "times_s": [forced_s]},
+               predicted={"approx_seconds": 1.0, "exact_seconds": 2.0, "ratio": 0.5})
+    if errors is not None:
+        e.update(errors=errors, bounds=bounds, max_abs_error=max(errors.values()), bound=max(bounds.values()))
+    return e
+
+
+def _table_result():
+    """Exact-blocked ~ L^2, rtol calls: exact at 2^10 (right), approx at 2^11 though slower (wrong),
+    approx and faster from 2^12 on; PyTorch to 2^13 only; contractions at g = 6, 7."""
+    ex = {2**10: 0.01, 2**11: 0.04, 2**12: 0.16, 2**13: 0.64, 2**14: 2.56, 2**16: 40.96}
+    results = [_entry("exact-blocked", L, t) for L, t in ex.items()]
+    results += [_entry(TORCH, L, 2 * ex[L]) for L in (2**10, 2**11, 2**12, 2**13)]
+    results.append(_entry(TORCH, 2**14, None, status="skipped"))
+    results += [
+        _rtol_entry(2**10, 0.05, "exact", None, 0.03, forced_degree=6),
+        _rtol_entry(2**11, 0.06, "approx", 5, 0.05),
+        _rtol_entry(2**12, 0.10, "approx", 5, 0.08),
+        _rtol_entry(2**13, 0.20, "approx", 5, 0.15),
+        _rtol_entry(2**14, 0.40, "approx", 5, 0.30, errors={"A_Q": 1e-4, "B_Q": 1e-3, "A_V": 2e-4},
+                    bounds={"A_Q": 1e-2, "B_Q": 2e-1, "A_V": 1e-2}),
+        _rtol_entry(2**16, 1.60, "approx", 5, 1.20),
+    ]
+    contractions = [{"degree": g, "L": 2**14, "d": 8, "rank": 3003, "status": "ok", "chunk_rows": 349,
+                     "workers": 2, "gflops": rate, "share": 0.5, "runs": [{}]} for g, rate in ((6, 70.0), (7, 80.0))]
+    result = {"config": {"eps": [1e-3], "fit_min_L": 4096}, "results": results, "contractions": contractions,
+              "gemm": [{"name": "square", "status": "ok", "gflops_best": 100.0}]}
+    result["fits"] = fit_all(results, 4096)
+    return result
+
+
+def test_planner_cells_compare_the_choice_with_the_measured_faster_path():
+    p = planner_cells(_table_result())
+    by_L = {c["L"]: c for c in p["cells"]}
+    assert by_L[2**10]["faster"] == "exact" and by_L[2**10]["agree"] is True   # forced 0.03 s > exact 0.01 s
+    assert by_L[2**10]["measured_ratio"] == pytest.approx(3.0) and by_L[2**10]["forced_degree"] == 6
+    assert by_L[2**11]["faster"] == "exact" and by_L[2**11]["agree"] is False  # chose approx: 0.05 s > 0.04 s
+    assert by_L[2**12]["faster"] == "approx" and by_L[2**12]["agree"] is True
+    assert p["decided"] == 6 and p["agreed"] == 5 and p["share"] == pytest.approx(5 / 6) and p["met"] is False
+
+
+def test_planner_cells_without_a_certifying_degree_or_exact_time():
+    result = _table_result()
+    e = next(e for e in result["results"] if e["method"] == "approx-rtol1e-03" and e["L"] == 2**10)
+    e["forced"] = {"degree": None, "reason": "AboveThresholdError: no degree <= 30 certifies"}
+    result["results"] = [x for x in result["results"] if not (x["method"] == "exact-blocked" and x["L"] == 2**11)]
+    by_L = {c["L"]: c for c in planner_cells(result)["cells"]}
+    assert by_L[2**10]["faster"] == "exact" and by_L[2**10]["agree"] is True and "no degree" in by_L[2**10]["note"]
+    assert by_L[2**11]["faster"] is None and by_L[2**11]["agree"] is None and "not measured" in by_L[2**11]["note"]
+
+
+def test_targets_table_on_a_synthetic_result():
+    rows = {t["name"].split(" (")[0].split(" at L")[0] + (" 16" if "L=16384" in t["name"] else " 64"
+            if "L=65536" in t["name"] else ""): t for t in targets_table(_table_result())}
+    ratio = rows["certified bound / measured error 16"]
+    assert ratio["value"] == pytest.approx(100.0) and ratio["met"] is True  # median of 100, 200, 50
+    cross = rows["crossover L: certified rtol=0.001 beats the exact path from"]
+    assert cross["value"] == 2**12 and cross["met"] is True                # 2^11: 0.06 s > 0.04 s
+    torch14 = rows["speedup of rtol=0.001 over torch-autograd 16"]
+    assert torch14["value"] == pytest.approx(2 * 2.56 / 0.40) and "extrapolated x4 per doubling from L=8192" in \
+        torch14["note"] and torch14["met"] is False
+    torch16 = rows["speedup of rtol=0.001 over torch-autograd 64"]
+    assert torch16["value"] == pytest.approx(2 * 0.64 * 64 / 1.60)
+    blocked = rows["speedup of rtol=0.001 over exact-blocked 64"]
+    assert blocked["value"] == pytest.approx(40.96 / 1.60) and blocked["met"] is False
+    rate = rows["low-rank contraction rate / square GEMM rate"]
+    assert rate["value"] == pytest.approx(0.7) and rate["met"] is True
+    share = rows["planner picked the measured faster path"]
+    assert share["value"] == pytest.approx(5 / 6) and share["met"] is False
+
+
+def test_targets_table_crossover_never_and_version_1_results():
+    result = _table_result()
+    for e in result["results"]:
+        if e["method"] == "approx-rtol1e-03" and e["L"] == 2**16:
+            e["median_s"] = 100.0
+    cross = next(t for t in targets_table(result) if t["name"].startswith("crossover"))
+    assert cross["value"] is None and cross["met"] is False and "largest L" in cross["note"]
+    old = _synthetic_result(approx_exp=1.0, approx_scale=0.1, torch_scale=10.0, gflops=60.0, blocked_scale=5.0)
+    table = summarize(old)["targets_table"]  # a version-1 file: no rtol methods, no contractions
+    assert table and all(t["met"] is None for t in table)
+
+
+def test_torch_extrapolation():
+    result = _table_result()
+    assert torch_seconds(result, 2**13) == (pytest.approx(1.28), "measured at L=8192")
+    assert torch_seconds(result, 2**15)[0] == pytest.approx(1.28 * 16)
+    result["results"] = [e for e in result["results"] if e["method"] != TORCH]
+    assert torch_seconds(result, 2**14)[0] is None
+
+
+def test_targets_preset_config():
+    import argparse  # noqa: PLC0415
+
+    from lora_proofcheck.cli.bench import add_commands, config_from_args  # noqa: PLC0415
+
+    parser = argparse.ArgumentParser()
+    add_commands(parser.add_subparsers())
+    config = config_from_args(parser.parse_args(["bench", "--targets", "--rtol", "1e-3", "1e-2"]))
+    assert config.methods == ("exact-blocked", "approx-rtol1e-03", "approx-rtol1e-02", TORCH)
+    assert config.torch_max_L == 8192 and config.contraction_degrees == (6, 7) and config.L_max == 65536
+    quick = config_from_args(parser.parse_args(["bench", "--quick", "--contraction-degrees", "6"]))
+    assert quick.contraction_degrees == (6,) and quick.rtol == (1e-3,) and quick.torch_max_L is None
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--rtol", "0"], "argument --rtol"),
+    (["--rtol", "1.5"], "argument --rtol"),
+    (["--quick", "--targets"], "--quick and --targets"),
+    (["--contraction-degrees", "0"], "argument --contraction-degrees"),
+    (["--torch-max-L", "1"], "argument --torch-max-L"),
+    (["--peers", "--targets"], "--targets does not apply to --peers"),
+    (["--peers", "--rtol", "1e-3"], "--rtol does not apply to --peers"),
+])
+def test_bad_issue10_flags_are_clear_errors(argv, match, capsys):
+    try:
+        rc = main(["bench", *argv])
+    except SystemExit as exc:
+        rc = exc.code
+    assert rc == 2
+    assert re.search(match, capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("rtol", (0.0,), "rtol"), ("rtol", [1e-3], "rtol"), ("contraction_degrees", (0,), "contraction_degrees"),
+    ("torch_max_L", 0, "torch_max_L"), ("contraction_L", 0, "contraction_L"),
+])
+def test_issue10_config_validation(field, value, match):
     with pytest.raises((InvalidInputError, InvalidTypeError), match=match):
         BenchConfig(**{field: value})
