@@ -36,14 +36,18 @@ __all__ = ["BlockPolicy", "CERTIFICATE_BLOCKS", "EXACT_BLOCKS", "LOWRANK_CHUNKS"
 
 @dataclass(frozen=True)
 class BlockPolicy:
-    """Rows per block: as many as fit `budget_bytes` (at `bytes_per_row` each), at least `min_rows`."""
+    """Rows per block: as many as fit `budget_bytes` (at `bytes_per_row` each), at least `min_rows`
+    and at most `max_rows` (None: no cap)."""
 
     budget_bytes: int
     min_rows: int
+    max_rows: int | None = None
 
     def rows(self, bytes_per_row: int, total: int | None = None) -> int:
         """Rows per block, capped at `total` when given (then one block is the whole)."""
         rows = max(self.min_rows, self.budget_bytes // max(int(bytes_per_row), 1))
+        if self.max_rows is not None:
+            rows = min(rows, self.max_rows)
         return rows if total is None else min(total, rows)
 
     def slices(self, total: int, bytes_per_row: int) -> list[slice]:
@@ -62,7 +66,10 @@ EXACT_BLOCKS = BlockPolicy(budget_bytes=2 << 20, min_rows=8)
 # Low-rank path: bytes of one chunk's features (rows x k): a few MiB, so that the features a GEMM
 # reads back are still in the (32 MiB L3 / 1 MiB L2 per core) caches of the dev machine. Measured
 # at d = 8, L = 16384 (k = 495 / 1287): 4-16 MiB within 10% of each other, whole arrays 2-3x slower.
-LOWRANK_CHUNKS = BlockPolicy(budget_bytes=8 << 20, min_rows=64)
+# At most 4096 rows: at small k the budget alone allows whole-array chunks, whose other per-row
+# temporaries (width ~d^2) leave the caches: L = 16384, d = 8, k = 9 or 45 took 1.5-1.9 s as one
+# 16384-row chunk and 0.05-0.15 s in chunks of 2048-8192 rows (and the rtol search's pilots run there).
+LOWRANK_CHUNKS = BlockPolicy(budget_bytes=8 << 20, min_rows=64, max_rows=4096)
 # Certificate: every (N, d, rows) float64 temporary at most 512 KiB: cache-resident and recycled by
 # the allocator. Measured at L = 16384, d = 8: 64K entries ~1.3x faster than 16K or 256K; at least
 # 64 rows per block (for wide N d: bounds the per-block overhead).

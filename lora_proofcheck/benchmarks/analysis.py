@@ -26,15 +26,14 @@ SPEEDUP_L = 16384
 MEMORY_L = 20000
 MEMORY_TARGET_BYTES = 1.5e9
 BIG_L = 65536
-#: issue 10's targets table: the certified rtol = 1e-3 path. The bound/error ratio, the contraction
-#: rate and the planner share are the issue's; the crossover, the 2^16 speedups and their values are
-#: this table's choice: the 2^14 PyTorch target (issue 5's 50x) doubled per doubling of L (the
-#: almost-linear path against a quadratic one), and the blocked path ~4x ahead of PyTorch at 2^14.
+#: issue 10's targets table for the certified rtol = 1e-3 path, each figure the issue's own: the
+#: approximate path chosen from L = 2^14 on, >= 5x faster than PyTorch autograd at 2^14 and >= 20x
+#: at 2^16, >= 3x faster than the blocked exact path at 2^16, median bound / error <= 100 at 2^14.
 TABLE_TARGETS = {
     "bound_over_error": 100.0,      # median certified bound / measured error at SPEEDUP_L, <=
     "crossover_L": SPEEDUP_L,       # rtol = 1e-3 beats the exact path from this L on (or below), <=
-    "torch_speedup": {SPEEDUP_L: 50.0, BIG_L: 200.0},  # over PyTorch autograd, >=
-    "blocked_speedup": {BIG_L: 50.0},                  # over the blocked exact path, >=
+    "torch_speedup": {SPEEDUP_L: 5.0, BIG_L: 20.0},  # over PyTorch autograd, >=
+    "blocked_speedup": {BIG_L: 3.0},                 # over the blocked exact path, >=
     "contraction_fraction": 0.6,    # contraction rate / square GEMM rate, d = 8, g >= 6, >=
     "planner_share": 0.9,           # cells where the planner picked the measured faster path, >=
 }

@@ -239,7 +239,13 @@ class AdaptiveCertificate:
                        k_block: int | None = None) -> dict:
         """Per-entry floor (key -> array) of the kernel running this certificate's FeaturePlan with
         row chunks of `chunk_rows` rows (None: one chunk, the depth of the old model); `k_block`:
-        a projection (see `depths`), not what the kernels run today."""
+        a projection (see `depths`), not what the kernels run today. Cached per arguments."""
+        key = ("floor", degree, method, chunk_rows, k_block)
+        if key not in self._cache:
+            self._cache[key] = self._rounding_floor(degree, method, chunk_rows, k_block)
+        return self._cache[key]
+
+    def _rounding_floor(self, degree, method, chunk_rows, k_block) -> dict:
         cps = self.class_polys(degree, method)
         u = unit_roundoff(self.dtype)
         if any(not math.isfinite(cp.kappa) for cp in cps):
@@ -272,7 +278,8 @@ class AdaptiveCertificate:
         err, mag = staged_floor(self._rows, ab, u, self.N, self.L, self.L_kv, self.d, 0.0,
                                  fac=phi * (1 + 2.0**-20), cmags=cmags, depth_q=dep["q"] + 2,
                                  depth_kv=dep["kv"] + 2)
-        self._cache[("mag", degree, method, chunk_rows)] = mag
+        if k_block is None:  # a projection's depths are not what runs
+            self._cache[("mag", degree, method, chunk_rows)] = mag
         under = self._underflow(degree, cps)
         if under is None:
             return self._infinite()
@@ -400,8 +407,10 @@ class AdaptiveCertificate:
         return self._cache[key]
 
     # -- what the kernel runs ------------------------------------------------------------------
-    def feature_plan(self, degree: int, method: str = "auto") -> FeaturePlan:
-        """The FeaturePlan of (R1), with the overflow check of (R5)."""
+    def feature_plan(self, degree: int, method: str = "auto", *, chunk_rows: int | None = None) -> FeaturePlan:
+        """The FeaturePlan of (R1), with the overflow check of (R5) for a kernel run with row chunks of
+        `chunk_rows` rows (None: one chunk; the check reads that run's floor magnitudes, so the
+        caller's later `bound_and_floor` at the same chunk_rows reuses them)."""
         cps = self.class_polys(degree, method)
         geo = self.geo
         ok = all(cp.poly is not None for cp in cps)
@@ -413,13 +422,14 @@ class AdaptiveCertificate:
             ok = False
             reason = (f"degree {degree} certifies no relative error on the widest class interval "
                       f"[-{self.logit_bound:.3g}, {self.logit_bound:.3g}] (the polynomial may vanish there)")
-        overflow_free = ok and self._overflow_free(degree, coeffs, method)
+        overflow_free = ok and self._overflow_free(degree, coeffs, method, chunk_rows)
         if ok and not overflow_free:
             reason = f"the balanced features of degree {degree} would overflow {self.dtype}"
         return FeaturePlan(degree=degree, m=geo.m, n=geo.n, s=geo.s, weights=geo.weights, cls=geo.cls,
                            coefficients=coeffs, overflow_free=overflow_free, reason=reason, runnable=runnable)
 
-    def _overflow_free(self, degree: int, coeffs: np.ndarray, method: str = "auto") -> bool:
+    def _overflow_free(self, degree: int, coeffs: np.ndarray, method: str = "auto",
+                       chunk_rows: int | None = None) -> bool:
         """(R5) every array the kernel forms stays below the dtype's largest float / 8 (in logs):
         the monomials and features (|U1| <= cmax Qinf^t, |U2| <= Kinf^t: sigma_m <= 1, w^ <= 1);
         Vq = U2^T Z2 with Z2 = [1 | C3 | C2 | C3 o C2] <= Z2max; T = U1 Vq <= A(rabs) L_kv Z2max (its
@@ -446,10 +456,10 @@ class AdaptiveCertificate:
         if not A0 > 0:
             return False
         lz = -float(np.min(to_host64(self.geo.Mfl))) - math.log(A0)                 # 1 / alpha
-        mag = self._cache.get(("mag", degree, method, None))
+        mag = self._cache.get(("mag", degree, method, chunk_rows))
         if mag is None:
-            self.rounding_floor(degree, method, chunk_rows=None)
-            mag = self._cache.get(("mag", degree, method, None))
+            self.rounding_floor(degree, method, chunk_rows=chunk_rows)
+            mag = self._cache.get(("mag", degree, method, chunk_rows))
         lmag = max(lg(np.max(v)) for v in mag.values()) if mag else math.inf
         checks = (lq + lc, lk, lk + math.log(self.L_kv) + lZ2, lA + math.log(self.L_kv) + lZ2,
                   lZ1 + lz, lq + lc + math.log(self.L) + lZ1 + lz, lA + math.log(self.L) + lZ1 + lz, lmag)

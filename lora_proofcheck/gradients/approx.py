@@ -257,7 +257,7 @@ class _Search:
         """(grads, loss, bound, floor) at `degree`, or (None, why) when the plan or the result refuses.
         `uncertified` (a forced degree): run a plan the certificate cannot bound anyway, with an
         infinite bound (never a finite one) when its result is finite."""
-        plan = self.cert.feature_plan(degree, self.method)
+        plan = self.cert.feature_plan(degree, self.method, chunk_rows=self.rows(degree))
         if not plan.overflow_free and not (uncertified and plan.runnable):
             return None, plan.reason
         if not plan.overflow_free:

@@ -16,7 +16,7 @@ from lora_proofcheck import InvalidInputError, InvalidTypeError, LoRAProblem
 from lora_proofcheck._lib.xp import to_host64
 from lora_proofcheck.certification.polynomial import exp_polynomial
 from lora_proofcheck.codegen.targets import module_subsets
-from lora_proofcheck.gradients import costs
+from lora_proofcheck.gradients import costs, lowrank_path
 from lora_proofcheck.gradients.exact_path import weight_gradients
 from lora_proofcheck.gradients.lowrank_path import lowrank_weight_gradients, problem_features
 from lora_proofcheck.kernels import _generated_lowrank as gen
@@ -157,7 +157,10 @@ def test_float32_stays_float32(xp):
         assert np.max(np.abs(to_host64(dW[m]) - dW64[m])) <= 1e-4 * np.max(np.abs(dW64[m]))
 
 
-def test_never_allocates_an_L_by_L_array():
+def test_never_allocates_an_L_by_L_array(monkeypatch):
+    # the chunked passes first malloc one untouched 24 MiB ballast (`_lib.blocks.recycle_block_memory`:
+    # it raises glibc's trim threshold, never paged in); tracemalloc would count it as the peak
+    monkeypatch.setattr(lowrank_path, "recycle_block_memory", lambda xp: None)
     L, d, g = 8192, 4, 2
     problem = LoRAProblem.random(L, d, 2, adapt="QKV", logit_bound=1.0, seed=0)
     poly = exp_polynomial(1.0, degree=g)
