@@ -148,3 +148,37 @@ def test_v_coefficient_is_attained(delta):
     ratio = float(np.max(np.abs(got["B_V"] - exact["B_V"]))) / bound
     record_ratio(ratio, "attained-V", delta=delta)
     assert 0.94 < ratio <= 1.0
+
+
+def _direct_general_K(p) -> dict:
+    """The general K of the certificate docstring (steps c .. dW), dense from the float64 data, no
+    input-rounding terms: psi_i = sum_b [2 c^_ib omega_b + omega_b (omega_b + c^_ib)], c^_ib =
+    max(|lo_b - Y_ib|, |hi_b - Y_ib|) over the range of C3_b; K_Q = beta sum_i |X_ia| psi_i omega(C2_b),
+    K_K = beta omega(X'_a) sum_i |C1_ib| psi_i, K_V = sum_i omega(X'_a) c^_ib + max|X'_a| omega(C3_b),
+    averaged over the batch."""
+    h = oracles.host_inputs(p)
+    W = {m: h["W"][m] + p.scale * h["B"][m] @ h["A"][m] if m in h["A"] else h["W"][m] for m in "QKV"}
+    X, Xkv, Y = h["X"], h["X_kv"], h["Y"]
+    C1, C2, C3 = X @ W["Q"], Xkv @ W["K"], Xkv @ W["V"]
+    omega = lambda C: (C.max(1) - C.min(1)) / 2  # noqa: E731   (N, d) half-range per column
+    lo, hi = C3.min(1)[:, None, :], C3.max(1)[:, None, :]
+    chat = np.maximum(np.abs(lo - Y), np.abs(hi - Y))                         # (N, L, d)
+    w3 = omega(C3)[:, None, :]
+    psi = np.sum(2 * chat * w3 + w3 * (w3 + chat), axis=-1)                  # (N, L)
+    beta = abs(p.beta)
+    K = {"Q": beta * np.einsum("nia,ni,nb->nab", np.abs(X), psi, omega(C2)),
+         "K": beta * np.einsum("na,nib,ni->nab", omega(Xkv), np.abs(C1), psi),
+         "V": np.einsum("na,nib->nab", omega(Xkv), chat)
+         + p.L * np.einsum("na,nb->nab", np.abs(Xkv).max(1), omega(C3))}
+    return {m: K[m].mean(0) for m in p.adapted}
+
+
+@settings(deadline=None)
+@given(problems(max_L=24, max_d=4, imbalance=4))
+def test_general_coefficients_are_the_documented_formulas(p):
+    """certify's blocked, regrouped K (psi's slope and constant read off symbolically, V_TERM summed
+    over rows first) equals the docstring's formulas evaluated densely; only the input rounding
+    enclosures (relative ~1e-15) separate them. Kills a shrunk Q, K or V coefficient, psi or t_ib."""
+    got = cm.certify(p).weight_coefficients
+    for m, want in _direct_general_K(p).items():
+        np.testing.assert_allclose(got[m], want, rtol=1e-9, atol=1e-300)
