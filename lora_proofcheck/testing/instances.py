@@ -95,14 +95,15 @@ def aligned_problem(L, d, r, R, *, seed=0, adapt="QKV") -> LoRAProblem:
     return LoRAProblem(X, rng.standard_normal((L, d)), W, A, B, alpha=alpha, beta=beta)
 
 
-def attained_problem(*, target=100.0, value=0.01, adapt="V", dtype="float64") -> LoRAProblem:
+def attained_problem(*, target=100.0, value=0.01, logit=0.0, adapt="V", dtype="float64") -> LoRAProblem:
     """A deterministic instance on which the kappa-part of the certificate for dW_V is attained up to
-    O(value / target): one query, two keys X' = +-1 (d = 1), W_Q = 0 (every logit 0: F = (1/2, 1/2)),
-    C3 = X' W_V = +-value and Y = target. With theta = (+delta, -delta) on the two keys, D dW_V =
-    delta (delta value - target), while K_V = omega(X') c^ + max|X'| omega(C3) = target + 2 value
-    (general and second-moment K alike: lam = 1). Kills any shrinking of the V coefficient."""
+    O(value / target): one query, two keys X' = +-1 (d = 1), W_Q = logit (logits +-logit; 0: F =
+    (1/2, 1/2)), C3 = X' W_V = +-value and Y = target. With theta = (+delta, -delta) on the two keys
+    and logit 0, D dW_V = delta (delta value - target), while K_V = omega(X') c^ + max|X'| omega(C3)
+    = target + 2 value (general and second-moment K alike: lam = 1). Kills any shrinking of the V
+    coefficient."""
     f = lambda a: np.asarray(a, dtype=dtype)  # noqa: E731
-    W = {"Q": f([[0.0]]), "K": f([[1.0]]), "V": f([[value]])}
+    W = {"Q": f([[logit]]), "K": f([[1.0]]), "V": f([[value]])}
     A = {m: f([[0.5]]) for m in adapt}
     B = {m: f([[0.0]]) if m == "V" else f([[0.5]]) for m in adapt}   # B_V = 0: W_V stays value exactly
     return LoRAProblem(f([[1.0]]), f([[target]]), W, A, B, alpha=1.0, beta=1.0, X_kv=f([[1.0], [-1.0]]))
