@@ -191,3 +191,60 @@ def test_general_coefficients_are_the_documented_formulas(p):
     got = cm.certify(p).weight_coefficients
     for m, want in _direct_general_K(p).items():
         np.testing.assert_allclose(got[m], want, rtol=1e-9, atol=1e-300)
+
+
+def _direct_tight_K(p, cert) -> dict:
+    """The second-moment K (certificate docstring, "Second moments"), dense per row, from the float64
+    data: lam_i = e^(R_i - M_i) (R_i = beta ||C1_i|| max_{n,j} ||C2_j||, M_i the mean logit less sigma,
+    >= -R_i), lam~ = PHI_CAP lam, a_j = ||C3_j - m3||, rho_i = min(sqrt(lam_i mean a^2), max a),
+    ||c_i|| <= min(rho_i + ||m3 - Y_i||, ||c^_i||), each row term the smaller of its two bounds."""
+    h = oracles.host_inputs(p)
+    W = {m: h["W"][m] + p.scale * h["B"][m] @ h["A"][m] if m in h["A"] else h["W"][m] for m in "QKV"}
+    X, Xkv, Y = h["X"], h["X_kv"], h["Y"]
+    C1, C2, C3 = X @ W["Q"], Xkv @ W["K"], Xkv @ W["V"]
+    beta = abs(p.beta)
+    n1, n2 = np.linalg.norm(C1, axis=-1), np.linalg.norm(C2, axis=-1)          # (N, L), (N, L_kv)
+    Ri = beta * n1 * n2.max()                   # the largest key norm over the whole batch
+    Mi = np.maximum(p.beta * np.einsum("nib,nb->ni", C1, C2.mean(1)) - cert.sigma, -Ri)
+    sl = np.sqrt(np.exp(Ri - Mi))[..., None]                                  # (N, L, 1)
+    slt = math.sqrt(rounding.PHI_CAP) * sl
+    m3 = C3.mean(1, keepdims=True)
+    a2 = np.sum((C3 - m3) ** 2, axis=-1)                                       # (N, L_kv)
+    rho = np.minimum(sl * np.sqrt(a2.mean(-1))[:, None, None], np.sqrt(a2.max(-1))[:, None, None])
+    lo, hi = C3.min(1)[:, None, :], C3.max(1)[:, None, :]
+    chat = np.maximum(np.abs(lo - Y), np.abs(hi - Y))
+    w = lambda C: (C.max(1) - C.min(1))[:, None, :] / 2  # noqa: E731
+    w3, w2, wx = w(C3), w(C2), w(Xkv)
+    psi = np.sum(2 * chat * w3 + w3 * (w3 + chat), axis=-1, keepdims=True)
+    cn = np.minimum(rho + np.linalg.norm(m3 - Y, axis=-1, keepdims=True), np.linalg.norm(chat, axis=-1, keepdims=True))
+    s3sq = ((C3 - m3) ** 2).mean(1)[:, None, :]
+    sum_s3 = s3sq.sum(-1, keepdims=True)
+    x1 = cn * sl
+    x0 = x1 * rho + sl * slt**2 * sum_s3 + cn * sl * np.sqrt(sum_s3) * slt
+
+    def rms(v):   # A0 = rms(v - mean v), A1 = rms(a (v - mean v)), per column
+        dev = v - v.mean(1, keepdims=True)
+        return np.sqrt((dev**2).mean(1))[:, None, :], np.sqrt((a2[..., None] * dev**2).mean(1))[:, None, :]
+
+    (A0K, A1K), (A0x, A1x) = rms(C2), rms(Xkv)
+    row_q = np.minimum(psi * w2, x1 * A1K + x0 * A0K)                          # (N, L, d_b)
+    row_k = np.minimum(psi * wx, x1 * A1x + x0 * A0x)                          # (N, L, d_a)
+    sd3 = sl * np.sqrt(s3sq)
+    cabs = np.minimum(chat, sd3 + np.abs(m3 - Y))
+    pp = np.minimum(wx, sl * np.sqrt(((Xkv - Xkv.mean(1, keepdims=True)) ** 2).mean(1))[:, None, :])
+    qq = np.minimum(np.abs(Xkv).max(1)[:, None, :], slt * np.sqrt((Xkv**2).mean(1))[:, None, :])
+    K = {"Q": beta * np.einsum("nia,nib->nab", np.abs(X), row_q),
+         "K": beta * np.einsum("nia,nib->nab", row_k, np.abs(C1)),
+         "V": np.einsum("nia,nib->nab", pp, cabs) + np.einsum("nia,nib->nab", qq, np.minimum(w3, sd3))}
+    return {m: K[m].mean(0) for m in p.adapted}
+
+
+@settings(deadline=None)
+@given(problems(max_L=24, max_d=4, imbalance=4))
+def test_second_moment_coefficients_are_the_documented_formulas(p):
+    """The tight K (used for delta <= DELTA_CAP) against its docstring formulas, densely: kills a
+    shrunk tight coefficient, a lam = e^(R - M) taken too small, a dropped PHI factor. The input
+    rounding enclosures (and Mi's own rounding term) move it by a relative ~1e-12 at most."""
+    cert = cm.certify(p)
+    for m, want in _direct_tight_K(p, cert).items():
+        np.testing.assert_allclose(cert.tight_weight_coefficients[m], want, rtol=1e-7, atol=1e-300)
