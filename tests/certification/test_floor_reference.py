@@ -248,3 +248,19 @@ def test_second_moment_coefficients_are_the_documented_formulas(p):
     cert = cm.certify(p)
     for m, want in _direct_tight_K(p, cert).items():
         np.testing.assert_allclose(cert.tight_weight_coefficients[m], want, rtol=1e-7, atol=1e-300)
+
+
+@pytest.mark.parametrize("degree", [0, 2])
+def test_adaptive_class_bound_is_attained(degree):
+    """The row-adaptive certificate (approx_gradients' own) on `attained_problem` (logits +-0.05, one
+    class): kernel ratios at the ends (B, A) of the class polynomial's certified ratio range give
+    measured/bound > 0.99, which kills a class kappa or K_c shrunk by 0.85 or more."""
+    p = attained_problem(logit=0.05)
+    cert = ad.certify_adaptive(p)
+    (cp,) = cert.class_polys(degree)
+    bound = float(np.max(cert.approximation_bound(degree)["B_V"])) + 2 * cert.exact_bound(p)["B_V"]
+    exact = dense_gradients(p)
+    ratio = max(float(np.max(np.abs(dense_gradients(p, theta=np.array([[gam]]) - 1)["B_V"] - exact["B_V"]))) / bound
+                for gam in ([cp.B, cp.A], [cp.A, cp.B]))
+    record_ratio(ratio, "attained-adaptive", degree=degree)
+    assert 0.99 < ratio <= 1.0
