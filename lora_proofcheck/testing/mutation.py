@@ -121,7 +121,10 @@ MUTANTS: tuple[Mutant, ...] = (
            T_CERT),
     Mutant("staged-normaliser-b-x0.5", _CERT, "b_row = gamma(2 * max(self.L, self.L_kv) + self.d + 8, u)",
            "b_row = 0.5 * gamma(2 * max(self.L, self.L_kv) + self.d + 8, u)", T_CERT),
-    Mutant("delta-cap-too-wide", _ROUND, "DELTA_CAP = 2.0**-6", "DELTA_CAP = 2.0**-2", T_CERT),
+    Mutant("delta-cap-too-wide", _ROUND, "DELTA_CAP = 2.0**-6", "DELTA_CAP = 2.0**-2", T_CERT,
+           note="OPEN: the second-moment K needs F~ <= PHI_CAP F, false above DELTA_CAP; no instance "
+                "has been found (theta tests, attained_problem) where the tight K is exceeded for "
+                "delta <= 1/4: a search for one is the way to kill it"),
     # -- adaptive.py: the certificate approx_gradients uses
     Mutant("adaptive-lowrank-floor-x0.01", _ADAPT, "        return self._chained(err, mag, u, under)\n",
            f"        return {_x('0.01', 'self._chained(err, mag, u, under)')}\n", T_ADAPT,
@@ -210,7 +213,9 @@ def _pytest(root: Path, tests, timeout: float) -> tuple[str, float, str]:
     except subprocess.TimeoutExpired:
         return "timeout", time.perf_counter() - start, ""
     out = (proc.stdout + proc.stderr).strip().splitlines()
-    return ("passed" if proc.returncode == 0 else "failed"), time.perf_counter() - start, "\n".join(out[-15:])
+    failures = [line for line in out if line.startswith(("FAILED", "ERROR"))]  # -ra's summary, anywhere
+    return ("passed" if proc.returncode == 0 else "failed"), time.perf_counter() - start, "\n".join(
+        failures[:1] + out[-15:])
 
 
 def run_mutant(mutant: Mutant, repo: Path, timeout: float = 600.0) -> dict:
