@@ -13,9 +13,11 @@ import numpy as np
 
 from .._lib import xp as _xp
 from .._lib.validate import check_choice, check_positive
+from ..errors import InvalidInputError
 from ..problem import LoRAProblem, rescale_to_logit_bound
 
-__all__ = ["FAMILIES", "NOISE", "aligned_problem", "make_problem", "upcast", "with_dtype"]
+__all__ = ["FAMILIES", "NOISE", "aligned_problem", "attained_problem", "imbalanced", "make_problem", "upcast",
+           "with_dtype"]
 
 FAMILIES = ("gaussian", "aligned", "concentrated", "residual", "edge")
 #: the default row noise of each structured family (`make_problem`'s `noise`)
@@ -91,6 +93,38 @@ def aligned_problem(L, d, r, R, *, seed=0, adapt="QKV") -> LoRAProblem:
     alpha, beta = 2.0 * r, 1.0 / math.sqrt(d)
     rescale_to_logit_bound(X, X, W, A, B, alpha=alpha, beta=beta, logit_bound=R)
     return LoRAProblem(X, rng.standard_normal((L, d)), W, A, B, alpha=alpha, beta=beta)
+
+
+def attained_problem(*, target=100.0, value=0.01, logit=0.0, adapt="V", dtype="float64") -> LoRAProblem:
+    """A deterministic instance on which the kappa-part of the certificate for dW_V is attained up to
+    O(value / target): one query, two keys X' = +-1 (d = 1), W_Q = logit (logits +-logit; 0: F =
+    (1/2, 1/2)), C3 = X' W_V = +-value and Y = target. With theta = (+delta, -delta) on the two keys
+    and logit 0, D dW_V = delta (delta value - target), while K_V = omega(X') c^ + max|X'| omega(C3)
+    = target + 2 value (general and second-moment K alike: lam = 1). Kills any shrinking of the V
+    coefficient."""
+    f = lambda a: np.asarray(a, dtype=dtype)  # noqa: E731
+    W = {"Q": f([[logit]]), "K": f([[1.0]]), "V": f([[value]])}
+    A = {m: f([[0.5]]) for m in adapt}
+    B = {m: f([[0.0]]) if m == "V" else f([[0.5]]) for m in adapt}   # B_V = 0: W_V stays value exactly
+    return LoRAProblem(f([[1.0]]), f([[target]]), W, A, B, alpha=1.0, beta=1.0, X_kv=f([[1.0], [-1.0]]))
+
+
+def imbalanced(problem: LoRAProblem, t: float) -> LoRAProblem:
+    """The same problem with the query side scaled by t and the key side by 1/t: W_Q, B_Q times t,
+    W_K, B_K divided by t (W_mu = W*_mu + s B_mu A_mu scales with them), so every logit is unchanged
+    while |X W_Q| and |X' W_K| move apart (q/k imbalance). t must be a power of two: then the
+    computed projections scale exactly and even the float logits are the same bits."""
+    m, e = math.frexp(float(t))
+    if m != 0.5:
+        raise InvalidInputError(f"t must be a power of two (exact scaling), got {t!r}")
+    scale = {"Q": float(t), "K": 1.0 / float(t), "V": 1.0}
+    f = lambda a, c=1.0: np.asarray(_xp.to_numpy(a)) * np.asarray(c, dtype=_xp.to_numpy(a).dtype)  # noqa: E731
+    sq = (lambda a: a) if problem.batched else (lambda a: a[0])
+    return LoRAProblem(f(sq(problem.X3)), f(sq(problem.Y3)), {k: f(w, scale[k]) for k, w in problem.W.items()},
+                       {k: f(a) for k, a in problem.A.items()}, {k: f(b, scale[k]) for k, b in problem.B.items()},
+                       alpha=problem.alpha, beta=problem.beta,
+                       X_kv=None if not problem.cross else f(sq(problem.Xkv3)),
+                       normalizer_offset=problem.normalizer_offset)
 
 
 def with_dtype(problem: LoRAProblem, dtype: str) -> LoRAProblem:

@@ -14,7 +14,7 @@ from hypothesis import note
 from hypothesis import strategies as st
 
 from ..problem import LoRAProblem
-from .instances import FAMILIES, make_problem
+from .instances import FAMILIES, imbalanced, make_problem
 
 __all__ = ["ADAPTS", "problems", "record_ratio", "small_problems"]
 
@@ -22,9 +22,14 @@ ADAPTS = ("Q", "QV", "QK", "QKV", "V", "K")
 
 
 @st.composite
-def problems(draw, *, max_L=64, max_d=6, ranks=(1, 3), max_R=6.0, dtypes=("float64",)):
+def problems(draw, *, max_L=64, max_d=6, ranks=(1, 3), max_R=6.0, dtypes=("float64",), imbalance=0,
+             offsets=(0.0,)):
     """A problem of any family: L, L_kv in [2, max_L], d in [1, max_d], r in `ranks` (inclusive
-    range), logit bound R in [0.05, max_R], self or cross attention, N in [1, 3], any module subset."""
+    range), logit bound R in [0.05, max_R], self or cross attention, N in [1, 3], any module subset,
+    a normaliser offset from `offsets` (0: softmax, > 0: Softmax_1). `imbalance` = e > 0: q/k
+    imbalance 2^j, |j| <= e (`instances.imbalanced`: the same logits, |X W_Q| and |X' W_K| apart).
+    R is drawn with its end max_R as an explicit choice (logits at the edge of what is asked), and
+    the "edge" family puts every logit near +-R (the Cauchy-Schwarz bound attained)."""
     family = draw(st.sampled_from(FAMILIES))
     d = draw(st.integers(1, max_d))
     L = draw(st.integers(2, max_L))
@@ -32,13 +37,17 @@ def problems(draw, *, max_L=64, max_d=6, ranks=(1, 3), max_R=6.0, dtypes=("float
     L_kv = draw(st.integers(2, max_L)) if cross else None
     adapt = draw(st.sampled_from(ADAPTS))
     N = draw(st.integers(1, 3))
-    R = draw(st.floats(0.05, max_R))
+    R = draw(st.one_of(st.just(max_R), st.floats(0.05, max_R)))
     seed = draw(st.integers(0, 2**32 - 1))
     r = draw(st.integers(*ranks))
     dtype = draw(st.sampled_from(dtypes))
-    note(f"{family} L={L} L_kv={L_kv} d={d} r={r} adapt={adapt} N={N} R={R:.3g} seed={seed} {dtype}")
-    return make_problem(family, L, d, r, R=R, adapt=adapt, N=N, cross=cross, L_kv=L_kv, seed=seed,
-                        dtype=dtype)
+    offset = draw(st.sampled_from(offsets))
+    j = draw(st.integers(-imbalance, imbalance)) if imbalance else 0
+    note(f"{family} L={L} L_kv={L_kv} d={d} r={r} adapt={adapt} N={N} R={R:.3g} seed={seed} {dtype} "
+         f"offset={offset} imbalance=2^{j}")
+    p = make_problem(family, L, d, r, R=R, adapt=adapt, N=N, cross=cross, L_kv=L_kv, seed=seed, dtype=dtype,
+                     normalizer_offset=offset)
+    return imbalanced(p, 2.0**j) if j else p
 
 
 @st.composite

@@ -88,7 +88,7 @@ def test_plot_is_deterministic(tiny_run, tmp_path):
     assert a.read_bytes() == b.read_bytes()
 
 
-@settings(deadline=None, max_examples=40)
+@settings(deadline=None)
 @given(exponent=st.floats(0.5, 3.0), prefactor=st.floats(1e-9, 1e3),
        sizes=st.lists(st.integers(6, 18), min_size=2, max_size=8, unique=True))
 def test_fit_exponent_recovers_a_power_law(exponent, prefactor, sizes):

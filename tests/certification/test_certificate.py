@@ -359,6 +359,7 @@ def test_tight_coefficients_are_below_the_general_ones_and_switch_at_the_cap():
     assert k <= k_cap and max(cert.approximation_bound(cm.delta_of(k)).values()) <= eps * (1 + 1e-12)
 
 
+# cost: two certificates and two low-rank runs (L <= 80) per example
 @settings(deadline=None, max_examples=15)
 @given(problems(max_L=80), st.integers(0, 4))
 @example(make_problem("residual", 80, 4, 2, R=1.0, adapt="QKV", N=2, seed=3), 4)
@@ -499,6 +500,7 @@ def _dense_staged_floor(rows, ab, u, N, L, L_kv, d, dprime):
     return out_err, {m: v.sum(0) / N for m, v in mag.items()}
 
 
+# cost: the dense (N, L, d, d) per-entry floor evaluation per example
 @settings(deadline=None, max_examples=10)
 @given(problems(max_L=48), st.integers(0, 8), st.booleans())
 def test_staged_floor_equals_the_dense_per_entry_evaluation(problem, extra, exact):

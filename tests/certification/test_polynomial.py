@@ -54,7 +54,7 @@ def true_rel_error(p: ExpPolynomial, points: int = GRID) -> mpmath.mpf:
 # soundness and tightness of the certificates
 
 
-@settings(max_examples=40, deadline=None)
+@settings(deadline=None)
 @given(
     radius=st.floats(0.0, 8.0),
     degree=st.integers(0, 30),
@@ -78,7 +78,7 @@ def test_certificate_bounds_sampled_error_tightly(radius, degree, method):
         assert p.rel_error / true <= 1 + 1e-9
 
 
-@settings(max_examples=30, deadline=None)
+@settings(deadline=None)
 @given(radius=st.floats(0.01, 8.0), degree=st.integers(0, 30), method=st.sampled_from(METHODS))
 def test_certificate_within_textbook_bounds_and_above_lower_bounds(radius, degree, method):
     p = exp_polynomial(radius, degree=degree, method=method)
@@ -186,7 +186,7 @@ def test_chebyshev_t_coefficients_match_sympy(n):
     assert list(poly_mod.chebyshev_t_coefficients(n)) == [int(c) for c in expected]
 
 
-@settings(max_examples=20, deadline=None)
+@settings(deadline=None)
 @given(radius=st.floats(0.05, 8.0), degree=st.integers(0, 8))
 def test_chebyshev_matches_independent_float_interpolant(radius, degree):
     p = exp_polynomial(radius, degree=degree, method="chebyshev")
@@ -233,7 +233,7 @@ def test_call_is_horner_in_the_input_dtype(dtype):
 # the degree search
 
 
-@settings(max_examples=25, deadline=None)
+@settings(deadline=None)
 @given(
     radii=st.lists(st.floats(0.0, 8.0), min_size=2, max_size=2),
     deltas=st.lists(st.floats(1e-12, 0.5), min_size=2, max_size=2),
@@ -252,7 +252,7 @@ def test_min_degree_monotone_in_radius_and_delta(radii, deltas, method):
     assert g(r_lo, d_hi) <= g(r_lo, d_lo)  # a looser accuracy never needs more
 
 
-@settings(max_examples=25, deadline=None)
+@settings(deadline=None)
 @given(radius=st.floats(0.0, 8.0), delta=st.floats(1e-14, 0.5))
 def test_auto_is_the_better_method_and_result_is_minimal(radius, delta):
     taylor = min_degree(radius, delta, method="taylor")
@@ -278,7 +278,7 @@ def test_degree_table_is_sane():
             assert 0.5 <= g / max(1.0, aggarwal_alman_degree_shape(2 * radius, d)) <= 3
 
 
-@settings(max_examples=30, deadline=None)
+@settings(deadline=None)
 @given(radius=st.floats(0.5, 12.0), degree=st.integers(0, 12), delta=st.floats(1e-6, 0.9))
 def test_growth_argument_only_skips_failing_degrees(radius, degree, delta):
     # min_degree skips a degree unseen when the T_g(3) growth argument excludes it: that must be sound

@@ -41,7 +41,7 @@ def problems(draw, max_L=24):
     )
 
 
-@settings(deadline=None, max_examples=30)
+@settings(deadline=None)
 @given(problems())
 def test_against_finite_differences(p):
     fd = testing.finite_difference_gradients(p, step=1e-6)
@@ -71,7 +71,7 @@ def term_scale(p) -> float:
     return p.scale * p.d * ab * dW
 
 
-@settings(deadline=None, max_examples=40)
+@settings(deadline=None)
 @given(problems(max_L=64))
 def test_against_torch_autograd(p):
     torch_loss, tg = testing.torch_gradients(p)

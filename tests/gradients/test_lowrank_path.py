@@ -40,7 +40,7 @@ def test_weight_gradients_batch_mean_and_exact_features():
         assert np.max(np.abs(dW[m] - dW_e[m])) <= 1e-13 * max(1.0, np.max(np.abs(dW_e[m])))
 
 
-@settings(deadline=None, max_examples=25, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_chunked_passes_equal_the_whole_chain(xp, data):
     """The three row passes over chunks (any chunk size, 1 or 2 threads) add up to the one-call

@@ -103,7 +103,7 @@ def test_prefix_property(d, degree):
         assert rebuilt == levels[t]
 
 
-@settings(max_examples=50, deadline=None)
+@settings(deadline=None)
 @given(d=st.integers(1, 64), degree=st.integers(0, 12))
 def test_rank_formula_and_paper_bound(d, degree):
     k = feature_rank(d, degree)
@@ -121,7 +121,7 @@ def test_rank_table_from_reference_notes():
 # the kernel identity
 
 
-@settings(max_examples=60, deadline=None)
+@settings(deadline=None)
 @given(
     d=st.integers(1, 6),
     degree=st.integers(0, 6),
@@ -215,7 +215,7 @@ def test_float32_stays_float32_and_keeps_the_identity():
 # the two implementations of the recurrence, and the unvalidated per-chunk entry point
 
 
-@settings(max_examples=25, deadline=None)
+@settings(deadline=None)
 @given(
     d=st.integers(1, 6),
     degree=st.integers(0, 5),

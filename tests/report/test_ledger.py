@@ -127,7 +127,7 @@ def test_instances_round_trip_exactly():
     assert np.array_equal(p.X_kv, q.X_kv) and (p.alpha, p.beta) == (q.alpha, q.beta)
 
 
-@settings(deadline=None, max_examples=15)
+@settings(deadline=None)
 @given(
     L=st.integers(2, 9),
     d=st.integers(1, 4),
