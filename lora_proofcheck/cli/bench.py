@@ -14,9 +14,10 @@ import json
 import re
 from pathlib import Path
 
+from .._lib.atomic import atomic_write_text
 from .._lib.tables import render_table
 from ..audit import real_head_problem
-from ..benchmarks import BenchConfig, run_benchmark, summarize
+from ..benchmarks import BenchConfig, run_benchmark, summarize, tightness
 from ..benchmarks.peers import FAMILIES, PeersConfig, run_peers, summarize_peers
 from ..benchmarks.plot import plot, plot_peers
 from ..benchmarks.presets import PEERS_PRESETS, PRESETS
@@ -113,6 +114,11 @@ def add_commands(sub) -> None:
                         "family, the adversarial families and a real head (the audit's MiniLM head, L = 128); "
                         "takes --sizes, --logit-bounds, --families, --repeats, --threads (default 1), --seed, "
                         "--quick, --out, --plot")
+    p.add_argument("--tightness", action="store_true",
+                   help="instead: issue 10's degree table (benchmarks/tightness.py) on its instance at L = 2^14 "
+                        "(or the one --sizes L): per forced degree (--degrees, default 4..9) the measured error, the "
+                        "certified bound before (the global certificate) and after (the row-adaptive one), their "
+                        "ratio and the time; takes --sizes, --degrees, --seed, --out")
     p.add_argument("--logit-bounds", type=positive_float, nargs="+", metavar="R",
                    help="--peers: logit bounds R of the instances (default 1.3 4.8)")
     p.add_argument("--families", nargs="+", choices=FAMILIES, metavar="FAMILY",
@@ -306,7 +312,7 @@ def _bench_peers(args) -> int:
     result["summary"] = summarize_peers(result)
     print(format_peers_summary(result["summary"]))
     if args.out is not None:
-        args.out.write_text(json.dumps(result, indent=1, allow_nan=False) + "\n", encoding="utf-8")
+        atomic_write_text(args.out, json.dumps(result, indent=1, allow_nan=False) + "\n")
         print(f"wrote {args.out}")
     if args.plot is not None:
         plot_peers(result, args.plot)
@@ -314,7 +320,25 @@ def _bench_peers(args) -> int:
     return 0
 
 
+def _bench_tightness(args) -> int:
+    for flag, given in (("--peers", args.peers), ("--targets", args.targets), ("--quick", args.quick)):
+        if given:
+            raise InvalidInputError(f"{flag} does not apply to --tightness")
+    if args.sizes is not None and len(args.sizes) != 1:
+        raise InvalidInputError(f"--tightness takes one --sizes L, got {len(args.sizes)}")
+    L = 16384 if args.sizes is None else args.sizes[0]
+    table = tightness.degree_table(L, tuple(args.degrees) if args.degrees else tightness.DEGREES, seed=args.seed,
+                                   progress=lambda what: print(what, flush=True))
+    print(tightness.table_markdown(table))
+    if args.out is not None:
+        atomic_write_text(args.out, json.dumps(table, indent=1, allow_nan=False) + "\n")
+        print(f"wrote {args.out}")
+    return 0
+
+
 def _bench(args) -> int:
+    if args.tightness:
+        return _bench_tightness(args)
     if args.peers:
         return _bench_peers(args)
     config = config_from_args(args)
@@ -323,7 +347,7 @@ def _bench(args) -> int:
     print(format_table(result))
     print(format_summary(result["summary"]))
     if args.out is not None:
-        args.out.write_text(json.dumps(result, indent=1, allow_nan=False) + "\n", encoding="utf-8")
+        atomic_write_text(args.out, json.dumps(result, indent=1, allow_nan=False) + "\n")
         print(f"wrote {args.out}")
     if args.plot is not None:
         plot(result, args.plot)

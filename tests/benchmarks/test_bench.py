@@ -400,3 +400,28 @@ def test_bad_issue10_flags_are_clear_errors(argv, match, capsys):
 def test_issue10_config_validation(field, value, match):
     with pytest.raises((InvalidInputError, InvalidTypeError), match=match):
         BenchConfig(**{field: value})
+
+
+def test_tightness_table_is_sound_and_names_both_certificates(capsys, tmp_path):
+    from lora_proofcheck.benchmarks import tightness
+
+    table = tightness.degree_table(64, (2, 3), seed=1)
+    assert [r["degree"] for r in table["rows"]] == [2, 3]
+    for r in table["rows"]:
+        for side in ("before", "after"):
+            assert 0 < r[side]["error"] <= r[side]["bound"] < math.inf  # certified: never below the error
+            assert r[side]["ratio_median"] >= 1
+    assert table["true_max_abs_logit"] <= table["cauchy_schwarz_R"]
+    assert "| 2 |" in tightness.table_markdown(table)
+    out = tmp_path / "t.json"
+    assert main(["bench", "--tightness", "--sizes", "64", "--degrees", "2", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["rows"][0]["degree"] == 2 and "bound/error after" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--tightness", "--quick"], "--quick does not apply to --tightness"),
+    (["--tightness", "--sizes", "64", "128"], "one --sizes L"),
+])
+def test_tightness_bad_flags(argv, match, capsys):
+    assert main(["bench", *argv]) == 2
+    assert match in capsys.readouterr().err
