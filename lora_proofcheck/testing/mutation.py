@@ -127,10 +127,7 @@ MUTANTS: tuple[Mutant, ...] = (
                 "delta <= 1/4: a search for one is the way to kill it"),
     # -- adaptive.py: the certificate approx_gradients uses
     Mutant("adaptive-lowrank-floor-x0.01", _ADAPT, "        return self._chained(err, mag, u, under)\n",
-           f"        return {_x('0.01', 'self._chained(err, mag, u, under)')}\n", T_ADAPT,
-           note="OPEN: the plan kernel is only measured against the exact path, where the class "
-                "polynomials' approximation part dominates its bound; killing it needs a float32-vs-"
-                "float64 plan-kernel test at fixed class polynomials (not written: issue 11 item 4)"),
+           f"        return {_x('0.01', 'self._chained(err, mag, u, under)')}\n", T_ADAPT),
     Mutant("adaptive-exact-floor-x0.01", _ADAPT,  # the Softmax_1 exact bound, consistent part included
            "return {k: float(np.max(v + kap * np.sum(self.K_general[k], axis=0))) for k, v in floor.items()}",
            "return {k: 0.01 * float(np.max(v + kap * np.sum(self.K_general[k], axis=0))) for k, v in floor.items()}",
