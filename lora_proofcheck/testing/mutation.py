@@ -136,7 +136,10 @@ MUTANTS: tuple[Mutant, ...] = (
            f"floor = {_x('0.01', 'self._chained(err, mag, u, under)')}", T_ADAPT,
            note="OPEN: the staged part of the Softmax_1 exact bound is dominated by its consistent "
                 "part kap K on the worst instances found, so shrinking it alone stays within what "
-                "any measurement reaches (<= 0.06 of the bound)"),
+                "any measurement reaches (<= 0.06 of the bound); the float32-vs-float64 trick of "
+                "test_plan_kernel_float32_rounding_within_its_floor does not transfer: on its exact "
+                "repeated-row data with n = 0.5, 1, 30 (L = 64..1024) the float32 exact path equals the "
+                "float64 one bit for bit (measured 0)"),
     Mutant("adaptive-depth-dropped-k", _ADAPT, '"term": max(Dq, Dkv) + Dk + (self.d - 1)',
            '"term": max(Dq, Dkv) + (self.d - 1)', T_ADAPT,
            note="OPEN: drops k - 1 from the per-term depth n only, i.e. shrinks the t_i (a_i, b_i) part "
