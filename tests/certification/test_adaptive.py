@@ -364,3 +364,56 @@ def test_subnormal_products_stay_within_the_bound(dtype, f):
     ref, allowance = reference(p)
     for k in ref:
         assert float(np.max(np.abs(got[k] - ref[k]))) <= bound[k] + allowance[k]
+
+
+# ----------------------------------------------------------------------------------------------
+# (R4) the plan kernel's rounding floor on its own: float32 against the float64 upcast, same plan
+
+
+def repeated_rows(L: int, d: int, seed: int, bits: int = 6) -> LoRAProblem:
+    """float32, every query/key row the same vector and every target row the same: each sum over
+    rows adds L equal terms, whose rounding errors (one direction per binade of the partial sums)
+    add up instead of cancelling, so the kernel's float32 error comes near its floor.  All data on
+    the grid 2^-bits (weights 2^-6), alpha = r = beta = 1: W + s B A, X W and the centred, balanced
+    inputs are exact in float32 (checked by the test), so the logit rounding sigma is not exercised
+    and the float32 - float64 difference is the floor's business alone."""
+    rng = np.random.default_rng(seed)
+    grid = lambda a, b=bits: (np.round(a * 2.0**b) / 2.0**b).astype(np.float32)  # noqa: E731
+    X = np.tile(grid(rng.uniform(0.5, 1.0, d)), (L, 1))
+    W = {m: grid(rng.uniform(-1.0, 1.0, (d, d)) / d, 6) for m in "QKV"}
+    A = {m: grid(rng.uniform(-1.0, 1.0, (1, d)), 6) for m in "QKV"}
+    B = {m: grid(rng.uniform(-1.0, 1.0, (d, 1)), 6) for m in "QKV"}
+    Y = np.tile(grid(rng.uniform(-1.0, 1.0, d)), (L, 1))
+    return LoRAProblem(X, Y, W, A, B, alpha=1.0, beta=1.0)
+
+
+def _plan_grads(p: LoRAProblem, plan, rows: int) -> dict:
+    _, dW = plan_weight_gradients(p, plan, "".join(p.adapted), chunk_rows=rows)
+    return {k: np.asarray(_xp.to_numpy(v), np.float64) for k, v in lora_factor_gradients(p, dW).items()}
+
+
+@settings(deadline=None)
+@given(st.sampled_from([16, 64, 256]), st.integers(1, 4), st.integers(0, 2**32 - 1), st.integers(1, 4))
+@example(256, 4, 2, 2)   # measured / floor ~ 0.09 (the floor x 0.01 must fail)
+@example(256, 4, 3, 2)   # ~ 0.065
+@example(256, 4, 0, 2)   # ~ 0.058
+def test_plan_kernel_float32_rounding_within_its_floor(L, d, seed, degree):
+    """|kernel(float32) - kernel(float64 upcast)| <= the float32 floor (R4) plus the float64 run's
+    own floor, entrywise, for the SAME FeaturePlan (class polynomials, float32 coefficients, m, n,
+    s): with exact kernel inputs the approximation part cancels, the difference is pure rounding."""
+    p = repeated_rows(L, d, seed)
+    p64 = upcast(p)
+    cert = ad.certify_adaptive(p, centre_queries=False)
+    rows = chunk_rows(p, feature_rank(d, degree))
+    plan = cert.feature_plan(degree, chunk_rows=rows)
+    assert plan.overflow_free, plan.reason
+    for a32, a64 in zip(_kernel_vectors(p, cert.geo), _kernel_vectors(p64, cert.geo), strict=True):
+        assert np.array_equal(a32.astype(np.float64), a64)          # exact inputs: no sigma part
+    floor = cert.rounding_floor(degree, chunk_rows=rows)
+    floor64 = ad.certify_adaptive(p64, centre_queries=False).rounding_floor(degree, chunk_rows=rows)
+    g32, g64 = _plan_grads(p, plan, rows), _plan_grads(p64, plan, rows)
+    ratio = max(float(np.max(np.abs(g32[k] - g64[k]) / (floor[k] + floor64[k]))) for k in floor)
+    note(f"L={L} d={d} seed={seed} g={degree}: measured / floor {ratio:.3g}")
+    target(ratio, label="adaptive kernel float32 vs float64: measured/floor")
+    record(ratio, "adaptive-kernel-floor-float32", degree=degree)
+    assert ratio <= 1.0
