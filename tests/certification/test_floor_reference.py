@@ -36,6 +36,12 @@ from lora_proofcheck.testing.strategies import problems, record_ratio
 
 REF = "longdouble" if oracles.LONGDOUBLE_EXTENDED else "mpmath"
 
+#: the cap as the certificate docstring defines it ("Second moments ... valid for delta <= DELTA_CAP =
+#: 2^-6", PHI := (1+delta)/(1-delta) <= PHI_CAP), restated here, not read from `rounding`: the tight K
+#: and the delta at which the certificate switches to it are checked against these documented values
+DOC_DELTA_CAP = 2.0**-6
+DOC_PHI_CAP = (1 + DOC_DELTA_CAP) / (1 - DOC_DELTA_CAP)
+
 
 def exact_path_ratio(p) -> float:
     """max over keys of (|exact path - reference| + the reference's allowance) / certified floor,
@@ -193,10 +199,10 @@ def test_general_coefficients_are_the_documented_formulas(p):
         np.testing.assert_allclose(got[m], want, rtol=1e-9, atol=1e-300)
 
 
-def _direct_tight_K(p, cert) -> dict:
+def _direct_tight_K(p, cert, phi_cap: float = DOC_PHI_CAP) -> dict:
     """The second-moment K (certificate docstring, "Second moments"), dense per row, from the float64
     data: lam_i = e^(R_i - M_i) (R_i = beta ||C1_i|| max_{n,j} ||C2_j||, M_i the mean logit less sigma,
-    >= -R_i), lam~ = PHI_CAP lam, a_j = ||C3_j - m3||, rho_i = min(sqrt(lam_i mean a^2), max a),
+    >= -R_i), lam~ = PHI_CAP lam (PHI_CAP the documented (1 + 2^-6)/(1 - 2^-6) unless given), a_j = ||C3_j - m3||, rho_i = min(sqrt(lam_i mean a^2), max a),
     ||c_i|| <= min(rho_i + ||m3 - Y_i||, ||c^_i||), each row term the smaller of its two bounds."""
     h = oracles.host_inputs(p)
     W = {m: h["W"][m] + p.scale * h["B"][m] @ h["A"][m] if m in h["A"] else h["W"][m] for m in "QKV"}
@@ -207,7 +213,7 @@ def _direct_tight_K(p, cert) -> dict:
     Ri = beta * n1 * n2.max()                   # the largest key norm over the whole batch
     Mi = np.maximum(p.beta * np.einsum("nib,nb->ni", C1, C2.mean(1)) - cert.sigma, -Ri)
     sl = np.sqrt(np.exp(Ri - Mi))[..., None]                                  # (N, L, 1)
-    slt = math.sqrt(rounding.PHI_CAP) * sl
+    slt = math.sqrt(phi_cap) * sl
     m3 = C3.mean(1, keepdims=True)
     a2 = np.sum((C3 - m3) ** 2, axis=-1)                                       # (N, L_kv)
     rho = np.minimum(sl * np.sqrt(a2.mean(-1))[:, None, None], np.sqrt(a2.max(-1))[:, None, None])
@@ -248,6 +254,27 @@ def test_second_moment_coefficients_are_the_documented_formulas(p):
     cert = cm.certify(p)
     for m, want in _direct_tight_K(p, cert).items():
         np.testing.assert_allclose(cert.tight_weight_coefficients[m], want, rtol=1e-7, atol=1e-300)
+
+
+def test_second_moment_coefficients_hold_up_to_the_documented_cap():
+    """The tight K and where it is used, against the documented cap (DOC_DELTA_CAP = 2^-6, PHI_CAP =
+    (1 + 2^-6)/(1 - 2^-6)) on a fixed Gaussian problem on which the PHI factor moves the tight K by
+    ~1%: `certify`'s tight K is the docstring formula at that PHI_CAP, `coefficients_for` returns it
+    up to delta = 2^-6 and the general K just above. Kills a cap moved either way (a wider one also
+    inflates lam~ = PHI_CAP lam, by ~20% here: the derivation itself holds for any cap, since
+    PHI_CAP follows it, so the mutant is a departure from the documented certificate, not an
+    unsound one, and no measured error can exceed its bound)."""
+    p = make_problem("gaussian", 12, 4, 2, R=0.5, seed=3)
+    cert = cm.certify(p)
+    want, no_phi = _direct_tight_K(p, cert), _direct_tight_K(p, cert, phi_cap=1.0)
+    for m in p.adapted:
+        np.testing.assert_allclose(cert.tight_weight_coefficients[m], want[m], rtol=1e-7, atol=1e-300)
+    assert max(float(np.max(np.abs(want[m] - no_phi[m]) / want[m])) for m in want) > 1e-3   # PHI visible
+    above = math.nextafter(DOC_DELTA_CAP, 1.0)
+    assert cert.coefficients_for(DOC_DELTA_CAP) is cert.tight_coefficients
+    assert cert.weight_coefficients_for(DOC_DELTA_CAP) is cert.tight_weight_coefficients
+    assert cert.coefficients_for(above) is cert.coefficients
+    assert cert.weight_coefficients_for(above) is cert.weight_coefficients
 
 
 @pytest.mark.parametrize("degree", [0, 2])
