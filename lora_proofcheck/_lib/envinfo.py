@@ -9,10 +9,26 @@ import subprocess
 import sys
 from pathlib import Path
 
-__all__ = ["blas", "collect", "cpu", "git_commit", "gpu", "versions"]
+__all__ = ["available_memory", "blas", "collect", "cpu", "git_commit", "gpu", "versions"]
 
 PACKAGES = ("lora-proofcheck", "numpy", "scipy", "sympy", "array-api-compat", "array-api-strict",
             "hypothesis", "matplotlib", "tqdm", "rich", "torch", "cupy-cuda13x", "cupy-cuda12x")
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation now (Linux MemAvailable; else free pages per
+    sysconf), or None when neither can be read."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 def versions() -> dict:

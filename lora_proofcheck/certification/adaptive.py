@@ -85,6 +85,7 @@ rounding follows.  Per sample, notation as in `certificate.py` and `geometry.py`
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -144,6 +145,20 @@ class FeaturePlan:
     overflow_free: bool
     reason: str = ""
     runnable: bool = True    # coefficients exist and are finite: the kernel can run (uncertified if not overflow_free)
+
+
+# per polynomial, cached: every class of every certificate asks again (polynomials are cached
+# per grid radius, `polynomial._certify`); the exact rationals are slow to convert
+@functools.lru_cache(maxsize=1 << 16)
+def _scaled_coefficients(poly) -> tuple:
+    """a_t t! as floats (R1's row coefficients)."""
+    return tuple(float(Fraction(int(a.p), int(a.q)) * math.factorial(t)) for t, a in enumerate(poly.coefficients))
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _abs_coefficients_up(poly) -> tuple:
+    """|a_t| as floats rounded up (R4's A_c)."""
+    return tuple(math.nextafter(abs(float(a)), math.inf) for a in poly.coefficients)
 
 
 def _class_poly(radius: float, degree: int, method: str, slack: float, sink: bool = False) -> ClassPoly:
@@ -254,7 +269,7 @@ class AdaptiveCertificate:
         dep = self.depths(degree, chunk_rows, k_block)
         g_n = gamma(dep["term"], u)
         # A_c(x) = sum_t |a_{c,t}| x^t per class: coefficient table (t, C), rounded up
-        table = np.array([[math.nextafter(abs(float(a)), math.inf) for a in cp.poly.coefficients] for cp in cps])
+        table = np.array([_abs_coefficients_up(cp.poly) for cp in cps])
         Amin = np.array([cp.A0 for cp in cps])                                      # A_c (no slack)
         phi = max(cp.phi for cp in cps)
         tab = [_xp.from_numpy(table[:, t], xp) for t in range(table.shape[1])]
@@ -377,8 +392,7 @@ class AdaptiveCertificate:
         for c, cp in enumerate(cps):
             if cp.poly is None:
                 return np.full((len(cps), degree + 1), np.inf)
-            coeffs[c] = [float(Fraction(int(a.p), int(a.q)) * math.factorial(t))
-                         for t, a in enumerate(cp.poly.coefficients)]
+            coeffs[c] = _scaled_coefficients(cp.poly)
         to_dt = np.float32 if self.dtype == "float32" else np.float64
         with np.errstate(over="ignore"):
             return to_dt(coeffs).astype(np.float64)

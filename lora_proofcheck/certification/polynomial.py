@@ -314,7 +314,13 @@ def _unreachable(radius: float, degree: int, rel_error: float) -> bool:
     return lhs > rhs + 1e-9 * (1.0 + abs(lhs))  # margin covers float rounding
 
 
-@functools.lru_cache(maxsize=4096)
+# Large caches: the row-adaptive certificate asks for every radius class (a fixed grid of radii,
+# `geometry.CLASS_STEPS`) at every degree it searches, ~10^4 (radius, degree, method) triples over
+# a stress campaign; each costs ~3 ms of exact rational arithmetic, a cache entry a few KB.
+_CACHE_SIZE = 1 << 16
+
+
+@functools.lru_cache(maxsize=_CACHE_SIZE)
 def _certify(radius: float, degree: int, method: str) -> ExpPolynomial:
     r = Fraction(radius)
     if method == "taylor":
@@ -537,7 +543,7 @@ def _round_down(q: Fraction) -> float:
     return f
 
 
-@functools.lru_cache(maxsize=8192)
+@functools.lru_cache(maxsize=_CACHE_SIZE)
 def ratio_range(poly: ExpPolynomial) -> tuple[float, float]:
     """(A, B) with A <= p(x) e^{-x} <= B on [-R, R], A rounded down and B up.
 

@@ -46,6 +46,7 @@ import numpy as np
 
 from .._lib import xp as _xp
 from .._lib.blocks import worker_threads
+from .._lib.envinfo import available_memory
 from .._lib.validate import check_choice, check_int, check_optional_int, check_tolerances
 from ..certification import adaptive
 from ..certification import certificate as cert_mod
@@ -54,7 +55,7 @@ from ..kernels.features import feature_rank, paper_rank_bound
 from ..problem import check_problem
 from . import costs, timing
 from .exact_path import lora_factor_gradients, weight_gradients
-from .lowrank_path import chunk_rows, plan_weight_gradients
+from .lowrank_path import chunk_rows, chunked_bytes, plan_weight_gradients
 from .planner import METHODS, threshold_report
 
 __all__ = ["ON_THRESHOLD", "PILOT_BUDGET", "ApproxResult", "approx_gradients"]
@@ -64,6 +65,9 @@ ON_THRESHOLD = ("exact", "raise", "force")
 PILOT_BUDGET = 0.5
 #: the first pilot: the smallest degree whose bound is below this fraction of the upper bound of |g|
 PILOT_START = 1.0 / 16
+#: a degree runs only when twice its modelled peak memory (`lowrank_path.chunked_bytes`, within 2x
+#: of tracemalloc's peaks) fits in this fraction of the memory available: higher degrees need more
+MEMORY_FRACTION = 0.5
 _CENTRE = ("auto", True, False)
 
 
@@ -253,10 +257,23 @@ class _Search:
         return {k: float(np.max(mag[k])) + bound[k] for k in self.keys}
 
     # -- running the kernel --------------------------------------------------------------------
+    def memory_refusal(self, degree) -> str:
+        """Why `degree` may not run for lack of memory ("" when it may: `MEMORY_FRACTION`)."""
+        k = feature_rank(self.problem.d, degree)
+        need = 2 * chunked_bytes(self.problem, k, self.modules, rows=self.rows(degree), threads=self.threads)
+        avail = available_memory()
+        if avail is None or need <= MEMORY_FRACTION * avail:
+            return ""
+        return (f"degree {degree} (rank {k}) would need about {need / 2**30:.3g} GiB, more than "
+                f"{MEMORY_FRACTION:g} of the {avail / 2**30:.3g} GiB available")
+
     def run_degree(self, degree, *, uncertified=False):
         """(grads, loss, bound, floor) at `degree`, or (None, why) when the plan or the result refuses.
         `uncertified` (a forced degree): run a plan the certificate cannot bound anyway, with an
         infinite bound (never a finite one) when its result is finite."""
+        too_big = self.memory_refusal(degree)
+        if too_big:
+            return None, too_big
         plan = self.cert.feature_plan(degree, self.method, chunk_rows=self.rows(degree))
         if not plan.overflow_free and not (uncertified and plan.runnable):
             return None, plan.reason
@@ -349,16 +366,29 @@ class _Search:
         """The approximate path whatever it costs: the pilot ladder over every degree, a degree run
         only when its exact-arithmetic bound could still meet the tolerance the pilots certify."""
         lower, pilots = dict(lower), list(pilots)
+        # no tolerance can exceed atol + rtol * (an upper bound of max|g|): the floor's magnitudes plus
+        # a bound, or max|g~| + bound of a run; a degree whose exact-arithmetic part exceeds it is skipped
+        hi = None
         for g in range(1, self.max_degree + 1):
             t = self.tol(lower)
-            if any(t[k] > 0 and v > t[k] for k, v in self.cert.approximation_max(g, self.method).items()):
+            amax = self.cert.approximation_max(g, self.method)
+            if any(t[k] > 0 and v > t[k] for k, v in amax.items()):
                 continue
+            if hi is not None and any(v > self.atol + self.rtol * hi[k] for k, v in amax.items()):
+                continue
+            too_big = self.memory_refusal(g)
+            if too_big:  # every higher degree needs more
+                raise AboveThresholdError(f"on_threshold='force': no degree <= {g - 1} certifies the "
+                                          f"tolerance ({reason}), and {too_big}")
             out, _ = self.run_degree(g)
             if out is None:
                 continue
             lower = {k: max(lower[k], v) for k, v in self.lower_of(out[0], out[2]).items()}
             if self.meets(out[2], self.tol(lower)):
                 return self._approx(g, out, lower, tuple(pilots))
+            run_hi = {k: float(np.max(np.abs(_host(out[0][k])))) + out[2][k] for k in self.keys}
+            if all(math.isfinite(v) for v in run_hi.values()):
+                hi = run_hi if hi is None else {k: min(hi[k], run_hi[k]) for k in self.keys}
             pilots.append(g)
         raise AboveThresholdError(f"on_threshold='force': no degree <= {self.max_degree} certifies the "
                                   f"tolerance ({reason}); pass degree= to force one")

@@ -27,6 +27,7 @@ from ..errors import InvalidInputError, InvalidTypeError
 from ..kernels import _generated_lowrank as gen
 from ..kernels.features import check_feature_inputs, feature_maps, feature_rank, plan_features, side_features
 from ..problem import LoRAProblem, check_problem
+from . import costs
 
 __all__ = ["chunk_rows", "lowrank_weight_gradients", "plan_feature_functions", "plan_weight_gradients",
            "problem_features"]
@@ -79,6 +80,18 @@ def chunk_rows(problem: LoRAProblem, k: int, rows="auto") -> int:
 
 
 _rows_per_chunk = chunk_rows  # for the functions whose chunk_rows argument shadows it
+
+
+def chunked_bytes(problem: LoRAProblem, k: int, modules: str, *, rows: int | None = None, threads=None) -> int:
+    """A model of the chunked path's peak bytes at rank k: every worker thread holds one chunk's
+    live set (`costs.lowrank_bytes` at `rows` rows, its k-wide moments Vq / Vk included) and the
+    running sums hold one more. (Checked against tracemalloc in tests/gradients.)"""
+    rows = chunk_rows(problem, k) if rows is None else rows
+    n = min(rows, max(problem.L, problem.L_kv))
+    workers = min(worker_threads(problem.xp, threads), -(-max(problem.L, problem.L_kv) // n))
+    itemsize = 4 if problem.dtype_name == "float32" else 8
+    per = costs.lowrank_bytes(n, min(n, problem.L_kv), problem.d, k, modules, N=problem.N, itemsize=itemsize)
+    return int((workers + 1) * per)
 
 
 def lowrank_weight_gradients(problem: LoRAProblem, poly, modules: str, *, features=None, chunk_rows="auto",

@@ -60,12 +60,15 @@ class MachineRates:
         return asdict(self)
 
 
-# Measured on the development machine (AMD EPYC, 2 cores, OpenBLAS 0.3.31) by `calibrate()` with the
-# machine otherwise quiet; see the README's benchmark section for how they compare with measured times.
+# Measured on the development machine (AMD EPYC, 2 cores, OpenBLAS 0.3.31) by `calibrate()`
+# (`lora-proofcheck plan --calibrate`, 2026-12-02, the machine otherwise quiet; the grid from L = 128,
+# the low-rank path's per-degree plan and bound included, so the per-call constants are measured):
+# the non-negative fit may set a term to 0. With the earlier defaults the exact path was predicted
+# 2-4x slower than it ran; see the README's benchmark section for predictions against measured times.
 DEFAULT_RATES = MachineRates(seconds={
-    "logit_elementwise": 2.6e-9, "exact_gemm": 4.0e-11, "exact_call": 2.0e-4,
-    "lowrank_gemm": 1.6e-11, "lowrank_gemm_narrow": 1.2e-9, "features": 1.5e-9, "rows": 6.0e-9,
-    "approx_call": 5.0e-3,
+    "logit_elementwise": 4.2e-10, "exact_gemm": 1.72e-11, "exact_call": 0.000103,
+    "lowrank_gemm": 1.34e-11, "lowrank_gemm_narrow": 2.23e-09, "features": 2.62e-09, "rows": 0,
+    "approx_call": 0.003,
 })
 
 
@@ -90,20 +93,20 @@ def work_counts(path: str, L, L_kv, d, modules, N=1, degree=None) -> dict:
     """The work counts (`TERMS[path]`) of one call of `path` ("exact" or "approx" at `degree`)."""
     L, L_kv, d, N = (check_int(n, v, 1) for n, v in (("L", L), ("L_kv", L_kv), ("d", d), ("N", N)))
     modules = check_modules(modules)
-    if modules not in _FORMULAS:
-        _FORMULAS[modules] = _counts_formulas(modules)
+    if modules not in _FORMULAS:  # lambdified once: a sympy subs per call cost ~1 ms (15 ms a search)
+        args = (decomposition.L, decomposition.L_kv, decomposition.d, lowrank_chain.k)
+        _FORMULAS[modules] = tuple({name: sp.lambdify(args, f, "math") for name, f in part.items()}
+                                   for part in _counts_formulas(modules))
     exact, approx = _FORMULAS[modules]
-    sizes = {decomposition.L: L, decomposition.L_kv: L_kv, decomposition.d: d}
     if path == "exact":
-        out = {name: N * float(f.subs(sizes)) for name, f in exact.items()}
+        out = {name: N * float(f(L, L_kv, d, 0)) for name, f in exact.items()}
         out["exact_call"] = 1.0
         return out
     if path != "approx":
         raise InvalidInputError(f"path must be 'exact' or 'approx', got {path!r}")
     degree = check_int("degree", degree, 0)
     k = math.comb(d + degree, degree)
-    sizes[lowrank_chain.k] = k
-    out = {name: N * float(f.subs(sizes)) for name, f in approx.items()}
+    out = {name: N * float(f(L, L_kv, d, k)) for name, f in approx.items()}
     out["features"] = N * float((L + L_kv) * k)
     out["approx_call"] = 1.0
     return out

@@ -245,3 +245,39 @@ def test_non_problems_are_rejected():
     for fn in (approx_gradients, logit_bound, threshold_report):
         with pytest.raises(InvalidTypeError, match="problem"):
             fn(np.zeros((3, 3)))
+
+
+def test_a_degree_that_would_not_fit_in_memory_never_runs(monkeypatch):
+    """The memory guard: a degree whose modelled peak exceeds the share of available memory is
+    refused before any array is formed; "force" says so, the default falls back to the exact path."""
+    from lora_proofcheck.gradients import approx as approx_mod
+
+    p = LoRAProblem.random(512, 4, 2, adapt="QV", logit_bound=1.0, seed=2)
+    ran = []
+    monkeypatch.setattr(approx_mod, "plan_weight_gradients", lambda *a, **k: ran.append(1) or 1 / 0)
+    monkeypatch.setattr(approx_mod, "available_memory", lambda: 1 << 16)  # 64 KiB: no degree fits
+    with pytest.raises(AboveThresholdError, match=r"GiB available"):
+        approx_gradients(p, rtol=1e-6, on_threshold="force")
+    with pytest.raises(AboveThresholdError, match=r"GiB available"):
+        approx_gradients(p, degree=3, on_threshold="force")
+    res = approx_gradients(p, rtol=1e-6, on_threshold="exact")
+    assert res.path == "exact" and not ran
+
+
+def test_the_memory_model_is_within_a_factor_two_of_the_traced_peak(monkeypatch):
+    import tracemalloc
+
+    from lora_proofcheck.gradients import lowrank_path
+
+    monkeypatch.setattr(lowrank_path, "recycle_block_memory", lambda xp: None)  # the untouched ballast
+    for L, d, g, N in ((2048, 8, 6, 1), (1024, 8, 8, 1), (256, 4, 10, 2)):
+        p = LoRAProblem.random(L, d, 2, adapt="QKV", logit_bound=1.0, seed=0, N=N)
+        plan = ad.certify_adaptive(p).feature_plan(g)
+        tracemalloc.start()
+        try:
+            lowrank_path.plan_weight_gradients(p, plan, "QKV")
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        model = lowrank_path.chunked_bytes(p, feature_rank(d, g), "QKV")
+        assert peak <= 2 * model, (L, d, g, peak, model)  # the guard doubles the model
