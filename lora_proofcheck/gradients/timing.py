@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import sympy as sp
 
+from .._lib.atomic import atomic_write_text
 from .._lib.envinfo import blas, cpu
 from .._lib.validate import check_int, check_modules
 from .._lib.version import __version__
@@ -157,7 +158,5 @@ def save_rates(rates: MachineRates) -> Path:
     """Cache `rates` for this machine (atomically); returns the file written."""
     path = cache_path()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(rates.as_dict(), indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(rates.as_dict(), indent=1) + "\n")
     return path

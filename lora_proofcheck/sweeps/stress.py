@@ -33,13 +33,13 @@ import datetime
 import json
 import math
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .._lib.atomic import atomic_write_text
 from .._lib.jsonable import jsonable
 from .._lib.validate import check_int, check_positive, check_seed
 from .._lib.version import __version__
@@ -682,14 +682,4 @@ def check_out(name: str, path) -> Path:
 
 def write_json(path, data) -> None:
     """Write atomically (a temporary sibling renamed into place)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.resolve().parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(jsonable(data), fh, indent=1, allow_nan=False)
-            fh.write("\n")
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a summary or case is for reading
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, json.dumps(jsonable(data), indent=1, allow_nan=False) + "\n")
