@@ -11,6 +11,23 @@ B_mu ~ N(0, 0.04), Y ~ N(0, 1), r = 4, alpha = 8, full Q/K/V) and each forced de
 each against the exact path (blocked, float64): max over keys of the max-abs error, the max over
 keys of the certified bound, their ratio (per key, then the median over keys) and the wall time.
 `lora-proofcheck bench --tightness` runs it; a timing is one run (ratios in one run compare).
+
+WHERE THE LOOSENESS IS (`looseness`, the "after" rows' `looseness` entry): a diagnostic in O(L^2),
+in row and key blocks, that splits bound / error into three measured factors.  The loss is a sum
+over query rows and each row's term depends on its attention row only, so the approximate path's
+gradient is sum_i h_i(F~_i) and its error is sum_i delta_i, delta_i := h_i(F~_i) - h_i(F_i) (the
+chain is the exact formulas at F~: `derivations/lowrank_proofs.py`).  Measured, per key:
+  - lemma1 = median over rows of ||F~_i - F_i||_1 / kappa_{c(i)}: how tight Lemma 1 (R2) is;
+  - cross_rows = max_ab sum_i |delta_i,ab| / max_ab |sum_i delta_i,ab| (median over keys): what any
+    certificate that bounds each row's term and then adds them (R3 does) must lose at least, the
+    rows' errors cancelling across rows;
+  - within_rows = bound / max_ab sum_i |delta_i,ab| (median over keys): what the certificate loses
+    inside a row, from ||F~_i - F_i||_1 to the row's gradient term;
+  - theta_corr = median over rows of |Corr_{F_i}(theta, w)|, theta_ij = F~_ij / F_ij - 1, w_j the
+    weights T_ij (C2_jb - mean C2_b) of dW_Q's row contraction (b = 0): Lemma 1's covariance step
+    |Cov(theta, w)| <= sd(theta) sd(w) takes this correlation as 1.
+Self-attention, one sample (N = 1), as `issue_instance`; the per-row terms are checked to add up to
+the exact gradients (relative 1e-8) before anything is reported.
 """
 
 from __future__ import annotations
@@ -22,15 +39,16 @@ import time
 import numpy as np
 
 from .._lib.xp import to_host64
+from ..certification import adaptive
 from ..certification import certificate as cert_mod
 from ..certification.polynomial import exp_polynomial
 from ..errors import InvalidInputError
 from ..gradients.approx import approx_gradients
 from ..gradients.exact_path import exact_gradients, lora_factor_gradients
-from ..gradients.lowrank_path import lowrank_weight_gradients
+from ..gradients.lowrank_path import lowrank_weight_gradients, plan_feature_functions
 from ..problem import LoRAProblem
 
-__all__ = ["DEGREES", "degree_table", "issue_instance", "table_markdown"]
+__all__ = ["DEGREES", "degree_table", "issue_instance", "looseness", "table_markdown"]
 
 DEGREES = (4, 5, 6, 7, 8, 9)
 
@@ -45,12 +63,82 @@ def issue_instance(L: int = 16384, seed: int = 0) -> LoRAProblem:
                        B, alpha=p.alpha, beta=p.beta)
 
 
+def _row_terms(p, F, rows, W, X, Xk, Y):
+    """Per query row i of the block: h_i(F_i) for each LoRA key, shape (rows, a, b) (module docstring)."""
+    beta, V, Kp, Qp = p.beta, Xk @ W["V"], Xk @ W["K"], X[rows] @ W["Q"]
+    O = F @ V
+    C = O - Y[rows]
+    dS = F * (C @ V.T - np.sum(C * O, axis=1, keepdims=True))      # dL/dS, row by row
+    dW = {"Q": beta * np.einsum("na,nb->nab", X[rows], dS @ Kp),
+          "K": beta * np.einsum("na,nb->nab", dS @ Xk, Qp),
+          "V": np.einsum("na,nb->nab", F @ Xk, C)}
+    out = {}
+    for m in p.adapted:
+        A, B = to_host64(p.A[m]), to_host64(p.B[m])
+        out[f"A_{m}"] = p.scale * np.einsum("ke,nkl->nel", B, dW[m])
+        out[f"B_{m}"] = p.scale * np.einsum("nkl,el->nke", dW[m], A)
+    return out, dS
+
+
+def looseness(p: LoRAProblem, degree: int, bound: dict, ref: dict, *, block: int = 1024) -> dict:
+    """The three measured factors of bound / error at `degree` (module docstring), O(L^2) in blocks."""
+    if p.N != 1 or p.L != p.L_kv or p.normalizer_offset:
+        raise InvalidInputError("looseness takes one-sample self-attention softmax problems")
+    cert = adaptive.certify_adaptive(p, cert_mod.projections(p))
+    plan = cert.feature_plan(degree)
+    kappa = np.array([c.kappa for c in cert.class_polys(degree)])[np.asarray(plan.cls)[0]]
+    qf, kf = plan_feature_functions(p, plan)
+    W = {m: to_host64(w) for m, w in p.weights().items()}
+    X, Xk, Y = (to_host64(a).reshape(p.L, -1) for a in (p.X3, p.Xkv3, p.Y))
+    Qp, Kp = p.beta * X @ W["Q"], Xk @ W["K"]
+    w_col = Kp[:, 0] - Kp[:, 0].mean()
+    L = p.L
+    total = {"exact": {}, "approx": {}}
+    abs_delta = {}
+    lemma1, corr = np.empty(L), np.empty(L)
+    for a in range(0, L, block):
+        rows = slice(a, min(a + block, L))
+        S = Qp[rows] @ Kp.T
+        E = np.exp(S - S.max(axis=1, keepdims=True))
+        F = E / E.sum(axis=1, keepdims=True)
+        U1 = to_host64(qf(rows))[0]
+        Et = np.concatenate([U1 @ to_host64(kf(slice(b, min(b + 4 * block, L))))[0].T
+                             for b in range(0, L, 4 * block)], axis=1)
+        Ft = Et / Et.sum(axis=1, keepdims=True)
+        lemma1[rows] = np.abs(Ft - F).sum(axis=1) / kappa[rows]
+        h, dS = _row_terms(p, F, rows, W, X, Xk, Y)
+        ht, _ = _row_terms(p, Ft, rows, W, X, Xk, Y)
+        theta = Ft / F - 1.0
+        wgt = (dS / np.where(F > 0, F, 1.0)) * w_col                    # T_ij (C2_j0 - mean)
+        m_t, m_w = np.sum(F * theta, 1), np.sum(F * wgt, 1)
+        cov = np.sum(F * theta * wgt, 1) - m_t * m_w
+        sd = np.sqrt(np.maximum(np.sum(F * theta**2, 1) - m_t**2, 0) * np.maximum(np.sum(F * wgt**2, 1) - m_w**2, 0))
+        corr[rows] = np.abs(cov) / np.where(sd > 0, sd, np.inf)
+        for k in ref:
+            total["exact"][k] = total["exact"].get(k, 0) + h[k].sum(axis=0)
+            total["approx"][k] = total["approx"].get(k, 0) + ht[k].sum(axis=0)
+            abs_delta[k] = abs_delta.get(k, 0) + np.abs(ht[k] - h[k]).sum(axis=0)
+    for k in ref:
+        scale = float(np.max(np.abs(ref[k])))
+        if float(np.max(np.abs(total["exact"][k] - ref[k]))) > 1e-8 * scale:
+            raise AssertionError(f"the per-row terms of {k} do not add up to the exact gradient")
+    err = {k: float(np.max(np.abs(total["approx"][k] - total["exact"][k]))) for k in ref}
+    oracle = {k: float(np.max(abs_delta[k])) for k in ref}
+    keys = [k for k in ref if err[k] > 0 and oracle[k] > 0]
+    return {"lemma1": float(np.median(lemma1)),
+            "cross_rows": statistics.median(oracle[k] / err[k] for k in keys),
+            "within_rows": statistics.median(bound[k] / oracle[k] for k in keys),
+            "theta_corr": float(np.median(corr)),
+            "per_key": {k: {"error_at_F~": err[k], "row_sum": oracle[k]} for k in ref}}
+
+
 def _err(grads, ref) -> dict:
     return {k: float(np.max(np.abs(to_host64(grads[k]) - ref[k]))) for k in ref}
 
 
-def degree_table(L: int = 16384, degrees=DEGREES, *, seed: int = 0, progress=None) -> dict:
-    """The table (module docstring) as JSON-ready rows, one per degree."""
+def degree_table(L: int = 16384, degrees=DEGREES, *, seed: int = 0, progress=None, diagnose: bool = True) -> dict:
+    """The table (module docstring) as JSON-ready rows, one per degree; `diagnose`: with each degree's
+    `looseness` (O(L^2): about the exact path's time per degree)."""
     if isinstance(L, bool) or not isinstance(L, int) or L < 16:
         raise InvalidInputError(f"L must be an int >= 16, got {L!r}")
     degrees = tuple(degrees)
@@ -83,7 +171,8 @@ def degree_table(L: int = 16384, degrees=DEGREES, *, seed: int = 0, progress=Non
                        "ratio_median": statistics.median(before_bound[k] / before[k] for k in ref if before[k] > 0)},
             "after": {"error": max(after.values()), "bound": max(res.bound.values()), "seconds": after_s,
                       "floor": max(res.floor.values()),
-                      "ratio_median": statistics.median(res.bound[k] / after[k] for k in ref if after[k] > 0)},
+                      "ratio_median": statistics.median(res.bound[k] / after[k] for k in ref if after[k] > 0),
+                      "looseness": looseness(p, g, res.bound, ref) if diagnose else None},
         })
     return {"L": L, "d": 8, "seed": seed, "max_abs_gradient": scale, "true_max_abs_logit": float(np.max(np.abs(S))),
             "cauchy_schwarz_R": float(old.logit_bound), "exact_seconds": exact_s, "rows": rows}
@@ -101,4 +190,13 @@ def table_markdown(table: dict) -> str:
         out.append(f"| {r['degree']} | {b['error']:.2g} | {b['bound']:.2g} | {b['ratio_median']:.3g} | "
                    f"{b['seconds']:.2f} | {a['error']:.2g} | {a['bound']:.2g} | {a['ratio_median']:.3g} | "
                    f"{a['seconds']:.2f} |")
+    diag = [r for r in table["rows"] if r["after"].get("looseness")]
+    if diag:
+        out += ["", "Where the bound/error after comes from (measured factors, `tightness.looseness`):", "",
+                "| g | Lemma 1: row l1 error / kappa_i | cross-row cancellation | within-row slack "
+                "| corr(theta, w) |", "|---|---|---|---|---|"]
+        for r in diag:
+            x = r["after"]["looseness"]
+            out.append(f"| {r['degree']} | {x['lemma1']:.2f} | {x['cross_rows']:.3g} | {x['within_rows']:.3g} | "
+                       f"{x['theta_corr']:.2g} |")
     return "\n".join(out)

@@ -33,7 +33,9 @@ A non-finite result never carries a finite bound: an overflow the plan predicts,
 gradient, falls back (or raises) exactly as a missed tolerance does.
 
 "Cheaper" is the time model's verdict (`timing.predict_seconds` with this machine's calibrated
-rates, `lora-proofcheck plan --calibrate`; typical-CPU defaults otherwise), not flop counts.
+rates, `lora-proofcheck plan --calibrate`; typical-CPU defaults otherwise), not flop counts, and it
+means faster by more than the model's tie band (`timing.faster_than_exact`, 10 %): within it the
+exact path is taken, being exact.
 """
 
 from __future__ import annotations
@@ -221,7 +223,7 @@ class _Search:
     def cheaper_degrees(self) -> list:
         out = []
         for g in range(1, self.max_degree + 1):
-            if self._seconds(g) >= self.exact_seconds:
+            if not timing.faster_than_exact(self._seconds(g), self.exact_seconds):
                 break
             out.append(g)
         return out
@@ -305,7 +307,8 @@ class _Search:
         cheap = self.cheaper_degrees()
         if not cheap:
             return self._decline(f"L = {self.cert.L} is too small to pay off: no degree is predicted faster "
-                                 "than the exact path on this machine", zero, (), cause="size")
+                                 "than the exact path on this machine (by more than the time model's tie band, "
+                                 f"{timing.TIE:.0%})", zero, (), cause="size")
         hi = self.upper(cheap[-1])
         if hi is not None and self.first_meeting(self.tol(hi), cheap) is None:
             return self._decline(self._why_none(self.tol(hi), cheap, upper=True), zero, ())

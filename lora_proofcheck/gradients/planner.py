@@ -49,13 +49,15 @@ def cost_of(cert, degree, rates=None) -> dict:
 
 
 def largest_cheaper_degree(cert, rates=None, limit: int = 400) -> int | None:
-    """The largest degree the time model predicts faster than the exact path (None: none is)."""
+    """The largest degree the time model predicts faster than the exact path, beyond its tie band
+    (`timing.TIE`; None: none is)."""
     rates = timing.load_rates() if rates is None else rates
     modules = "".join(cert.adapted)
     exact = timing.predict_seconds(rates, "exact", cert.L, cert.L_kv, cert.d, modules, N=cert.N)
     best = None
     for g in range(0, limit + 1):
-        if timing.predict_seconds(rates, "approx", cert.L, cert.L_kv, cert.d, modules, N=cert.N, degree=g) >= exact:
+        if not timing.faster_than_exact(
+                timing.predict_seconds(rates, "approx", cert.L, cert.L_kv, cert.d, modules, N=cert.N, degree=g), exact):
             break
         best = g
     return best
@@ -290,13 +292,14 @@ def plan(L, d, logit_bound, eps=None, *, rtol=1e-3, atol=0.0, gradient_scale=Non
     g_max = largest_cheaper_degree(cert, rates)
     max_poly = None if g_max is None else polynomial_at(R, min(g_max, MAX_DEGREE), method)
     max_bound = None if max_poly is None else max(cert.bound(max_poly).values())
-    feasible = choice.poly is not None and cost["ratio"] < 1.0
+    feasible = choice.poly is not None and cost["ratio"] < 1.0 - timing.TIE
     if feasible:
         reason = (f"degree {choice.poly.degree} (rank {k}) certifies {max(choice.bound.values()):.3g} <= tolerance "
                   f"{eps:.3g}, predicted {cost['ratio']:.3g} x the exact path's time")
     elif choice.poly is not None:
         reason = (f"above the threshold: degree {choice.poly.degree} (rank {k}) is needed but is predicted at "
-                  f"{cost['ratio']:.3g} x the exact path's time")
+                  f"{cost['ratio']:.3g} x the exact path's time (faster means below {1 - timing.TIE:g} x: "
+                  "the time model's tie band, timing.TIE)")
     else:
         reason = f"above the threshold: {choice.reason}"
     poly = choice.poly

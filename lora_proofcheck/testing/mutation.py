@@ -136,23 +136,15 @@ MUTANTS: tuple[Mutant, ...] = (
            T_ADAPT),
     Mutant("adaptive-exact-staged-part-x0.01", _ADAPT, "floor = self._chained(err, mag, u, under)",
            f"floor = {_x('0.01', 'self._chained(err, mag, u, under)')}", T_ADAPT,
-           note="OPEN: the staged part of the Softmax_1 exact bound is dominated by its consistent "
-                "part kap K on the worst instances found, so shrinking it alone stays within what "
-                "any measurement reaches (<= 0.06 of the bound); the float32-vs-float64 trick of "
-                "test_plan_kernel_float32_rounding_within_its_floor does not transfer: on its exact "
-                "repeated-row data with n = 0.5, 1, 30 (L = 64..1024) the float32 exact path equals the "
-                "float64 one bit for bit (measured 0)"),
+           note="killed by the formula check test_softmax1_exact_bound_is_the_documented_formula: "
+                "no measurement reaches this part (swamped by kap K; the float32 exact path equals "
+                "float64 bit for bit on repeated-row data), so its value is checked against (S1)"),
     Mutant("adaptive-depth-dropped-k", _ADAPT, '"term": max(Dq, Dkv) + Dk + (self.d - 1)',
            '"term": max(Dq, Dkv) + (self.d - 1)', T_ADAPT,
-           note="OPEN: drops k - 1 from the per-term depth n only, i.e. shrinks the t_i (a_i, b_i) part "
-                "of the plan kernel's floor, not the row-sum part (gamma_{D(L)+2}) nor the input errors. "
-                "test_plan_kernel_float32_rounding_within_its_floor (float32 vs float64 upcast, same plan, "
-                "exact inputs) measures at most ~0.09 of the floor on repeated_rows, where the row sums "
-                "dominate and the mutant moves the floor by < 1.1x; where the t part dominates (aligned, "
-                "dyadic, L = 8..16, d = 4, g = 6..10, k up to 1001: the floor shrinks ~5x) the measured "
-                "error is <= 0.005 of the floor, <= 0.026 of the mutated one: the feature contraction's "
-                "errors cancel like a random walk (~sqrt(k) u), far from gamma_{k-1}; killing it needs an "
-                "instance whose k-wide contraction rounds one way (not found)"),
+           note="killed by the formula check test_adaptive_depths_are_the_documented_formula: no "
+                "measurement reaches it (the k-wide contraction's errors cancel like a random walk, "
+                "<= 0.026 of the mutated floor on the aligned, dyadic instances where this part "
+                "dominates), so the depth is checked against (R4)"),
     Mutant("adaptive-class-kappa-x0.5", _ADAPT, "kap = (hi - lo) / (2 * lo) * MARGIN",
            "kap = (hi - lo) / (4 * lo) * MARGIN", T_ADAPT),
     Mutant("adaptive-approximation-x0.85", _ADAPT, "total = total + cp.kappa * Kc",

@@ -403,6 +403,7 @@ def test_issue10_config_validation(field, value, match):
 
 
 def test_tightness_table_is_sound_and_names_both_certificates(capsys, tmp_path):
+    """The degree table and its looseness factors on a small instance; the factors' inequalities."""
     from lora_proofcheck.benchmarks import tightness
 
     table = tightness.degree_table(64, (2, 3), seed=1)
@@ -411,8 +412,14 @@ def test_tightness_table_is_sound_and_names_both_certificates(capsys, tmp_path):
         for side in ("before", "after"):
             assert 0 < r[side]["error"] <= r[side]["bound"] < math.inf  # certified: never below the error
             assert r[side]["ratio_median"] >= 1
+        x = r["after"]["looseness"]
+        # each factor is an inequality of the certificate's own chain, so each can fail: Lemma 1 bounds
+        # the row's l1 error, the triangle inequality the cross-row sum, R3 each row's term
+        assert 0 < x["lemma1"] <= 1 and x["cross_rows"] >= 1 and x["within_rows"] >= 1
+        assert 0 <= x["theta_corr"] <= 1
+        assert all(v["error_at_F~"] <= v["row_sum"] for v in x["per_key"].values())
     assert table["true_max_abs_logit"] <= table["cauchy_schwarz_R"]
-    assert "| 2 |" in tightness.table_markdown(table)
+    assert "| 2 |" in tightness.table_markdown(table) and "cross-row" in tightness.table_markdown(table)
     out = tmp_path / "t.json"
     assert main(["bench", "--tightness", "--sizes", "64", "--degrees", "2", "--out", str(out)]) == 0
     assert json.loads(out.read_text())["rows"][0]["degree"] == 2 and "bound/error after" in capsys.readouterr().out
@@ -425,3 +432,12 @@ def test_tightness_table_is_sound_and_names_both_certificates(capsys, tmp_path):
 def test_tightness_bad_flags(argv, match, capsys):
     assert main(["bench", *argv]) == 2
     assert match in capsys.readouterr().err
+
+
+def test_looseness_names_what_it_takes():
+    from lora_proofcheck.benchmarks import tightness
+    from lora_proofcheck.problem import LoRAProblem
+
+    p = LoRAProblem.random(16, 2, 1, adapt="QKV", N=2, seed=0)
+    with pytest.raises(InvalidInputError, match="one-sample self-attention"):
+        tightness.looseness(p, 2, {}, {})

@@ -281,3 +281,26 @@ def test_the_memory_model_is_within_a_factor_two_of_the_traced_peak(monkeypatch)
             tracemalloc.stop()
         model = lowrank_path.chunked_bytes(p, feature_rank(d, g), "QKV")
         assert peak <= 2 * model, (L, d, g, peak, model)  # the guard doubles the model
+
+
+def test_a_degree_inside_the_tie_band_is_not_cheaper(monkeypatch):
+    """'Cheaper' means predicted below (1 - timing.TIE) of the exact path's time: a degree predicted
+    0.975 x the exact path (issue 10's L = 2^13 cell, measured 1.08 x) is not taken."""
+    from lora_proofcheck.gradients import approx as approx_mod
+    from lora_proofcheck.gradients import timing
+
+    assert timing.faster_than_exact(0.89, 1.0) and not timing.faster_than_exact(0.95, 1.0)
+    p = LoRAProblem.random(4096, 8, 4, adapt="QKV", logit_bound=1.0, seed=0)
+    search = approx_mod._Search(p, 1e-3, 0.0, "auto", None, 30, "auto")
+    ratio = {g: search._seconds(g) / search.exact_seconds for g in range(1, 31)}
+    cheap = search.cheaper_degrees()
+    assert cheap == [g for g in range(1, len(cheap) + 1) if ratio[g] < 1 - timing.TIE]
+    monkeypatch.setattr(timing, "TIE", 0.0)
+    wide = search.cheaper_degrees()
+    assert set(cheap) <= set(wide) and all(ratio[g] < 1 for g in wide)
+    last = wide[-1]
+    monkeypatch.setattr(timing, "TIE", 1.0 - ratio[last] + 1e-9)   # the last one now sits in the band
+    assert search.cheaper_degrees() == wide[:-1]
+    monkeypatch.setattr(timing, "TIE", 1.0)                         # nothing beats a band this wide
+    res = approx_gradients(p, rtol=1e-3)
+    assert res.path == "exact" and "tie band" in res.reason
