@@ -292,7 +292,7 @@ def plan(L, d, logit_bound, eps=None, *, rtol=1e-3, atol=0.0, gradient_scale=Non
     g_max = largest_cheaper_degree(cert, rates)
     max_poly = None if g_max is None else polynomial_at(R, min(g_max, MAX_DEGREE), method)
     max_bound = None if max_poly is None else max(cert.bound(max_poly).values())
-    feasible = choice.poly is not None and cost["ratio"] < 1.0 - timing.TIE
+    feasible = choice.poly is not None and timing.faster_than_exact(cost["approx_seconds"], cost["exact_seconds"])
     if feasible:
         reason = (f"degree {choice.poly.degree} (rank {k}) certifies {max(choice.bound.values()):.3g} <= tolerance "
                   f"{eps:.3g}, predicted {cost['ratio']:.3g} x the exact path's time")
