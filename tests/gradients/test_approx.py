@@ -304,3 +304,28 @@ def test_a_degree_inside_the_tie_band_is_not_cheaper(monkeypatch):
     monkeypatch.setattr(timing, "TIE", 1.0)                         # nothing beats a band this wide
     res = approx_gradients(p, rtol=1e-3)
     assert res.path == "exact" and "tie band" in res.reason
+
+
+def test_the_jump_to_the_final_degree_saves_pilots_and_stays_certified(monkeypatch):
+    """Step 2's jump (approx.py): after the first pilot the search runs the degree its values point to.
+    On the benchmark family at L = 2^14 (default rates; about 4 s) that is the whole search: pilot 2,
+    then 5, where stepping ran 2, 3 and then 5. Either way the answer is certified against an exact
+    reference."""
+    from lora_proofcheck.gradients import approx as approx_mod
+    from lora_proofcheck.gradients import timing
+
+    monkeypatch.setattr(timing, "load_rates", lambda: timing.DEFAULT_RATES)
+    p = LoRAProblem.random(16384, 8, 4, adapt="QKV", logit_bound=1.0, seed=0)
+    ref = exact_gradients(p)
+    runs, margin0 = {}, approx_mod.JUMP_MARGIN
+    for margin in (margin0, 0.0):                     # 0: no guess ever meets the tolerance, no jump
+        monkeypatch.setattr(approx_mod, "JUMP_MARGIN", margin)
+        res = approx_gradients(p, rtol=1e-3)
+        assert res.path == "approx" and res.allclose
+        for k in ref:
+            err = float(np.max(np.abs(np.asarray(res.grads[k]) - np.asarray(ref[k]))))
+            assert err <= res.bound[k] <= res.tolerance[k]
+            assert res.lower[k] <= float(np.max(np.abs(np.asarray(ref[k]))))
+        runs[margin] = res
+    jumped, stepped = runs[margin0], runs[0.0]
+    assert len(jumped.pilots) < len(stepped.pilots) and jumped.degree == stepped.degree
