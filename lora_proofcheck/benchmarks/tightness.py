@@ -63,9 +63,10 @@ def issue_instance(L: int = 16384, seed: int = 0) -> LoRAProblem:
                        B, alpha=p.alpha, beta=p.beta)
 
 
-def _row_terms(p, F, rows, W, X, Xk, Y):
-    """Per query row i of the block: h_i(F_i) for each LoRA key, shape (rows, a, b) (module docstring)."""
-    beta, V, Kp, Qp = p.beta, Xk @ W["V"], Xk @ W["K"], X[rows] @ W["Q"]
+def _row_terms(p, F, rows, X, Xk, Y, Qp, Kp, V):
+    """Per query row i of the block: h_i(F_i) for each LoRA key, shape (rows, a, b) (module docstring);
+    Qp = X W_Q (without beta), Kp = X' W_K, V = X' W_V."""
+    beta, Qp = p.beta, Qp[rows]
     O = F @ V
     C = O - Y[rows]
     dS = F * (C @ V.T - np.sum(C * O, axis=1, keepdims=True))      # dL/dS, row by row
@@ -80,17 +81,19 @@ def _row_terms(p, F, rows, W, X, Xk, Y):
     return out, dS
 
 
-def looseness(p: LoRAProblem, degree: int, bound: dict, ref: dict, *, block: int = 1024) -> dict:
-    """The three measured factors of bound / error at `degree` (module docstring), O(L^2) in blocks."""
+def looseness(p: LoRAProblem, degree: int, bound: dict, ref: dict, *, block: int = 1024, cert=None) -> dict:
+    """The three measured factors of bound / error at `degree` (module docstring), O(L^2) in blocks;
+    `cert`: the problem's row-adaptive certificate when already built (`ApproxResult.certificate`)."""
     if p.N != 1 or p.L != p.L_kv or p.normalizer_offset:
         raise InvalidInputError("looseness takes one-sample self-attention softmax problems")
-    cert = adaptive.certify_adaptive(p, cert_mod.projections(p))
+    cert = adaptive.certify_adaptive(p, cert_mod.projections(p)) if cert is None else cert
     plan = cert.feature_plan(degree)
     kappa = np.array([c.kappa for c in cert.class_polys(degree)])[np.asarray(plan.cls)[0]]
     qf, kf = plan_feature_functions(p, plan)
     W = {m: to_host64(w) for m, w in p.weights().items()}
     X, Xk, Y = (to_host64(a).reshape(p.L, -1) for a in (p.X3, p.Xkv3, p.Y))
-    Qp, Kp = p.beta * X @ W["Q"], Xk @ W["K"]
+    Q0, Kp, V = X @ W["Q"], Xk @ W["K"], Xk @ W["V"]
+    Qp = p.beta * Q0
     w_col = Kp[:, 0] - Kp[:, 0].mean()
     L = p.L
     total = {"exact": {}, "approx": {}}
@@ -106,8 +109,8 @@ def looseness(p: LoRAProblem, degree: int, bound: dict, ref: dict, *, block: int
                              for b in range(0, L, 4 * block)], axis=1)
         Ft = Et / Et.sum(axis=1, keepdims=True)
         lemma1[rows] = np.abs(Ft - F).sum(axis=1) / kappa[rows]
-        h, dS = _row_terms(p, F, rows, W, X, Xk, Y)
-        ht, _ = _row_terms(p, Ft, rows, W, X, Xk, Y)
+        h, dS = _row_terms(p, F, rows, X, Xk, Y, Q0, Kp, V)
+        ht, _ = _row_terms(p, Ft, rows, X, Xk, Y, Q0, Kp, V)
         theta = Ft / F - 1.0
         wgt = (dS / np.where(F > 0, F, 1.0)) * w_col                    # T_ij (C2_j0 - mean)
         m_t, m_w = np.sum(F * theta, 1), np.sum(F * wgt, 1)
@@ -172,7 +175,7 @@ def degree_table(L: int = 16384, degrees=DEGREES, *, seed: int = 0, progress=Non
             "after": {"error": max(after.values()), "bound": max(res.bound.values()), "seconds": after_s,
                       "floor": max(res.floor.values()),
                       "ratio_median": statistics.median(res.bound[k] / after[k] for k in ref if after[k] > 0),
-                      "looseness": looseness(p, g, res.bound, ref) if diagnose else None},
+                      "looseness": looseness(p, g, res.bound, ref, cert=res.certificate) if diagnose else None},
         })
     return {"L": L, "d": 8, "seed": seed, "max_abs_gradient": scale, "true_max_abs_logit": float(np.max(np.abs(S))),
             "cauchy_schwarz_R": float(old.logit_bound), "exact_seconds": exact_s, "rows": rows}

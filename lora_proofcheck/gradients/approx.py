@@ -20,7 +20,7 @@ features with a certified polynomial per radius class of query rows). The degree
 2. pilots: from the smallest degree whose bound is <= G_hi / 16, the kernel runs at rising degrees
    until each key's bound is at most half its max |g~|; every pilot certifies a G_lo. The pilots
    may cost at most PILOT_BUDGET of the exact path (the time model, `timing`). A pilot that
-   already meets the tolerance is the answer. After the first pilot the search jumps: its values
+   already meets the tolerance is the answer. After a pilot the search jumps (at most once): its values
    estimate max|g| (uncertified), and the next run is the smallest degree that would meet the
    tolerance were max|g| JUMP_MARGIN of that estimate, outside the pilot budget since it is the
    final's cost; it is the answer when its own certified G_lo confirms it (on the benchmark family
@@ -302,8 +302,12 @@ class _Search:
         bound, floor = self.bound(degree)
         return (grads, loss, bound, floor), ""
 
-    def lower_of(self, grads, bound) -> dict:
-        return {k: max(0.0, float(np.max(np.abs(_host(grads[k])))) - bound[k]) for k in self.keys}
+    def maxima(self, grads) -> dict:
+        return {k: float(np.max(np.abs(_host(grads[k])))) for k in self.keys}
+
+    def lower_of(self, grads, bound, maxima=None) -> dict:
+        maxima = self.maxima(grads) if maxima is None else maxima
+        return {k: max(0.0, maxima[k] - bound[k]) for k in self.keys}
 
     # -- the search ----------------------------------------------------------------------------
     def run(self, degree, on_threshold) -> ApproxResult:
@@ -338,17 +342,17 @@ class _Search:
             spent += c
             pilots.append(gp)
             grads, loss, bound, floor = out
-            lower = {k: max(lower[k], v) for k, v in self.lower_of(grads, bound).items()}
+            gmax = self.maxima(grads)
+            lower = {k: max(lower[k], v) for k, v in self.lower_of(grads, bound, gmax).items()}
             if self.meets(bound, self.tol(lower)):
                 return self._approx(gp, out, lower, tuple(pilots[:-1]))
-            if all(bound[k] <= 0.5 * float(np.max(np.abs(_host(grads[k])))) for k in self.keys):
+            if all(bound[k] <= 0.5 * gmax[k] for k in self.keys):
                 break
             if final is None:
                 # a pilot's values estimate max|g| long before its bound can certify it: the next run
                 # is the degree that would meet the tolerance were max|g| 3/4 of that estimate, as the
                 # final (outside the pilot budget: it is what the final costs; it certifies itself)
-                guess = {k: JUMP_MARGIN * float(np.max(np.abs(_host(grads[k])))) for k in self.keys}
-                final = self.first_meeting(self.tol(guess), todo)
+                final = self.first_meeting(self.tol({k: JUMP_MARGIN * gmax[k] for k in self.keys}), todo)
                 if final is not None:
                     todo = [g for g in todo if g >= final]
         t = self.tol(lower)
