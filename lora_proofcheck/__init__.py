@@ -15,6 +15,7 @@ heads). `cli` is the command line, `benchmarks` the timings.
 from ._lib.version import __version__
 from .audit.api import audit_model
 from .errors import AboveThresholdError, InvalidInputError, InvalidTypeError, ProofcheckError
+from .gradients.a_posteriori import APosterioriBound, a_posteriori_bound
 from .gradients.approx import ApproxResult, approx_gradients
 from .gradients.exact_path import exact_gradients, loss
 from .gradients.peers import peer_gradients
@@ -22,6 +23,7 @@ from .gradients.planner import Plan, logit_bound, plan, threshold_report
 from .problem import MODULES, LoRAProblem
 
 __all__ = [
+    "APosterioriBound",
     "AboveThresholdError",
     "ApproxResult",
     "InvalidInputError",
@@ -30,6 +32,7 @@ __all__ = [
     "MODULES",
     "Plan",
     "ProofcheckError",
+    "a_posteriori_bound",
     "approx_gradients",
     "audit_model",
     "exact_gradients",

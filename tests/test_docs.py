@@ -12,6 +12,7 @@ PUBLIC_MODULES = (
     "lora_proofcheck.problem",
     "lora_proofcheck.gradients.exact_path",
     "lora_proofcheck.gradients.approx",
+    "lora_proofcheck.gradients.a_posteriori",
     "lora_proofcheck.gradients.peers",
     "lora_proofcheck.gradients.planner",
     "lora_proofcheck.gradients.costs",
@@ -29,7 +30,7 @@ def test_docstring_examples(name):
     assert result.attempted > 0, f"{name} has no examples"
 
 
-@pytest.mark.parametrize("name", ["approx_gradients", "audit_model", "exact_gradients", "loss", "plan", "threshold_report",
+@pytest.mark.parametrize("name", ["a_posteriori_bound", "approx_gradients", "audit_model", "exact_gradients", "loss", "plan", "threshold_report",
                                   "logit_bound", "LoRAProblem", "peer_gradients"])
 def test_public_api_has_numpydoc_sections(name):
     import lora_proofcheck as lp

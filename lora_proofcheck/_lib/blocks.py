@@ -69,7 +69,10 @@ EXACT_BLOCKS = BlockPolicy(budget_bytes=2 << 20, min_rows=8)
 # At most 4096 rows: at small k the budget alone allows whole-array chunks, whose other per-row
 # temporaries (width ~d^2) leave the caches: L = 16384, d = 8, k = 9 or 45 took 1.5-1.9 s as one
 # 16384-row chunk and 0.05-0.15 s in chunks of 2048-8192 rows (and the rtol search's pilots run there).
-LOWRANK_CHUNKS = BlockPolicy(budget_bytes=8 << 20, min_rows=64, max_rows=4096)
+# 16 MiB, not 8: at k = 6435 (g = 7) 8 MiB leaves 162-row chunks, and the forced path at L = 16384
+# took 0.98 s against 0.87 s at 324 rows (Xeon, best of 3;
+# g = 3-6 within +-5 %); the floor's depth grows by the extra rows, small beside its k - 1 term.
+LOWRANK_CHUNKS = BlockPolicy(budget_bytes=16 << 20, min_rows=64, max_rows=4096)
 # Certificate: every (N, d, rows) float64 temporary at most 512 KiB: cache-resident and recycled by
 # the allocator. Measured at L = 16384, d = 8: 64K entries ~1.3x faster than 16K or 256K; at least
 # 64 rows per block (for wide N d: bounds the per-block overhead).

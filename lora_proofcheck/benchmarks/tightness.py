@@ -12,6 +12,11 @@ each against the exact path (blocked, float64): max over keys of the max-abs err
 keys of the certified bound, their ratio (per key, then the median over keys) and the wall time.
 `lora-proofcheck bench --tightness` runs it; a timing is one run (ratios in one run compare).
 
+A POSTERIORI (the rows' `a_posteriori` entry): `gradients.a_posteriori.a_posteriori_bound` of the
+"after" result against degree g + POSTERIORI_STEP (almost linear) and against "auto" (the cheaper
+reference by the time model, often the exact path at 2^14): max|g~ - g~_ref| + the reference's
+certified bound, which sees the cancellation the a priori chain cannot, at the reference's cost.
+
 WHERE THE LOOSENESS IS (`looseness`, the "after" rows' `looseness` entry): a diagnostic in O(L^2),
 in row and key blocks, that splits bound / error into three measured factors.  The loss is a sum
 over query rows and each row's term depends on its attention row only, so the approximate path's
@@ -43,14 +48,17 @@ from ..certification import adaptive
 from ..certification import certificate as cert_mod
 from ..certification.polynomial import exp_polynomial
 from ..errors import InvalidInputError
+from ..gradients.a_posteriori import a_posteriori_bound
 from ..gradients.approx import approx_gradients
 from ..gradients.exact_path import exact_gradients, lora_factor_gradients
 from ..gradients.lowrank_path import lowrank_weight_gradients, plan_feature_functions
 from ..problem import LoRAProblem
 
-__all__ = ["DEGREES", "degree_table", "issue_instance", "looseness", "table_markdown"]
+__all__ = ["DEGREES", "POSTERIORI_MAX", "POSTERIORI_STEP", "degree_table", "issue_instance", "looseness", "table_markdown"]
 
 DEGREES = (4, 5, 6, 7, 8, 9)
+#: the a posteriori column's reference: degree g + POSTERIORI_STEP, run only up to POSTERIORI_MAX
+POSTERIORI_STEP, POSTERIORI_MAX = 3, 10
 
 
 def issue_instance(L: int = 16384, seed: int = 0) -> LoRAProblem:
@@ -139,9 +147,12 @@ def _err(grads, ref) -> dict:
     return {k: float(np.max(np.abs(to_host64(grads[k]) - ref[k]))) for k in ref}
 
 
-def degree_table(L: int = 16384, degrees=DEGREES, *, seed: int = 0, progress=None, diagnose: bool = True) -> dict:
+def degree_table(L: int = 16384, degrees=DEGREES, *, seed: int = 0, progress=None, diagnose: bool = True,
+                 a_posteriori: bool = True) -> dict:
     """The table (module docstring) as JSON-ready rows, one per degree; `diagnose`: with each degree's
-    `looseness` (O(L^2): about the exact path's time per degree)."""
+    `looseness` (O(L^2): about the exact path's time per degree); `a_posteriori`: with each degree's
+    `a_posteriori_bound` against degree g + POSTERIORI_STEP (<= POSTERIORI_MAX; almost linear) and
+    against "auto" (the cheaper of a degree and the exact path, by the time model)."""
     if isinstance(L, bool) or not isinstance(L, int) or L < 16:
         raise InvalidInputError(f"L must be an int >= 16, got {L!r}")
     degrees = tuple(degrees)
@@ -176,9 +187,25 @@ def degree_table(L: int = 16384, degrees=DEGREES, *, seed: int = 0, progress=Non
                       "floor": max(res.floor.values()),
                       "ratio_median": statistics.median(res.bound[k] / after[k] for k in ref if after[k] > 0),
                       "looseness": looseness(p, g, res.bound, ref, cert=res.certificate) if diagnose else None},
+            "a_posteriori": _posteriori(p, res, g, after) if a_posteriori else None,
         })
     return {"L": L, "d": 8, "seed": seed, "max_abs_gradient": scale, "true_max_abs_logit": float(np.max(np.abs(S))),
             "cauchy_schwarz_R": float(old.logit_bound), "exact_seconds": exact_s, "rows": rows}
+
+
+def _posteriori(p, res, g, err) -> dict:
+    """`a_posteriori_bound` of the degree-g result against g + POSTERIORI_STEP and "auto"."""
+    out = {}
+    for name, ref in (("degree", g + POSTERIORI_STEP if g + POSTERIORI_STEP <= POSTERIORI_MAX else None),
+                      ("auto", "auto")):
+        if ref is None:
+            out[name] = None
+            continue
+        post = a_posteriori_bound(p, res, reference=ref)
+        out[name] = {"reference": post.reference, "bound": max(post.bound.values()), "seconds": post.seconds,
+                     "reason": post.reason, "holds": all(post.bound[k] >= err[k] for k in err),
+                     "ratio_median": statistics.median(post.bound[k] / err[k] for k in err if err[k] > 0)}
+    return out
 
 
 def table_markdown(table: dict) -> str:
@@ -193,6 +220,19 @@ def table_markdown(table: dict) -> str:
         out.append(f"| {r['degree']} | {b['error']:.2g} | {b['bound']:.2g} | {b['ratio_median']:.3g} | "
                    f"{b['seconds']:.2f} | {a['error']:.2g} | {a['bound']:.2g} | {a['ratio_median']:.3g} | "
                    f"{a['seconds']:.2f} |")
+    post = [r for r in table["rows"] if r.get("a_posteriori")]
+    if post:
+        out += ["", "A posteriori (`a_posteriori_bound`: the difference to a certified reference run plus the "
+                "reference's bound; it costs the reference run):", "",
+                f"| g | reference g + {POSTERIORI_STEP} | bound/error | reference time (s) | reference \"auto\" "
+                "| bound/error | reference time (s) |", "|---|---|---|---|---|---|---|"]
+        for r in post:
+            cells = []
+            for name in ("degree", "auto"):
+                x = r["a_posteriori"][name]
+                cells += (["—", "—", "—"] if x is None else
+                          [str(x["reference"]), f"{x['ratio_median']:.3g}", f"{x['seconds']:.2f}"])
+            out.append(f"| {r['degree']} | " + " | ".join(cells) + " |")
     diag = [r for r in table["rows"] if r["after"].get("looseness")]
     if diag:
         out += ["", "Where the bound/error after comes from (measured factors, `tightness.looseness`):", "",

@@ -29,6 +29,7 @@ from ..certification import adaptive
 from ..certification import certificate as cert_mod
 from ..errors import ProofcheckError
 from ..gradients import exact_path, lowrank_path, timing
+from ..gradients.a_posteriori import a_posteriori_bound
 from ..gradients.approx import approx_gradients
 from ..kernels.features import feature_rank
 from ..problem import LoRAProblem
@@ -120,11 +121,14 @@ def _prepare(spec):
         else:
             kwargs = {"degree": spec["degree"], "on_threshold": "force", "threads": spec["threads"]}
 
+        last = {}
+
         def call():
-            res = approx_gradients(p, **kwargs)
+            res = last["res"] = approx_gradients(p, **kwargs)
             return res.grads, _approx_facts(res)
         if method.startswith("approx-rtol"):
-            info["_after"] = lambda extra: {"forced": _forced_comparison(p, spec, extra)}
+            info["_after"] = lambda extra: {"forced": _forced_comparison(p, spec, extra),
+                                            **_posteriori(p, last["res"], spec)}
         return call, info
     raise ValueError(f"unknown method {method!r}")
 
@@ -134,6 +138,21 @@ def _approx_facts(res) -> dict:
     cost = {k: res.cost[k] for k in ("approx_seconds", "exact_seconds", "ratio", "rates")}
     return {"bounds": bounds, "bound": max(bounds.values()), "degree": res.degree, "rank": res.rank,
             "path": res.path, "path_reason": res.reason, "pilots": list(res.pilots), "predicted": cost}
+
+
+#: the a posteriori companion runs at L <= this (its reference, degree g + POSTERIORI_STEP, costs more)
+POSTERIORI_MAX_L = 16384
+POSTERIORI_STEP = 3
+
+
+def _posteriori(p, res, spec) -> dict:
+    """Untimed: `a_posteriori_bound` of the call's result against degree g + POSTERIORI_STEP (the
+    runner adds the per-key errors; analysis reports bound / error next to the a priori one)."""
+    if res.path != "approx" or p.L > POSTERIORI_MAX_L:
+        return {}
+    post = a_posteriori_bound(p, res, reference=res.degree + POSTERIORI_STEP, threads=spec["threads"])
+    return {"a_posteriori": {"reference": post.reference, "reason": post.reason, "seconds": post.seconds,
+                             "bounds": {k: float(v) for k, v in post.bound.items()}}}
 
 
 def _forced_comparison(p, spec, extra) -> dict:

@@ -194,24 +194,25 @@ def approx_gradients(problem, *, rtol=1e-3, atol=0.0, eps=None, degree=None, on_
     max_degree = check_int("max_degree", max_degree, 1)
     if centre_queries not in _CENTRE:
         raise InvalidInputError(f"centre_queries must be one of {_CENTRE}, got {centre_queries!r}")
-    return _Search(problem, rtol, atol, method, threads, max_degree, centre_queries).run(degree, on_threshold)
+    return Search(problem, rtol, atol, method, threads, max_degree, centre_queries).run(degree, on_threshold)
 
 
-class _Search:
-    """One call's state: the certificate, the time model, the tolerance, the pilots run."""
+class Search:
+    """One call's state (internal; `a_posteriori` runs its reference through it): the certificate, the time model, the tolerance, the pilots run."""
 
-    def __init__(self, problem, rtol, atol, method, threads, max_degree, centre_queries):
+    def __init__(self, problem, rtol, atol, method, threads, max_degree, centre_queries, cert=None):
         self.problem, self.rtol, self.atol = problem, rtol, atol
         self.method, self.threads, self.max_degree = method, threads, max_degree
         self.proj = cert_mod.projections(problem)
-        self.cert = adaptive.certify_adaptive(problem, self.proj, centre_queries=centre_queries)
+        self.cert = (adaptive.certify_adaptive(problem, self.proj, centre_queries=centre_queries)
+                     if cert is None else cert)  # `a_posteriori` reuses a result's certificate
         self.keys = sorted(self.cert.K_general)
         self.rates = timing.load_rates()
         self.modules = "".join(problem.adapted)
-        self.exact_seconds = self._seconds(None)
+        self.exact_seconds = self.seconds(None)
 
     # -- the time model ------------------------------------------------------------------------
-    def _seconds(self, degree) -> float:
+    def seconds(self, degree) -> float:
         c = self.cert
         path = "exact" if degree is None else "approx"
         return timing.predict_seconds(self.rates, path, c.L, c.L_kv, c.d, self.modules, N=c.N, degree=degree)
@@ -222,7 +223,7 @@ class _Search:
         out = {"approx_seconds": None, "exact_seconds": self.exact_seconds, "ratio": None, "approx_flops": None,
                "exact_flops": exact_flops, "rates": self.rates.source}
         if degree is not None:
-            out["approx_seconds"] = self._seconds(degree)
+            out["approx_seconds"] = self.seconds(degree)
             out["ratio"] = out["approx_seconds"] / self.exact_seconds
             out["approx_flops"] = float(costs.approx_flops(c.L, c.L_kv, c.d, degree, self.modules, N=c.N))
         return out
@@ -230,7 +231,7 @@ class _Search:
     def cheaper_degrees(self) -> list:
         out = []
         for g in range(1, self.max_degree + 1):
-            if not timing.faster_than_exact(self._seconds(g), self.exact_seconds):
+            if not timing.faster_than_exact(self.seconds(g), self.exact_seconds):
                 break
             out.append(g)
         return out
@@ -333,7 +334,7 @@ class _Search:
         todo, final = [g for g in cheap if g >= start], None
         while todo:
             gp = todo.pop(0)
-            c = self._seconds(gp)
+            c = self.seconds(gp)
             if pilots and gp != final and spent + c > PILOT_BUDGET * self.exact_seconds:
                 break
             out, _ = self.run_degree(gp)
@@ -452,10 +453,13 @@ class _Search:
             loss=loss, norms=threshold_report(self.problem, proj=self.proj), rtol=self.rtol, atol=self.atol,
             certificate=self.cert)
 
-    def _exact(self, reason, lower, pilots) -> ApproxResult:
+    def run_exact(self):
+        """(grads, loss, bound) of the exact path, its bound the rounding floor (and underflow)."""
         loss, dW = weight_gradients(self.problem, self.modules, threads=self.threads)
-        grads = lora_factor_gradients(self.problem, dW)
-        bound = self.cert.exact_bound(self.problem, self.proj)
+        return lora_factor_gradients(self.problem, dW), loss, self.cert.exact_bound(self.problem, self.proj)
+
+    def _exact(self, reason, lower, pilots) -> ApproxResult:
+        grads, loss, bound = self.run_exact()
         lower = {k: max(lower.get(k, 0.0), v) for k, v in self.lower_of(grads, bound).items()}
         t = self.tol(lower)
         return ApproxResult(

@@ -44,6 +44,7 @@ _ROUND = "lora_proofcheck/certification/rounding.py"
 _ADAPT = "lora_proofcheck/certification/adaptive.py"
 _POLY = "lora_proofcheck/certification/polynomial.py"
 _FEAT = "lora_proofcheck/kernels/features.py"
+_POST = "lora_proofcheck/gradients/a_posteriori.py"
 
 # the fast test subsets (seconds each under CI=true) that guard each module
 T_FLOORS = ("tests/certification/test_floor_reference.py",)
@@ -52,6 +53,7 @@ T_CERT = T_FLOORS + ("tests/certification/test_certificate.py", "tests/testing/t
 T_ADAPT = T_FLOORS + ("tests/certification/test_adaptive.py",)
 T_POLY = ("tests/certification/test_polynomial.py",)
 T_FEAT = ("tests/kernels/test_features.py",)
+T_POST = ("tests/gradients/test_a_posteriori.py",)
 
 
 @dataclass(frozen=True)
@@ -175,6 +177,11 @@ MUTANTS: tuple[Mutant, ...] = (
            "s = math.sqrt(float(abs(a) * math.factorial(t) / math.prod(math.factorial(c) for c in m)))",
            "s = math.sqrt(float(abs(a)))", T_FEAT),
     Mutant("feature-constant-column", _FEAT, "out[..., 0, :] = 1", "out[..., 0, :] = 0", T_FEAT),
+    # -- a_posteriori.py: the triangle inequality and its rounding
+    Mutant("a-posteriori-reference-bound-dropped", _POST, "min(a_priori[k], _up(diff[k] + ref_bound[k]))",
+           "min(a_priori[k], _up(diff[k]))", T_POST),
+    Mutant("a-posteriori-difference-rounded-to-nearest", _POST, "return _up(m * (1.0 + 2.0 * _U64))",
+           "return m", T_POST),
 )
 
 

@@ -341,6 +341,25 @@ def test_targets_table_on_a_synthetic_result():
     assert share["value"] == pytest.approx(5 / 6) and share["met"] is False
 
 
+def test_targets_table_reports_the_a_posteriori_ratio_beside_the_a_priori_one():
+    key = lambda rows: {t["name"].split(" at L")[0]: t for t in rows}  # noqa: E731
+    result = _table_result()
+    rows = key(targets_table(result))
+    assert rows["a posteriori bound / measured error"]["value"] is None
+    assert rows["a posteriori bound / measured error"]["met"] is None and "not recorded" in \
+        rows["a posteriori bound / measured error"]["note"]
+    e = next(e for e in result["results"] if e["method"] == "approx-rtol1e-03" and e["L"] == 2**14)
+    e["a_posteriori"] = {"reference": 8, "reason": "", "seconds": 1.5,
+                         "bounds": {"A_Q": 1.5e-4, "B_Q": 3e-3, "A_V": 2e-4}}
+    post = key(targets_table(result))["a posteriori bound / measured error"]
+    assert post["value"] == pytest.approx(1.5) and post["met"] is True   # median of 1.5, 3, 1
+    assert "degree 8" in post["note"] and "not the call's own certificate" in post["note"]
+    assert "a priori" in key(targets_table(result))["certified bound / measured error"]["note"]
+    e["a_posteriori"]["reason"] = "reference 8 refused: memory"
+    post = key(targets_table(result))["a posteriori bound / measured error"]
+    assert post["value"] is None and "refused" in post["note"]
+
+
 def test_targets_table_crossover_never_and_version_1_results():
     result = _table_result()
     for e in result["results"]:
@@ -418,8 +437,13 @@ def test_tightness_table_is_sound_and_names_both_certificates(capsys, tmp_path):
         assert 0 < x["lemma1"] <= 1 and x["cross_rows"] >= 1 and x["within_rows"] >= 1
         assert 0 <= x["theta_corr"] <= 1
         assert all(v["error_at_F~"] <= v["row_sum"] for v in x["per_key"].values())
+        for name, ref in (("degree", r["degree"] + tightness.POSTERIORI_STEP), ("auto", None)):
+            post = r["a_posteriori"][name]  # certified: holds, and never above the a priori bound
+            assert post["reason"] == "" and post["holds"] and 1 <= post["ratio_median"] <= r["after"]["ratio_median"]
+            assert ref is None or post["reference"] == ref
     assert table["true_max_abs_logit"] <= table["cauchy_schwarz_R"]
     assert "| 2 |" in tightness.table_markdown(table) and "cross-row" in tightness.table_markdown(table)
+    assert "A posteriori" in tightness.table_markdown(table)
     out = tmp_path / "t.json"
     assert main(["bench", "--tightness", "--sizes", "64", "--degrees", "2", "--out", str(out)]) == 0
     assert json.loads(out.read_text())["rows"][0]["degree"] == 2 and "bound/error after" in capsys.readouterr().out
@@ -441,3 +465,21 @@ def test_looseness_names_what_it_takes():
     p = LoRAProblem.random(16, 2, 1, adapt="QKV", N=2, seed=0)
     with pytest.raises(InvalidInputError, match="one-sample self-attention"):
         tightness.looseness(p, 2, {}, {})
+
+
+def test_the_worker_records_the_a_posteriori_bound_of_an_approx_call():
+    from lora_proofcheck import approx_gradients
+    from lora_proofcheck.benchmarks import worker
+    from lora_proofcheck.benchmarks.tightness import issue_instance
+    from lora_proofcheck.checks.approx_checks import reference
+
+    p = issue_instance(512)
+    res = approx_gradients(p, degree=4, on_threshold="force")
+    out = worker._posteriori(p, res, {"threads": None})["a_posteriori"]
+    assert out["reference"] == 4 + worker.POSTERIORI_STEP and out["reason"] == ""
+    ref, allowance = reference(p)
+    for k, b in out["bounds"].items():
+        err = float(np.max(np.abs(np.asarray(res.grads[k]) - ref[k])))
+        assert err <= b + allowance[k] and b <= res.bound[k]
+    exact = approx_gradients(p)  # L = 512: the exact path, nothing to verify
+    assert exact.path == "exact" and worker._posteriori(p, exact, {"threads": None}) == {}

@@ -291,8 +291,8 @@ def test_a_degree_inside_the_tie_band_is_not_cheaper(monkeypatch):
 
     assert timing.faster_than_exact(0.89, 1.0) and not timing.faster_than_exact(0.95, 1.0)
     p = LoRAProblem.random(4096, 8, 4, adapt="QKV", logit_bound=1.0, seed=0)
-    search = approx_mod._Search(p, 1e-3, 0.0, "auto", None, 30, "auto")
-    ratio = {g: search._seconds(g) / search.exact_seconds for g in range(1, 31)}
+    search = approx_mod.Search(p, 1e-3, 0.0, "auto", None, 30, "auto")
+    ratio = {g: search.seconds(g) / search.exact_seconds for g in range(1, 31)}
     cheap = search.cheaper_degrees()
     assert cheap == [g for g in range(1, len(cheap) + 1) if ratio[g] < 1 - timing.TIE]
     monkeypatch.setattr(timing, "TIE", 0.0)
